@@ -1,0 +1,132 @@
+"""Throughput of the jitted forward pass or of the full train step, after warm-up.
+
+    python -m benchmarks.speed --config=configs/ssv1_8x2.py [--config.model.name=tsn ...] \\
+        --mode=infer|train --batch_size=N [--repeats=5] [--json]
+
+`infer`: the eval-mode forward pass (uint8 clips in, logits out, normalisation included).
+`train`: forward, loss, backward and the SGD-momentum update, state donated. Inputs are put on
+the device once, before timing (host-to-device transfer excluded). Prints the median of
+`--repeats` timed calls and the achieved GFLOP/s from XLA's cost analysis of the compiled
+program; with `--json` the last line is `{"clips_per_s", "median_s", "gflops_per_s", ...}`.
+
+The XLA:CPU flags and huge pages of `blvnet_jax.xla_env` are applied first (the process restarts
+itself once to get huge pages); `BLVNET_XLA_ENV=0` measures XLA's defaults instead.
+"""
+from blvnet_jax import xla_env
+
+xla_env.configure()
+
+import json  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from absl import app, flags  # noqa: E402
+from flax import nnx  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
+from blvnet_jax import steps  # noqa: E402
+from blvnet_jax.models import create_model  # noqa: E402
+
+
+def compiled_flops(compiled) -> float:
+    """FLOPs of one call of a compiled program by XLA's cost analysis (0.0 if unavailable)."""
+    cost = compiled.cost_analysis()
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
+def time_calls(run, repeats: int, warmup: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `run()` (which blocks) after `warmup` untimed calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def random_batch(config, batch_size: int) -> dict:
+    """uint8 clips `(batch, frames, crop, crop, channels)` and int32 labels `(batch,)`, on device."""
+    model_config = config.model
+    rng = np.random.default_rng(0)
+    shape = (batch_size, model_config.num_frames, config.data.crop_size, config.data.crop_size,
+             model_config.input_channels)
+    return {"video": jax.device_put(rng.integers(0, 256, shape, dtype=np.uint8)),
+            "label": jax.device_put(rng.integers(0, model_config.num_classes, batch_size).astype(np.int32))}
+
+
+def benchmark(config, mode: str, batch_size: int, repeats: int = 5, warmup: int = 2) -> dict:
+    """Compiles the `mode` program for `config` at `batch_size` and times it; returns the figures."""
+    model = create_model(config.model, rngs=nnx.Rngs(0))
+    batch = random_batch(config, batch_size)
+    start = time.perf_counter()
+    if mode == "infer":
+        model.eval()
+        graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+        compiled = jax.jit(steps.make_eval_step(graphdef)).lower(
+            params, batch_stats, batch["video"]).compile()
+
+        def run():
+            compiled(params, batch_stats, batch["video"]).block_until_ready()
+    elif mode == "train":
+        optimizer = optax.sgd(0.01, momentum=0.9, nesterov=True)
+        graphdef, state = steps.init_train_state(model, optimizer)
+        rng = jax.random.key(0)
+        compiled = jax.jit(steps.make_train_step(graphdef, optimizer), donate_argnums=0).lower(
+            state, batch, rng).compile()
+        holder = [state]
+
+        def run():
+            holder[0], metrics = compiled(holder[0], batch, rng)
+            jax.block_until_ready((holder[0], metrics))
+    else:
+        raise ValueError(f"--mode must be infer or train, got {mode!r}")
+    compile_s = time.perf_counter() - start
+    times = time_calls(run, repeats, warmup)
+    median = statistics.median(times)
+    flops = compiled_flops(compiled)
+    return {"model": config.model.name, "depth": config.model.depth,
+            "num_frames": config.model.num_frames, "crop_size": config.data.crop_size,
+            "dtype": config.model.dtype, "mode": mode, "batch_size": batch_size,
+            "clips_per_s": batch_size / median, "median_s": median,
+            "gflops_per_s": flops / median / 1e9, "gflops_per_call": flops / 1e9,
+            "times_s": times, "compile_s": compile_s, "device": str(jax.devices()[0].device_kind),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    config_flags.DEFINE_config_file("config", None, "Config file describing the model.", lock_config=True)
+    flags.DEFINE_enum("mode", "infer", ["infer", "train"], "Forward pass only, or the full train step.")
+    flags.DEFINE_integer("batch_size", 1, "Clips per call.")
+    flags.DEFINE_integer("repeats", 5, "Timed calls; the median is reported.")
+    flags.DEFINE_integer("warmup", 2, "Untimed calls after compilation.")
+    flags.DEFINE_bool("json", False, "End with one JSON line of the figures.")
+
+
+def main(argv):
+    del argv
+    result = benchmark(FLAGS.config, FLAGS.mode, FLAGS.batch_size, FLAGS.repeats, FLAGS.warmup)
+    print(f"{result['model']}-{result['depth']} {result['num_frames']}f {result['crop_size']}px "
+          f"{result['dtype']} {result['mode']} batch {result['batch_size']} on {result['device']}: "
+          f"{result['clips_per_s']:.3f} clips/s (median {result['median_s'] * 1e3:.0f} ms of "
+          f"{', '.join(f'{t * 1e3:.0f}' for t in result['times_s'])}), "
+          f"{result['gflops_per_s']:.0f} GFLOP/s, compile {result['compile_s']:.0f} s")
+    if FLAGS.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    define_flags()
+    flags.mark_flag_as_required("config")
+    app.run(main)

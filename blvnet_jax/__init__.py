@@ -1,0 +1,1 @@
+"""blvnet-jax: bLVNet-TAM and its baselines in JAX/Flax."""

@@ -1,0 +1,182 @@
+"""bLVNet: the Big-Little video network on a bLResNet backbone (alpha = 2, beta = 4).
+
+Layout as in the official code (IBM/bLVNet-TAM, `blvnet_tam_backbone.py`):
+- a clip of `num_frames` frames is read as `num_frames // 2` pairs `(2k, 2k+1)`; the even frame
+  of a pair goes to the little branch (full resolution, channels / alpha), the odd frame to the big
+  branch (half resolution, full channels, nearest-upsampled back);
+- the fused feature of a pair is shared by both of its frames; a temporal module (TAM or TSM)
+  mixes frames at the stem output and at the input of every bL module, and sits in every layer4
+  bottleneck, where only one frame per pair is processed.
+The official code materialises the duplicated pair features; here each bL module receives one
+feature per pair and the temporal module computes both frames' outputs from it (`paired`).
+"""
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from blvnet_jax.layers import Conv, avg_pool_3x3_s2, batch_norm, upsample_nearest
+
+BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (4, 8, 18, 3), 152: (5, 12, 30, 3)}
+
+# (channels, num_frames) -> temporal module, or None for a network without temporal mixing.
+TemporalFactory = Callable[[int, int], nnx.Module | None]
+
+
+class Bottleneck(nnx.Module):
+    """ResNet bottleneck (stride on the 3x3) with an optional temporal module on its input.
+
+    `pool_shortcut`: the bLResNet shortcut (3x3 average pool, then 1x1 conv) instead of
+    torchvision's strided 1x1 convolution. As in the official code, a TAM's output also feeds a
+    projection shortcut (an identity shortcut carries the input unmixed); a temporal shift (TSM)
+    stays in the residual branch.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *,
+                 last_relu: bool = True, temporal: nnx.Module | None = None,
+                 pool_shortcut: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
+        mid = out_channels // 4
+        self.temporal = temporal
+        self.conv1 = Conv(in_channels, mid, 1, dtype=dtype, rngs=rngs)
+        self.bn1 = batch_norm(mid, dtype=dtype, rngs=rngs)
+        self.conv2 = Conv(mid, mid, 3, stride, dtype=dtype, rngs=rngs)
+        self.bn2 = batch_norm(mid, dtype=dtype, rngs=rngs)
+        self.conv3 = Conv(mid, out_channels, 1, dtype=dtype, rngs=rngs)
+        self.bn3 = batch_norm(out_channels, zero_scale=True, dtype=dtype, rngs=rngs)
+        self.shortcut_pool = pool_shortcut and stride != 1
+        project = in_channels != out_channels or (stride != 1 and not pool_shortcut)
+        conv_stride = 1 if pool_shortcut else stride
+        self.shortcut_conv = (Conv(in_channels, out_channels, 1, conv_stride, dtype=dtype, rngs=rngs)
+                              if project else None)
+        self.shortcut_bn = batch_norm(out_channels, dtype=dtype, rngs=rngs) if project else None
+        self.last_relu = last_relu
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: `(n, height, width, in_channels)` -> `(n, height / stride, width / stride, out_channels)`."""
+        residual_in = x if self.temporal is None else self.temporal(x)
+        out = jax.nn.relu(self.bn1(self.conv1(residual_in)))
+        out = jax.nn.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        shortcut = x
+        if self.shortcut_pool or self.shortcut_conv is not None:
+            if getattr(self.temporal, "applies_to_shortcut", False):
+                shortcut = residual_in
+            if self.shortcut_pool:
+                shortcut = avg_pool_3x3_s2(shortcut)
+            if self.shortcut_conv is not None:
+                shortcut = self.shortcut_bn(self.shortcut_conv(shortcut))
+        out = out + shortcut
+        return jax.nn.relu(out) if self.last_relu else out
+
+
+def run_blocks(blocks: nnx.List, x: jax.Array) -> jax.Array:
+    for block in blocks:
+        x = block(x)
+    return x
+
+
+def make_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int = 1, *,
+               last_relu: bool = True, temporal: TemporalFactory | None = None,
+               num_frames: int = 0, pool_shortcut: bool = True, dtype, rngs: nnx.Rngs) -> nnx.List:
+    """`num_blocks` bottlenecks; the first changes channels and resolution.
+
+    `last_relu=False` drops the final ReLU of a stage of more than one block (the official big
+    branch, which adds the little branch before its ReLU).
+    """
+    blocks = []
+    for index in range(num_blocks):
+        block_in = in_channels if index == 0 else out_channels
+        blocks.append(Bottleneck(
+            block_in, out_channels, stride if index == 0 else 1,
+            last_relu=last_relu or num_blocks == 1 or index < num_blocks - 1,
+            temporal=temporal(block_in, num_frames) if temporal else None,
+            pool_shortcut=pool_shortcut, dtype=dtype, rngs=rngs))
+    return nnx.List(blocks)
+
+
+class BigLittleModule(nnx.Module):
+    """One bL stage: a big branch at half resolution, a little one at full resolution, fused."""
+
+    def __init__(self, in_channels: int, out_channels: int, num_blocks: int, alpha: int, beta: int,
+                 stride: int, *, temporal: nnx.Module | None, dtype, rngs: nnx.Rngs):
+        self.temporal = temporal
+        self.big = make_stage(in_channels, out_channels, num_blocks - 1, 2, last_relu=False,
+                              dtype=dtype, rngs=rngs)
+        self.little = make_stage(in_channels, out_channels // alpha, max(1, num_blocks // beta - 1),
+                                 dtype=dtype, rngs=rngs)
+        self.little_expand = Conv(out_channels // alpha, out_channels, 1, dtype=dtype, rngs=rngs)
+        self.little_expand_bn = batch_norm(out_channels, dtype=dtype, rngs=rngs)
+        self.fusion = make_stage(out_channels, out_channels, 1, stride, dtype=dtype, rngs=rngs)
+
+    def __call__(self, pairs: jax.Array) -> jax.Array:
+        """pairs: `(clips * pairs_per_clip, h, w, in_channels)`, one feature per frame pair.
+
+        Returns `(clips * pairs_per_clip, h / stride, w / stride, out_channels)`.
+        """
+        if self.temporal is None:
+            little_in = big_in = pairs
+        else:
+            little_in, big_in = self.temporal.paired(pairs)
+        big = run_blocks(self.big, big_in)
+        little = self.little_expand_bn(self.little_expand(run_blocks(self.little, little_in)))
+        big = upsample_nearest(big, little.shape[1], little.shape[2])
+        return run_blocks(self.fusion, jax.nn.relu(big + little))
+
+
+class BLVNet(nnx.Module):
+    """bLVNet on bLResNet-`depth`: `(clips, num_frames, h, w, input_channels)` -> pooled features
+    `(clips, num_frames // 2, 32 * width)`, one per frame pair (layer4 runs on one frame per pair).
+
+    `temporal` builds the module used at every temporal position (TAM for bLVNet-TAM, a shift
+    for bLVNet+TSM, None for plain bLVNet). The classifier head lives in `models.VideoClassifier`.
+    """
+
+    def __init__(self, depth: int, alpha: int, beta: int, num_frames: int, *, width: int = 64,
+                 input_channels: int = 3, temporal: TemporalFactory | None = None,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        if num_frames % 2:
+            raise ValueError(f"bLVNet reads frames in big/little pairs: num_frames must be even, got {num_frames}")
+        blocks = BLOCKS_PER_STAGE[depth]
+        temporal = temporal or (lambda channels, frames: None)
+        self.num_frames = num_frames
+        c = width
+        self.conv1 = Conv(input_channels, c, 7, 2, dtype=dtype, rngs=rngs)
+        self.bn1 = batch_norm(c, dtype=dtype, rngs=rngs)
+        self.stem_temporal = temporal(c, num_frames)
+        self.b_conv0 = Conv(c, c, 3, 2, dtype=dtype, rngs=rngs)
+        self.bn_b0 = batch_norm(c, dtype=dtype, rngs=rngs)
+        self.l_conv0 = Conv(c, c // alpha, 3, dtype=dtype, rngs=rngs)
+        self.bn_l0 = batch_norm(c // alpha, dtype=dtype, rngs=rngs)
+        self.l_conv1 = Conv(c // alpha, c // alpha, 3, 2, dtype=dtype, rngs=rngs)
+        self.bn_l1 = batch_norm(c // alpha, dtype=dtype, rngs=rngs)
+        self.l_conv2 = Conv(c // alpha, c, 1, dtype=dtype, rngs=rngs)
+        self.bn_l2 = batch_norm(c, dtype=dtype, rngs=rngs)
+        self.bl_init = Conv(c, c, 1, dtype=dtype, rngs=rngs)
+        self.bn_bl_init = batch_norm(c, dtype=dtype, rngs=rngs)
+        stage_channels = [c, 4 * c, 8 * c, 16 * c]
+        self.layer1, self.layer2, self.layer3 = (
+            BigLittleModule(stage_channels[i], stage_channels[i + 1], blocks[i], alpha, beta, stride,
+                            temporal=temporal(stage_channels[i], num_frames), dtype=dtype, rngs=rngs)
+            for i, stride in enumerate((2, 2, 1)))
+        self.layer4 = make_stage(16 * c, 32 * c, blocks[3], 2, temporal=temporal,
+                                 num_frames=num_frames // 2, dtype=dtype, rngs=rngs)
+        self.num_features = 32 * c
+
+    def __call__(self, video: jax.Array) -> jax.Array:
+        clips, frames = video.shape[:2]
+        x = video.reshape((clips * frames,) + video.shape[2:])
+        x = jax.nn.relu(self.bn1(self.conv1(x)))
+        if self.stem_temporal is not None:
+            x = self.stem_temporal(x)
+        frame_pairs = x.reshape((clips * frames // 2, 2) + x.shape[1:])
+        little, big = frame_pairs[:, 0], frame_pairs[:, 1]
+        big = self.bn_b0(self.b_conv0(big))
+        little = jax.nn.relu(self.bn_l0(self.l_conv0(little)))
+        little = jax.nn.relu(self.bn_l1(self.l_conv1(little)))
+        little = self.bn_l2(self.l_conv2(little))
+        x = jax.nn.relu(big + little)
+        x = jax.nn.relu(self.bn_bl_init(self.bl_init(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        x = run_blocks(self.layer4, x)
+        return x.mean(axis=(1, 2)).reshape(clips, frames // 2, -1)

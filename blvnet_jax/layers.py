@@ -1,0 +1,198 @@
+"""Building blocks shared by every model: convolution, batch norm, temporal mixing, resampling.
+
+Feature maps are `(n, height, width, channels)` with `n = clips * frames`, frame-major inside a
+clip, as in the official code. Temporal operations reshape to `(clips, frames, ...)` themselves.
+"""
+from collections.abc import Sequence
+
+import flax.linen
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+
+def kaiming_fan_out(key, shape, dtype=jnp.float32):
+    """The official convolution init: normal(0, sqrt(2 / fan_out)), kernel `(kh, kw, in, out)`."""
+    kernel_h, kernel_w, _, out_channels = shape
+    return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / (out_channels * kernel_h * kernel_w))
+
+
+class Conv(nnx.Module):
+    """Bias-free 2-D convolution with torch-style symmetric padding `kernel_size // 2`.
+
+    A 1x1 convolution runs as a dot product (strided ones subsample first), which XLA:CPU
+    executes much faster than a convolution, forward and backward.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, *,
+                 dtype=jnp.float32, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(kaiming_fan_out(
+            rngs.params(), (kernel_size, kernel_size, in_channels, out_channels)))
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.kernel[...].astype(self.dtype)
+        x = x.astype(self.dtype)
+        if self.kernel_size == 1:
+            if self.stride > 1:
+                x = x[:, ::self.stride, ::self.stride, :]
+            return jnp.einsum("nhwi,io->nhwo", x, kernel[0, 0])
+        pad = self.kernel_size // 2
+        return jax.lax.conv_general_dilated(
+            x, kernel, window_strides=(self.stride, self.stride), padding=((pad, pad), (pad, pad)),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def batch_norm(channels: int, *, zero_scale: bool = False, dtype=jnp.float32,
+               rngs: nnx.Rngs) -> nnx.BatchNorm:
+    """Batch norm with PyTorch's defaults (momentum 0.1, eps 1e-5); `zero_scale` for a block's last BN."""
+    return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, dtype=dtype,
+                         scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
+                         rngs=rngs)
+
+
+def temporal_mix(x: jax.Array, weights: jax.Array, offsets: Sequence[int]) -> jax.Array:
+    """`out[t] = sum_k weights[k] * x[t + offsets[k]]`, zero outside the clip.
+
+    x: `(clips, frames, height, width, channels)`; weights: `(len(offsets), channels)`.
+    Written as shifted slices of one zero-padded tensor, which XLA fuses into a single pass;
+    never a depthwise convolution (slow on XLA:CPU) and never a wrap-around roll.
+    """
+    frames = x.shape[1]
+    before, after = max(0, -min(offsets)), max(0, max(offsets))
+    padded = jnp.pad(x, ((0, 0), (before, after), (0, 0), (0, 0), (0, 0)))
+    weights = weights.astype(x.dtype)
+    out = None
+    for tap, offset in enumerate(offsets):
+        term = padded[:, before + offset:before + offset + frames] * weights[tap]
+        out = term if out is None else out + term
+    return out
+
+
+def pair_taps(weights: jax.Array) -> list[tuple[jax.Array, list[int]]]:
+    """Taps that apply a temporal kernel to a clip whose frames come in identical pairs.
+
+    The official network writes each fused feature into both frames of a pair `(2k, 2k+1)` and
+    mixes over all frames. With `x[s] = pairs[s // 2]`, output frame `t = 2k + parity` is
+    `sum_i w_i pairs[k + (parity + i - r//2) // 2]`: a kernel over pairs per parity, obtained by
+    summing the taps that land on the same pair. Returns `[(weights, offsets)]` for parity 0
+    (the little-branch frames) and 1 (the big-branch frames).
+    """
+    half = weights.shape[0] // 2
+    taps = []
+    for parity in (0, 1):
+        pair_offsets = [(parity + i - half) // 2 for i in range(weights.shape[0])]
+        offsets = sorted(set(pair_offsets))
+        merged = jnp.stack([
+            sum(weights[i] for i, o in enumerate(pair_offsets) if o == offset) for offset in offsets])
+        taps.append((merged, offsets))
+    return taps
+
+
+class TAM(nnx.Module):
+    """Temporal Aggregation Module: `out[t] = ReLU(sum_i w_i * x[t + i - r//2])`, zero-padded.
+
+    `w_i` is a learned per-channel weight (`weight`: `(blending_frames, channels)`, row `i` is the
+    official `prev`/`curr`/`next` for r = 3, `blending_layers.i` otherwise). Initialised as the
+    official depthwise 1x1 convolutions: normal(0, sqrt(2 / channels)).
+    """
+    applies_to_shortcut = True
+
+    def __init__(self, channels: int, num_frames: int, blending_frames: int = 3, *, rngs: nnx.Rngs):
+        if blending_frames % 2 != 1:
+            raise ValueError(f"blending_frames must be odd (3, 5, 7, ...), got {blending_frames}")
+        self.weight = nnx.Param(jax.random.normal(rngs.params(), (blending_frames, channels))
+                                * np.sqrt(2.0 / channels))
+        self.num_frames = num_frames
+        self.blending_frames = blending_frames
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: `(clips * num_frames, height, width, channels)` -> same shape."""
+        half = self.blending_frames // 2
+        clips = x.reshape((-1, self.num_frames) + x.shape[1:])
+        out = temporal_mix(clips, self.weight[...], range(-half, half + 1))
+        return jax.nn.relu(out).reshape(x.shape)
+
+    def paired(self, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The TAM over a clip of duplicated pairs, without building the duplicated tensor.
+
+        pairs: `(clips * num_frames // 2, height, width, channels)`, one feature per frame pair.
+        Returns the outputs at the little (even) frames and at the big (odd) frames, each shaped
+        like `pairs`.
+        """
+        clips = pairs.reshape((-1, self.num_frames // 2) + pairs.shape[1:])
+        return tuple(jax.nn.relu(temporal_mix(clips, w, offsets)).reshape(pairs.shape)
+                     for w, offsets in pair_taps(self.weight[...]))
+
+
+def shift_weights(channels: int, fold_div: int = 8) -> np.ndarray:
+    """TSM's shift as a fixed temporal kernel `(3, channels)` over offsets (-1, 0, +1).
+
+    The first `channels // fold_div` channels take the next frame, the following as many the
+    previous frame, the rest stay in place.
+    """
+    fold = channels // fold_div
+    weights = np.zeros((3, channels), np.float32)
+    weights[2, :fold] = 1.0
+    weights[0, fold:2 * fold] = 1.0
+    weights[1, 2 * fold:] = 1.0
+    return weights
+
+
+class TemporalShift(nnx.Module):
+    """TSM: shift 1/8 of the channels one frame forward and 1/8 back, zero at clip ends.
+
+    Lives in a bottleneck's residual branch only (the shortcut sees the unshifted input).
+    """
+    applies_to_shortcut = False
+
+    def __init__(self, num_frames: int, fold_div: int = 8):
+        self.num_frames = num_frames
+        self.fold_div = fold_div
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """x: `(clips * num_frames, height, width, channels)` -> same shape."""
+        clips = x.reshape((-1, self.num_frames) + x.shape[1:])
+        zero = jnp.zeros_like(clips[:, :1])
+        fold = x.shape[-1] // self.fold_div
+        from_next = jnp.concatenate([clips[:, 1:, ..., :fold], zero[..., :fold]], axis=1)
+        from_prev = jnp.concatenate([zero[..., fold:2 * fold], clips[:, :-1, ..., fold:2 * fold]], axis=1)
+        return jnp.concatenate([from_next, from_prev, clips[..., 2 * fold:]], axis=-1).reshape(x.shape)
+
+    def paired(self, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The shift over a clip of duplicated pairs (see `TAM.paired`)."""
+        clips = pairs.reshape((-1, self.num_frames // 2) + pairs.shape[1:])
+        weights = jnp.asarray(shift_weights(pairs.shape[-1], self.fold_div))
+        return tuple(temporal_mix(clips, w, offsets).reshape(pairs.shape)
+                     for w, offsets in pair_taps(weights))
+
+
+def avg_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """`nn.AvgPool2d(3, stride=2, padding=1)` (padding counted): `(n, h, w, c)` -> `(n, ceil(h/2), ceil(w/2), c)`."""
+    return flax.linen.avg_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
+                               count_include_pad=True)
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """`nn.MaxPool2d(3, stride=2, padding=1)`: `(n, h, w, c)` -> `(n, ceil(h/2), ceil(w/2), c)`."""
+    return flax.linen.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source rows of PyTorch's default `interpolate(mode='nearest')`: floor(dst * in / out)."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    index = np.floor(np.arange(out_size, dtype=np.float32) * scale).astype(np.int64)
+    return np.minimum(index, in_size - 1)
+
+
+def upsample_nearest(x: jax.Array, height: int, width: int) -> jax.Array:
+    """Nearest-neighbour resize of `(n, h, w, c)` to `(n, height, width, c)`, as PyTorch does it."""
+    n, in_h, in_w, c = x.shape
+    if (height, width) == (2 * in_h, 2 * in_w):
+        x = jnp.broadcast_to(x[:, :, None, :, None, :], (n, in_h, 2, in_w, 2, c))
+        return x.reshape(n, height, width, c)
+    x = jnp.take(x, nearest_indices(in_h, height), axis=1)
+    return jnp.take(x, nearest_indices(in_w, width), axis=2)

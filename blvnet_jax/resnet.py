@@ -1,0 +1,40 @@
+"""ResNet baselines applied frame by frame (TSN), with TSM shifts or TAMs in every bottleneck.
+
+torchvision's ResNet layout (stride on the 3x3, strided 1x1 projection shortcuts, 3x3 max pool
+after the stem), so ImageNet weights in torchvision's key layout load directly.
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from blvnet_jax.blresnet import BLOCKS_PER_STAGE, TemporalFactory, make_stage, run_blocks
+from blvnet_jax.layers import Conv, batch_norm, max_pool_3x3_s2
+
+
+class FrameResNet(nnx.Module):
+    """`(clips, num_frames, h, w, input_channels)` -> pooled features `(clips, num_frames, 32 * width)`.
+
+    `temporal` builds the module at the input of every bottleneck (TSM: a shift in the residual
+    branch; TSN+TAM: a TAM); None gives TSN.
+    """
+
+    def __init__(self, depth: int, num_frames: int, *, width: int = 64, input_channels: int = 3,
+                 temporal: TemporalFactory | None = None, dtype=jnp.float32, rngs: nnx.Rngs):
+        blocks = BLOCKS_PER_STAGE[depth]
+        c = width
+        self.conv1 = Conv(input_channels, c, 7, 2, dtype=dtype, rngs=rngs)
+        self.bn1 = batch_norm(c, dtype=dtype, rngs=rngs)
+        stage_in = [c, 4 * c, 8 * c, 16 * c]
+        self.layer1, self.layer2, self.layer3, self.layer4 = (
+            make_stage(stage_in[i], 4 * c * 2 ** i, blocks[i], 1 if i == 0 else 2, temporal=temporal,
+                       num_frames=num_frames, pool_shortcut=False, dtype=dtype, rngs=rngs)
+            for i in range(4))
+        self.num_features = 32 * c
+
+    def __call__(self, video: jax.Array) -> jax.Array:
+        clips, frames = video.shape[:2]
+        x = video.reshape((clips * frames,) + video.shape[2:])
+        x = max_pool_3x3_s2(jax.nn.relu(self.bn1(self.conv1(x))))
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = run_blocks(stage, x)
+        return x.mean(axis=(1, 2)).reshape(clips, frames, -1)

@@ -1,0 +1,93 @@
+"""Pure train and eval steps over explicit state: `(state, batch, rng) -> (state, metrics)`.
+
+The model is split once into a graph definition (static) and its `params` / `batch_stats`
+(pytrees); the steps merge them inside `jax.jit`, so no Python walks the graph per step.
+A batch is `{'video': uint8 (batch, frames, height, width, channels), 'label': int32 (batch,)}`;
+the cast and ImageNet normalisation run on the device.
+"""
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(video: jax.Array) -> jax.Array:
+    """uint8 `(..., 3)` RGB in [0, 255] -> float32 normalised with ImageNet mean/std.
+
+    Float inputs (already normalised clips, stacked optical flow) pass through as float32.
+    """
+    if video.dtype != jnp.uint8:
+        return video.astype(jnp.float32)
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
+    std = jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0
+    return (video.astype(jnp.float32) - mean) / std
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class TrainState:
+    """Everything a train step reads and writes."""
+    params: Any
+    batch_stats: Any
+    opt_state: Any
+    step: jax.Array
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+    """Mean softmax cross-entropy; logits `(batch, classes)`, labels int `(batch,)`."""
+    targets = optax.smooth_labels(jax.nn.one_hot(labels, logits.shape[-1]), label_smoothing) \
+        if label_smoothing else jax.nn.one_hot(labels, logits.shape[-1])
+    return optax.softmax_cross_entropy(logits, targets).mean()
+
+
+def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation
+                     ) -> tuple[nnx.GraphDef, TrainState]:
+    """Splits a model (switched to training mode) into its graph definition and a TrainState."""
+    model.train()
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    return graphdef, TrainState(params, batch_stats, optimizer.init(params), jnp.zeros((), jnp.int32))
+
+
+def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
+                    label_smoothing: float = 0.0):
+    """`train_step(state, batch, rng) -> (state, {'loss', 'accuracy'})`, to be jitted by the caller."""
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array):
+        video = normalize(batch["video"])
+        dropout_rng = jax.random.fold_in(rng, state.step)
+
+        def loss_fn(params, batch_stats):
+            model = nnx.merge(graphdef, params, batch_stats, copy=True)
+            logits = model(video, rngs=nnx.Rngs(dropout=dropout_rng))
+            loss = cross_entropy(logits, batch["label"], label_smoothing)
+            return loss, (logits, nnx.state(model, nnx.BatchStat))
+
+        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, state.batch_stats)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        accuracy = (logits.argmax(-1) == batch["label"]).mean()
+        return (TrainState(params, batch_stats, opt_state, state.step + 1),
+                {"loss": loss, "accuracy": accuracy})
+
+    return train_step
+
+
+def make_eval_step(graphdef: nnx.GraphDef):
+    """`eval_step(params, batch_stats, video) -> logits (batch, classes)` with running statistics.
+
+    `graphdef` may come from a model in either mode; evaluation always runs in eval mode.
+    """
+
+    def eval_step(params, batch_stats, video):
+        model = nnx.merge(graphdef, params, batch_stats, copy=True)
+        model.eval()
+        return model(normalize(video))
+
+    return eval_step

@@ -1,0 +1,120 @@
+"""Model size and cost: parameters, multiply-adds per clip, compiled train-step memory.
+
+    python -m blvnet_jax.summary --config=configs/ssv1_8x2.py [--config.a.b=v ...] [--json]
+
+Multiply-adds ("FLOPs" in the paper) are counted from the traced forward pass: every convolution
+and matrix product at `config.data.crop_size`, one clip. The memory figure is XLA's analysis of
+one compiled train step (forward, loss, backward, SGD update) at batch 1: arguments + outputs +
+temporaries.
+"""
+import json
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import app, flags
+from flax import nnx
+from ml_collections import config_flags
+
+from blvnet_jax import steps
+from blvnet_jax.models import create_model
+
+
+def count_params(model: nnx.Module) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def equation_macs(eqn) -> int:
+    """Multiply-adds of one convolution or dot_general equation, 0 for anything else."""
+    out_size = int(np.prod(eqn.outvars[0].aval.shape))
+    if eqn.primitive.name == "conv_general_dilated":
+        kernel = eqn.invars[1].aval.shape
+        out_channels = kernel[eqn.params["dimension_numbers"].rhs_spec[0]]
+        return out_size * int(np.prod(kernel)) // out_channels
+    if eqn.primitive.name == "dot_general":
+        (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+        lhs = eqn.invars[0].aval.shape
+        return out_size * int(np.prod([lhs[d] for d in lhs_contract]))
+    return 0
+
+
+def jaxpr_macs(jaxpr) -> int:
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += equation_macs(eqn)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            total += jaxpr_macs(sub)
+    return total
+
+
+def count_macs(model: nnx.Module, video_shape: tuple) -> int:
+    """Multiply-adds of the eval-mode forward pass on one input of `video_shape`."""
+    model.eval()
+    graphdef, state = nnx.split(model)
+    closed = jax.make_jaxpr(lambda state, video: nnx.merge(graphdef, state)(video))(
+        state, jax.ShapeDtypeStruct(video_shape, jnp.float32))
+    return jaxpr_macs(closed.jaxpr)
+
+
+def train_step_bytes(model: nnx.Module, video_shape: tuple) -> dict:
+    """XLA memory analysis of one compiled SGD train step at the batch in `video_shape`."""
+    optimizer = optax.sgd(0.01, momentum=0.9, nesterov=True)
+    graphdef, state = steps.init_train_state(model, optimizer)
+    batch = {"video": jax.ShapeDtypeStruct(video_shape, jnp.uint8),
+             "label": jax.ShapeDtypeStruct(video_shape[:1], jnp.int32)}
+    abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
+    compiled = jax.jit(steps.make_train_step(graphdef, optimizer), donate_argnums=0).lower(
+        abstract_state, batch, jax.ShapeDtypeStruct((2,), jnp.uint32)).compile()
+    memory = compiled.memory_analysis()
+    return {"argument_bytes": int(memory.argument_size_in_bytes),
+            "output_bytes": int(memory.output_size_in_bytes),
+            "temp_bytes": int(memory.temp_size_in_bytes),
+            "alias_bytes": int(memory.alias_size_in_bytes)}
+
+
+def summarize(config, with_memory: bool = True) -> dict:
+    """`{'params', 'gmacs', 'train_step_bytes', ...}` for the model of `config` at its crop size."""
+    model_config = config.model
+    video_shape = (1, model_config.num_frames, config.data.crop_size, config.data.crop_size,
+                   model_config.input_channels)
+    model = nnx.eval_shape(lambda: create_model(model_config, rngs=nnx.Rngs(0)))
+    result = {"model": model_config.name, "depth": model_config.depth,
+              "num_frames": model_config.num_frames, "crop_size": config.data.crop_size,
+              "params": count_params(model), "gmacs": count_macs(model, video_shape) / 1e9}
+    if with_memory:
+        memory = train_step_bytes(create_model(model_config, rngs=nnx.Rngs(0)), video_shape)
+        result["train_step_bytes"] = (memory["argument_bytes"] + memory["output_bytes"]
+                                      + memory["temp_bytes"] - memory["alias_bytes"])
+        result.update(memory)
+    return result
+
+
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+    """Command-line flags, defined only when this module runs as a program."""
+    config_flags.DEFINE_config_file("config", None, "Config file describing the model.", lock_config=True)
+    flags.DEFINE_bool("json", False, "End with one JSON line of the figures.")
+    flags.DEFINE_bool("memory", True, "Compile a train step to measure its memory (slower for big models).")
+
+
+def main(argv):
+    del argv
+    result = summarize(FLAGS.config, with_memory=FLAGS.memory)
+    print(f"{result['model']}-{result['depth']}, {result['num_frames']} frames at {result['crop_size']}: "
+          f"{result['params'] / 1e6:.2f}M params, {result['gmacs']:.1f} GMACs per clip")
+    if "train_step_bytes" in result:
+        print(f"train step at batch 1: {result['train_step_bytes'] / 2**20:.0f} MiB "
+              f"(arguments {result['argument_bytes'] / 2**20:.0f}, outputs {result['output_bytes'] / 2**20:.0f}, "
+              f"temporaries {result['temp_bytes'] / 2**20:.0f}, aliased {result['alias_bytes'] / 2**20:.0f})")
+    if FLAGS.json:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    define_flags()
+    flags.mark_flag_as_required("config")
+    app.run(main)

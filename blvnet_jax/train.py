@@ -1,0 +1,160 @@
+"""The training and evaluation loop: `train_and_evaluate(config, workdir)`.
+
+One jitted train step over a mesh of all devices (batch sharded on the `data` axis, state
+replicated, batch-norm statistics over the global batch), periodic evaluation, Orbax checkpoints
+that resume exactly (same step, optimizer state and data position), logs to TensorBoard and
+`{workdir}/metrics.jsonl`.
+"""
+import json
+import logging
+import math
+import os
+
+import jax
+import numpy as np
+import optax
+from clu import metric_writers, periodic_actions
+from flax import nnx
+
+import input_pipeline
+from blvnet_jax import checkpoint, evaluation, steps
+from blvnet_jax.sharding import create_mesh, global_batch, replicated
+from blvnet_jax.models import create_model
+
+
+def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
+    """Warm-up, then cosine to 0 or x`lr_decay_factor` at each epoch of `lr_decay_epochs`."""
+    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
+    if config.lr_schedule == "cosine":
+        main = optax.cosine_decay_schedule(config.learning_rate, max(1, total_steps - warmup_steps))
+    elif config.lr_schedule == "multistep":
+        main = optax.piecewise_constant_schedule(config.learning_rate, {
+            int(epoch * steps_per_epoch) - warmup_steps: config.lr_decay_factor for epoch in config.lr_decay_epochs})
+    else:
+        raise ValueError(f"config.lr_schedule={config.lr_schedule!r}: use 'cosine' or 'multistep'")
+    if not warmup_steps:
+        return main
+    warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
+    return optax.join_schedules([warmup, main], [warmup_steps])
+
+
+def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """SGD with Nesterov momentum and L2 weight decay on every parameter, as the official code."""
+    parts = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 else []
+    parts += [optax.add_decayed_weights(config.weight_decay),
+              optax.sgd(schedule, momentum=config.momentum, nesterov=True)]
+    optimizer = optax.chain(*parts)
+    if config.grad_accumulation_steps > 1:
+        optimizer = optax.MultiSteps(optimizer, every_k_schedule=config.grad_accumulation_steps)
+    return optimizer
+
+
+def steps_per_epoch(config) -> int:
+    num_videos = len(input_pipeline.sources.frame_folders(config.data, "train").entries)
+    return max(1, num_videos // config.batch_size)
+
+
+def total_train_steps(config, epoch_steps: int) -> int:
+    return config.num_train_steps if config.num_train_steps > 0 else int(config.num_epochs * epoch_steps)
+
+
+def initial_model(config) -> nnx.Module:
+    """The model of the config, with `config.init_from` weights when given (head re-initialised
+    when the class count differs)."""
+    model = create_model(config.model, rngs=nnx.Rngs(config.seed))
+    if config.init_from:
+        source, metadata = checkpoint.restore_model(config.init_from)
+        transferred = checkpoint.transfer_weights(source, model)
+        logging.info("Initialised from %s (step %d): %s", config.init_from, metadata["step"], transferred)
+    return model
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+    """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics."""
+    os.makedirs(workdir, exist_ok=True)
+    mesh = create_mesh()
+    if config.batch_size % jax.device_count():
+        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
+                         f"{jax.device_count()} devices")
+    epoch_steps = steps_per_epoch(config)
+    total_steps = total_train_steps(config, epoch_steps)
+    schedule = learning_rate_schedule(config, epoch_steps, total_steps)
+    optimizer = make_optimizer(config, schedule)
+    graphdef, state = steps.init_train_state(initial_model(config), optimizer)
+    state = jax.device_put(state, replicated(mesh))
+    class_names = input_pipeline.class_names(config.data)
+
+    manager = checkpoint.open_training_manager(workdir, config)
+    state, start_step = checkpoint.restore_latest_train_state(manager, state)
+    if start_step:
+        logging.info("Resumed from %s at step %d", checkpoint.checkpoint_dir(workdir), start_step)
+
+    train_step = jax.jit(steps.make_train_step(graphdef, optimizer, config.label_smoothing),
+                         donate_argnums=0, out_shardings=(replicated(mesh), replicated(mesh)))
+    evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+                                               every_steps=config.log_every_steps)
+    jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
+    dataset = input_pipeline.create_train_dataset(
+        config.data, num_frames=config.model.num_frames, global_batch_size=config.batch_size, seed=config.seed,
+        process_index=jax.process_index(), process_count=jax.process_count(), start_step=start_step)
+    rng = jax.random.key(config.seed)
+    logging.info("Training %s for %d steps (%d per epoch), global batch %d on %d devices",
+                 config.model.name, total_steps, epoch_steps, config.batch_size, jax.device_count())
+
+    def log(step, metrics):
+        writer.write_scalars(step, metrics)
+        if jsonl:
+            jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+            jsonl.flush()
+
+    def check_finite(step, losses):
+        bad = [float(x) for x in jax.device_get(losses) if not math.isfinite(float(x))]
+        if bad:
+            manager.wait_until_finished()
+            raise FloatingPointError(
+                f"the loss became {bad[0]} by step {step}: training stopped; the last good checkpoint is "
+                f"step {manager.latest_step()} in {checkpoint.checkpoint_dir(workdir)}")
+
+    eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
+    train_metrics, last_eval = [], {}
+    for step in range(start_step + 1, total_steps + 1):
+        with jax.profiler.StepTraceAnnotation("train", step_num=step):
+            batch = global_batch(next(dataset), mesh)
+            state, metrics = train_step(state, batch, rng)
+        train_metrics.append(metrics)
+        progress(step)
+        is_last = step == total_steps
+        save_now = step % config.checkpoint_every_steps == 0 or is_last
+        if step % config.log_every_steps == 0 or save_now:
+            check_finite(step, [m["loss"] for m in train_metrics])
+            summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
+                       for k in train_metrics[0]}
+            summary["learning_rate"] = float(schedule(step - 1))
+            summary["unreadable_videos"] = dataset.stats.unreadable
+            log(step, summary)
+            train_metrics = []
+        eval_now = step % eval_every == 0 or is_last
+        if eval_now:
+            last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir)
+            log(step, {f"eval_{k}": v for k, v in last_eval.items() if k not in ("step", "crops", "clips")})
+        if save_now:
+            checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None)
+    manager.wait_until_finished()
+    manager.close()
+    writer.flush()
+    if jsonl:
+        jsonl.close()
+    return last_eval
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict:
+    """Evaluates the latest checkpoint in `workdir` with `config`'s data and views."""
+    model, metadata = checkpoint.restore_model(workdir, config=config)
+    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+    mesh = create_mesh()
+    params, batch_stats = jax.device_put((params, batch_stats), replicated(mesh))
+    class_names = metadata.get("class_names") or input_pipeline.class_names(config.data)
+    evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)
+    return evaluator.evaluate(params, batch_stats, metadata["step"], workdir)

@@ -1,0 +1,10 @@
+"""Video input pipeline: tf.data on the host, uint8 clips out; normalisation is the device's job.
+
+Batches hold uint8 `(batch, frames, height, width, 3)` RGB clips in [0, 255]; the device casts
+them and normalises with the ImageNet mean and std (`blvnet_jax.steps.normalize`).
+"""
+from input_pipeline.datasets import create_eval_dataset
+from input_pipeline.datasets import create_train_dataset
+from input_pipeline.datasets import eval_batch_count
+from input_pipeline.datasets import InputStats
+from input_pipeline.sources import class_names

@@ -1,0 +1,113 @@
+"""Crops, resizes and flips of whole clips in TensorFlow, the same window for every frame.
+
+Training decodes only one crop window per frame (`tf.io.decode_and_crop_jpeg`); evaluation
+decodes whole frames, resizes the shorter side and cuts 1, 3 or 10 views, as the official code.
+All outputs are uint8.
+"""
+import itertools
+
+import tensorflow as tf
+
+
+def _pick(values, seed):
+    """One element of the int32 vector `values`, chosen uniformly by a stateless seed."""
+    index = tf.random.stateless_uniform([], seed, 0, tf.shape(values)[0], dtype=tf.int32)
+    return tf.gather(values, index)
+
+
+def tsn_offsets(image_height, image_width, crop_height, crop_width, more_fix_crop=True):
+    """TSN's fixed crop corners as int32 (count, 2) rows of (y, x): 5 positions, or 13 with more."""
+    y_step = (image_height - crop_height) // 4
+    x_step = (image_width - crop_width) // 4
+    grid = [(0, 0), (0, 4), (4, 0), (4, 4), (2, 2)]
+    if more_fix_crop:
+        grid += [(2, 0), (2, 4), (4, 2), (0, 2), (1, 1), (1, 3), (3, 1), (3, 3)]
+    return tf.stack([tf.stack([y * y_step, x * x_step]) for y, x in grid])
+
+
+def train_crop_window(image_height, image_width, crop_size, scales, max_distort, seed):
+    """TSN multi-scale crop with aspect jitter: int32 [y, x, height, width] of one window.
+
+    Crop sides are int(shorter side * scale), snapped to crop_size when within 2 pixels; height
+    and width scales are drawn as one of the pairs whose positions differ by at most
+    `max_distort`; the corner is one of TSN's 13 fixed positions.
+    """
+    pair_seed, offset_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    shorter = tf.cast(tf.minimum(image_height, image_width), tf.float64)
+    sides = tf.cast(shorter * tf.constant(scales, tf.float64), tf.int32)
+    sides = tf.where(tf.abs(sides - crop_size) < 3, crop_size, sides)
+    pairs = [(i, j) for i, j in itertools.product(range(len(scales)), repeat=2)
+             if abs(i - j) <= max_distort]
+    pair = _pick(tf.range(len(pairs)), pair_seed)
+    crop_height = tf.gather(sides, tf.gather([i for i, _ in pairs], pair))
+    crop_width = tf.gather(sides, tf.gather([j for _, j in pairs], pair))
+    offsets = tsn_offsets(image_height, image_width, crop_height, crop_width)
+    corner = tf.gather(offsets, _pick(tf.range(13), offset_seed))
+    return tf.stack([corner[0], corner[1], crop_height, crop_width])
+
+
+def to_uint8(images):
+    """Rounds float pixel values to uint8, clipping to [0, 255]."""
+    return tf.cast(tf.clip_by_value(tf.round(images), 0.0, 255.0), tf.uint8)
+
+
+def decode_train_clip(jpegs, crop_size, scales, max_distort, seed, flip):
+    """Decodes one crop window of each JPEG: (frames,) string -> (frames, crop, crop, 3) uint8.
+
+    The window, and the horizontal flip when `flip` (a bool tensor), are the same for all frames.
+    """
+    shape = tf.io.extract_jpeg_shape(jpegs[0])
+    window = train_crop_window(shape[0], shape[1], crop_size, scales, max_distort, seed)
+    frames = tf.stack([tf.io.decode_and_crop_jpeg(jpegs[i], window, channels=3)
+                       for i in range(jpegs.shape[0])])
+    frames = to_uint8(tf.image.resize(frames, [crop_size, crop_size], antialias=True))
+    return tf.cond(flip, lambda: tf.reverse(frames, axis=[2]), lambda: frames)
+
+
+def eval_resize_side(crop_size, resize_to_crop):
+    """Shorter side before the centre crop: crop_size, or int(crop_size / 0.875 + 0.5)."""
+    return crop_size if resize_to_crop else int(crop_size / 0.875 + 0.5)
+
+
+def resize_shorter_side(frames, side):
+    """(frames, h, w, 3) uint8 -> shorter side = `side`, longer = int(side * long / short)."""
+    height, width = tf.shape(frames)[1], tf.shape(frames)[2]
+    scaled = lambda long, short: tf.cast(side * long / short, tf.int32)
+    new_size = tf.cond(width < height, lambda: tf.stack([scaled(height, width), side]),
+                       lambda: tf.stack([side, scaled(width, height)]))
+    return to_uint8(tf.image.resize(frames, new_size, antialias=True))
+
+
+def eval_view_corners(image_height, image_width, crop_size, num_crops):
+    """int32 (count, 2) rows of (y, x): 1 centre, 3 along the long side, or 5 (10 with flips)."""
+    if num_crops == 1:
+        half_gap = lambda side: tf.cast(tf.round((side - crop_size) / 2), tf.int32)
+        return tf.stack([tf.stack([half_gap(image_height), half_gap(image_width)])])
+    if num_crops == 3:
+        y_step = (image_height - crop_size) // 4
+        x_step = (image_width - crop_size) // 4
+        along_height = [[0, 2 * x_step], [4 * y_step, 2 * x_step], [2 * y_step, 2 * x_step]]
+        along_width = [[2 * y_step, 0], [2 * y_step, 4 * x_step], [2 * y_step, 2 * x_step]]
+        return tf.cond(image_width < image_height, lambda: tf.stack(along_height),
+                       lambda: tf.stack(along_width))
+    if num_crops == 10:
+        return tsn_offsets(image_height, image_width, crop_size, crop_size, more_fix_crop=False)
+    raise ValueError(f"config.data.num_crops={num_crops}: use 1, 3 or 10.")
+
+
+def eval_views(frames, crop_size, resize_side, num_crops):
+    """(frames, h, w, 3) uint8 -> (num_crops, frames, crop, crop, 3) uint8, official test views.
+
+    Order: 1 = centre; 3 = top/bottom/centre or left/right/centre; 10 = each of upper-left,
+    upper-right, lower-left, lower-right and centre followed by its horizontal flip.
+    """
+    frames = resize_shorter_side(frames, resize_side)
+    corners = eval_view_corners(tf.shape(frames)[1], tf.shape(frames)[2], crop_size, num_crops)
+    views = []
+    for i in range(corners.shape[0]):
+        view = frames[:, corners[i, 0]:corners[i, 0] + crop_size, corners[i, 1]:corners[i, 1] +
+                      crop_size]
+        views.append(view)
+        if num_crops == 10:
+            views.append(tf.reverse(view, axis=[2]))
+    return tf.stack(views)

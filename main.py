@@ -1,0 +1,39 @@
+"""Train and evaluate bLVNet-TAM and its baselines.
+
+    python main.py --config=configs/ssv1_8x2.py --workdir=DIR [--mode=train|eval] [--config.a.b=v ...]
+
+`train` resumes from the latest checkpoint in DIR and evaluates periodically; `eval` evaluates the
+latest checkpoint (e.g. a converted official one) with the config's crops x clips. Several hosts:
+pass --coordinator_address, --num_processes and --process_id (or set them in the environment
+that jax.distributed reads).
+"""
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
+flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (with periodic evaluation) or evaluate only.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-host runs.")
+flags.DEFINE_integer("num_processes", None, "Number of processes (hosts), for multi-host runs.")
+flags.DEFINE_integer("process_id", None, "This process's index, for multi-host runs.")
+
+
+def main(argv):
+    del argv
+    import jax
+    if FLAGS.coordinator_address or FLAGS.num_processes:
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    from blvnet_jax import train
+    logging.info("JAX %s: %d processes, %d devices (%s)", jax.__version__, jax.process_count(),
+                 jax.device_count(), jax.devices()[0].platform)
+    if FLAGS.mode == "train":
+        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+        results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+    logging.info("Evaluation: %s", results)
+
+
+if __name__ == "__main__":
+    flags.mark_flags_as_required(["config", "workdir"])
+    app.run(main)

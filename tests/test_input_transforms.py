@@ -1,0 +1,108 @@
+"""Crop windows and views: TSN's rules, one window per clip, flips."""
+import io
+
+import numpy as np
+from PIL import Image
+import pytest
+import tensorflow as tf
+
+from input_pipeline import transforms
+
+SCALES = (1.0, 0.875, 0.75, 0.66)
+
+
+def _jpeg(image):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return buffer.getvalue()
+
+
+def test_train_crop_window_follows_tsn_rules():
+    # Shorter side 256: sides int(256 * scale) = 256, 224, 192, 168 (224 is the crop size).
+    sides = [256, 224, 192, 168]
+    allowed = {(sides[i], sides[j]) for i in range(4) for j in range(4) if abs(i - j) <= 1}
+    seen = set()
+    for k in range(300):
+        seed = tf.constant([7, k])
+        y, x, h, w = transforms.train_crop_window(256, 340, 224, SCALES, 1, seed).numpy()
+        assert (h, w) in allowed
+        y_step, x_step = (256 - h) // 4, (340 - w) // 4
+        assert y % max(y_step, 1) == 0 and x % max(x_step, 1) == 0
+        assert 0 <= y <= 4 * y_step and 0 <= x <= 4 * x_step
+        seen.add((h, w))
+    assert seen == allowed
+
+
+def test_train_crop_window_snaps_sides_near_crop_size():
+    # Sides int(110 * scale) = 110, 96, 82, 72; 110 is within 2 pixels of the crop size 112.
+    windows = {tuple(transforms.train_crop_window(110, 150, 112, SCALES, 0, tf.constant([0, k]))
+                     .numpy()[2:]) for k in range(100)}
+    assert windows == {(112, 112), (96, 96), (82, 82), (72, 72)}
+
+
+def test_decode_train_clip_same_window_and_flip_on_every_frame():
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
+    jpegs = tf.constant([_jpeg(image)] * 4)
+    for k in range(5):
+        seed = tf.constant([1, k])
+        plain = transforms.decode_train_clip(jpegs, 32, SCALES, 1, seed, tf.constant(False)).numpy()
+        flipped = transforms.decode_train_clip(jpegs, 32, SCALES, 1, seed, tf.constant(True)).numpy()
+        assert plain.shape == (4, 32, 32, 3) and plain.dtype == np.uint8
+        assert all(np.array_equal(frame, plain[0]) for frame in plain)
+        np.testing.assert_array_equal(flipped, plain[:, :, ::-1])
+
+
+def test_decode_train_clip_crops_the_window():
+    # A full-size window (scale 1 on a square image) resized to the same size keeps the image.
+    image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)
+    jpeg = _jpeg(image)
+    decoded = tf.io.decode_jpeg(jpeg).numpy()
+    clip = transforms.decode_train_clip(tf.constant([jpeg, jpeg]), 32, (1.0,), 0,
+                                        tf.constant([0, 0]), tf.constant(False)).numpy()
+    np.testing.assert_array_equal(clip[0], decoded)
+
+
+def test_resize_shorter_side():
+    assert transforms.resize_shorter_side(tf.zeros([2, 50, 70, 3], tf.uint8), 64).shape == (
+        2, 64, 89, 3)
+    assert transforms.resize_shorter_side(tf.zeros([2, 70, 50, 3], tf.uint8), 64).shape == (
+        2, 89, 64, 3)
+    assert transforms.eval_resize_side(224, False) == 256
+    assert transforms.eval_resize_side(224, True) == 224
+
+
+def _position_frames(height, width):
+    """(2, h, w, 3) uint8 frames whose pixels encode their row, column and frame."""
+    yy, xx = np.mgrid[:height, :width]
+    frame = np.stack([yy, xx, np.zeros_like(yy)], axis=-1).astype(np.uint8)
+    frames = np.stack([frame, frame])
+    frames[1, ..., 2] = 1
+    return frames
+
+
+@pytest.mark.parametrize("height, width, num_crops, corners", [
+    (100, 121, 1, [(0, 10)]),  # round(21 / 2) = 10 (half to even).
+    (100, 120, 3, [(0, 0), (0, 20), (0, 10)]),  # Left, right, centre; x step 20 // 4 = 5.
+    (120, 100, 3, [(0, 0), (20, 0), (10, 0)]),  # Top, bottom, centre.
+])
+def test_eval_views_corners(height, width, num_crops, corners):
+    frames = _position_frames(height, width)
+    views = transforms.eval_views(tf.constant(frames), 100, 100, num_crops).numpy()
+    assert views.shape == (num_crops, 2, 100, 100, 3)
+    for view, (y, x) in zip(views, corners):
+        np.testing.assert_array_equal(view, frames[:, y:y + 100, x:x + 100])
+
+
+def test_eval_views_ten_crops_are_five_corners_and_their_flips():
+    frames = _position_frames(108, 120)  # Steps: y (108-100)//4 = 2, x (120-100)//4 = 5.
+    views = transforms.eval_views(tf.constant(frames), 100, 108, 10).numpy()
+    corners = [(0, 0), (0, 20), (8, 0), (8, 20), (4, 10)]
+    assert views.shape == (10, 2, 100, 100, 3)
+    for i, (y, x) in enumerate(corners):
+        np.testing.assert_array_equal(views[2 * i], frames[:, y:y + 100, x:x + 100])
+        np.testing.assert_array_equal(views[2 * i + 1], frames[:, y:y + 100, x:x + 100][:, :, ::-1])
+
+
+def test_eval_views_rejects_other_crop_counts():
+    with pytest.raises(ValueError, match="num_crops=5"):
+        transforms.eval_views(tf.zeros([1, 100, 100, 3], tf.uint8), 100, 100, 5)
