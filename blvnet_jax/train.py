@@ -119,30 +119,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
     train_metrics, last_eval = [], {}
-    for step in range(start_step + 1, total_steps + 1):
-        with jax.profiler.StepTraceAnnotation("train", step_num=step):
-            batch = global_batch(next(dataset), mesh)
-            state, metrics = train_step(state, batch, rng)
-        train_metrics.append(metrics)
-        progress(step)
-        is_last = step == total_steps
-        save_now = step % config.checkpoint_every_steps == 0 or is_last
-        if step % config.log_every_steps == 0 or save_now:
-            check_finite(step, [m["loss"] for m in train_metrics])
-            summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
-                       for k in train_metrics[0]}
-            summary["learning_rate"] = float(schedule(step - 1))
-            summary["unreadable_videos"] = dataset.stats.unreadable
-            log(step, summary)
-            train_metrics = []
-        eval_now = step % eval_every == 0 or is_last
-        if eval_now:
-            last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir)
-            log(step, {f"eval_{k}": v for k, v in last_eval.items() if k not in ("step", "crops", "clips")})
-        if save_now:
-            checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None)
-    manager.wait_until_finished()
-    manager.close()
+    try:
+        for step in range(start_step + 1, total_steps + 1):
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                batch = global_batch(next(dataset), mesh)
+                state, metrics = train_step(state, batch, rng)
+            train_metrics.append(metrics)
+            progress(step)
+            is_last = step == total_steps
+            save_now = step % config.checkpoint_every_steps == 0 or is_last
+            if step % config.log_every_steps == 0 or save_now:
+                check_finite(step, [m["loss"] for m in train_metrics])
+                summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
+                           for k in train_metrics[0]}
+                summary["learning_rate"] = float(schedule(step - 1))
+                summary["unreadable_videos"] = dataset.stats.unreadable
+                log(step, summary)
+                train_metrics = []
+            eval_now = step % eval_every == 0 or is_last
+            if eval_now:
+                last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir)
+                log(step, {f"eval_{k}": v for k, v in last_eval.items() if k not in ("step", "crops", "clips")})
+            if save_now:
+                checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None)
+    finally:  # an interrupted run keeps every checkpoint it started writing
+        manager.wait_until_finished()
+        manager.close()
     writer.flush()
     if jsonl:
         jsonl.close()
