@@ -7,6 +7,8 @@ latest checkpoint (e.g. a converted official one) with the config's crops x clip
 pass --coordinator_address, --num_processes and --process_id (or set them in the environment
 that jax.distributed reads).
 """
+import logging as logging_std
+
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -19,8 +21,17 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (hosts), for mu
 flags.DEFINE_integer("process_id", None, "This process's index, for multi-host runs.")
 
 
+class QuietLibraries(logging_std.Filter):
+    """Drops the INFO chatter of Orbax and TensorFlow; warnings and errors still show."""
+
+    def filter(self, record):
+        return record.levelno >= logging_std.WARNING or not any(
+            part in record.pathname for part in ("/orbax/", "/tensorflow/", "/etils/"))
+
+
 def main(argv):
     del argv
+    logging.get_absl_handler().addFilter(QuietLibraries())
     import jax
     if FLAGS.coordinator_address or FLAGS.num_processes:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
