@@ -135,8 +135,6 @@ class BLVNet(nnx.Module):
     def __init__(self, depth: int, alpha: int, beta: int, num_frames: int, *, width: int = 64,
                  input_channels: int = 3, temporal: TemporalFactory | None = None,
                  dtype=jnp.float32, rngs: nnx.Rngs):
-        if num_frames % 2:
-            raise ValueError(f"bLVNet reads frames in big/little pairs: num_frames must be even, got {num_frames}")
         blocks = BLOCKS_PER_STAGE[depth]
         temporal = temporal or (lambda channels, frames: None)
         self.num_frames = num_frames

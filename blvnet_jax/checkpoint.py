@@ -43,6 +43,10 @@ def metadata_of(config: ml_collections.ConfigDict, class_names: list[str] | None
     return {"config": json.loads(config.to_json_best_effort()), "class_names": class_names, **extra}
 
 
+def metadata_restore_args() -> ocp.args.Composite:
+    return ocp.args.Composite(metadata=ocp.args.JsonRestore())
+
+
 def save_train_state(manager: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict,
                      class_names: list[str] | None, metrics: dict | None) -> None:
     """Starts an asynchronous save of a `steps.TrainState`; the data position is the step."""
@@ -141,7 +145,7 @@ def restore_model(workdir: str, step: int | None = None,
         step = manager.latest_step() if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint under {directory}: train or convert one first")
-        metadata = manager.restore(step, args=ocp.args.Composite(metadata=ocp.args.JsonRestore()))["metadata"]
+        metadata = manager.restore(step, args=metadata_restore_args())["metadata"]
         config = config or ml_collections.ConfigDict(metadata["config"])
         model = nnx.eval_shape(lambda: create_model(config.model, rngs=nnx.Rngs(0)))
         abstract = model_items(model)

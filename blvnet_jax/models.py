@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from blvnet_jax.blresnet import BLVNet
+from blvnet_jax.blresnet import BLOCKS_PER_STAGE, BLVNet
 from blvnet_jax.layers import TAM, TemporalShift
 from blvnet_jax.resnet import FrameResNet
 
@@ -41,13 +41,30 @@ class VideoClassifier(nnx.Module):
         return self.head(features.mean(axis=1))
 
 
-def create_model(model_config, *, rngs: nnx.Rngs) -> VideoClassifier:
-    """Builds the classifier named by `model_config.name` (see the table above)."""
+def check_model_config(model_config) -> None:
+    """Raises a ValueError naming the `config.model` field that cannot work."""
     name = model_config.name
     if name not in MODEL_NAMES:
         raise ValueError(f"config.model.name={name!r} is unknown; choose one of {', '.join(MODEL_NAMES)}")
+    if model_config.depth not in BLOCKS_PER_STAGE:
+        raise ValueError(f"config.model.depth={model_config.depth}: use one of {', '.join(map(str, BLOCKS_PER_STAGE))}")
+    if model_config.num_frames < 1 or (name.startswith("blvnet") and model_config.num_frames % 2):
+        raise ValueError(f"config.model.num_frames={model_config.num_frames}: bLVNet reads frames in "
+                         "big/little pairs, so it needs a positive even count (16 for 8x2)")
+    if model_config.blending_frames < 1 or model_config.blending_frames % 2 == 0:
+        raise ValueError(f"config.model.blending_frames={model_config.blending_frames}: the TAM kernel is "
+                         "centred on the current frame, so it must be odd (3, 5, 7)")
     if model_config.dtype not in DTYPES:
         raise ValueError(f"config.model.dtype={model_config.dtype!r}: use one of {', '.join(DTYPES)}")
+    if model_config.width < model_config.alpha or model_config.width % model_config.alpha:
+        raise ValueError(f"config.model.width={model_config.width} must be a multiple of "
+                         f"config.model.alpha={model_config.alpha}")
+
+
+def create_model(model_config, *, rngs: nnx.Rngs) -> VideoClassifier:
+    """Builds the classifier named by `model_config.name` (see the table above)."""
+    check_model_config(model_config)
+    name = model_config.name
     dtype = DTYPES[model_config.dtype]
     temporal = {
         "tam": lambda channels, frames: TAM(channels, frames, model_config.blending_frames, rngs=rngs),

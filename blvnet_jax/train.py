@@ -17,7 +17,7 @@ from clu import metric_writers, periodic_actions
 from flax import nnx
 
 import input_pipeline
-from blvnet_jax import checkpoint, evaluation, steps
+from blvnet_jax import checkpoint, config_check, evaluation, steps
 from blvnet_jax.sharding import create_mesh, global_batch, replicated
 from blvnet_jax.models import create_model
 
@@ -71,11 +71,9 @@ def initial_model(config) -> nnx.Module:
 
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics."""
+    config_check.check_training(config)
     os.makedirs(workdir, exist_ok=True)
     mesh = create_mesh()
-    if config.batch_size % jax.device_count():
-        raise ValueError(f"config.batch_size={config.batch_size} is not divisible by the "
-                         f"{jax.device_count()} devices")
     epoch_steps = steps_per_epoch(config)
     total_steps = total_train_steps(config, epoch_steps)
     schedule = learning_rate_schedule(config, epoch_steps, total_steps)
@@ -153,6 +151,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
     """Evaluates the latest checkpoint in `workdir` with `config`'s data and views."""
+    config_check.check_model(config.model, config.data.crop_size)
+    config_check.check_data(config.data)
     model, metadata = checkpoint.restore_model(workdir, config=config)
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     mesh = create_mesh()

@@ -1,0 +1,68 @@
+"""Checks a config before anything is built or compiled; each error names the field to fix."""
+import json
+import os
+
+import jax
+
+from blvnet_jax.models import check_model_config
+
+MIN_CROP_SIZE = 32  # five stride-2 stages; smaller inputs leave layer4 nothing to see
+# Model fields that change parameter shapes: a checkpoint must agree on them to initialise from it.
+SHAPE_FIELDS = ("name", "depth", "alpha", "beta", "blending_frames", "width", "input_channels")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot work; the message says which field and what to do."""
+
+
+def check_model(model_config, crop_size: int) -> None:
+    try:
+        check_model_config(model_config)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    if crop_size < MIN_CROP_SIZE:
+        raise ConfigError(f"config.data.crop_size={crop_size} is too small: the network downsamples 32x; "
+                          f"use at least {MIN_CROP_SIZE} (224 in the paper; 112, 160, ... work too)")
+
+
+def check_data(data_config) -> None:
+    if data_config.source == "frames":
+        for field in ("root", "train_list", "val_list"):
+            path = data_config[field]
+            if field != "root" and path and not os.path.isabs(path):
+                path = os.path.join(data_config.root, path)
+            if not path or not os.path.exists(path):
+                raise ConfigError(f"config.data.{field}={data_config[field]!r}: {path or 'it'} does not exist; "
+                                  "set it to your dataset (see input_pipeline/README.md)")
+    elif data_config.source == "records" and not os.path.isdir(data_config.root):
+        raise ConfigError(f"config.data.root={data_config.root!r} is not a folder of record shards; "
+                          "write them with python -m input_pipeline.prepare")
+
+
+def check_init_from(config) -> None:
+    """`config.init_from` must be a workdir with a checkpoint of the same architecture."""
+    from blvnet_jax import checkpoint  # Orbax only when there is something to read
+    with checkpoint.open_manager(config.init_from) as manager:
+        step = manager.latest_step()
+        if step is None:
+            raise ConfigError(f"config.init_from={config.init_from!r} has no checkpoint under "
+                              f"{checkpoint.checkpoint_dir(config.init_from)}")
+        stored = manager.restore(step, args=checkpoint.metadata_restore_args())["metadata"]["config"]["model"]
+    for field in SHAPE_FIELDS:
+        if stored[field] != config.model[field]:
+            raise ConfigError(f"config.init_from={config.init_from!r} holds model.{field}={json.dumps(stored[field])} "
+                              f"but this config has model.{field}={json.dumps(config.model[field])}: "
+                              "initialise from a checkpoint of the same architecture")
+
+
+def check_training(config) -> None:
+    """Everything a training run needs, in the order a user would fix it."""
+    check_model(config.model, config.data.crop_size)
+    devices = jax.device_count()
+    for field in ("batch_size", "eval_batch_size"):
+        if config[field] < 1 or config[field] % devices:
+            raise ConfigError(f"config.{field}={config[field]} must be a positive multiple of the {devices} "
+                              "devices (each device takes an equal share)")
+    check_data(config.data)
+    if config.init_from:
+        check_init_from(config)

@@ -1,0 +1,66 @@
+"""Config validation: each impossible setting fails before any compile, naming its field."""
+import pytest
+from flax import nnx
+
+from blvnet_jax import checkpoint, config_check
+from blvnet_jax.models import create_model
+from configs import demo, ssv1_8x2
+
+
+def demo_config(**model):
+    config = demo.get_config()
+    config.model.update(model)
+    return config
+
+
+@pytest.mark.parametrize("model,field", [
+    (dict(num_frames=15), "num_frames=15"),
+    (dict(blending_frames=4), "blending_frames=4"),
+    (dict(name="i3d"), "name='i3d'"),
+    (dict(depth=34), "depth=34"),
+    (dict(dtype="float16"), "dtype='float16'"),
+    (dict(width=15), "width=15"),
+])
+def test_model_fields(model, field):
+    with pytest.raises(config_check.ConfigError, match=f"config.model.{field}"):
+        config_check.check_training(demo_config(**model))
+
+
+def test_odd_frame_count_is_fine_for_frame_models():
+    config_check.check_model(demo_config(name="tsn", num_frames=15).model, 64)
+
+
+@pytest.mark.parametrize("crop_size", [64, 100, 112, 160, 224])
+def test_crop_sizes_the_official_model_accepts(crop_size):
+    config_check.check_model(demo_config().model, crop_size)
+
+
+def test_tiny_crop_is_rejected():
+    with pytest.raises(config_check.ConfigError, match="config.data.crop_size=16"):
+        config_check.check_model(demo_config().model, 16)
+
+
+def test_batch_must_split_over_devices(monkeypatch):
+    monkeypatch.setattr(config_check.jax, "device_count", lambda: 8)
+    config = demo_config()
+    config.batch_size = 12
+    with pytest.raises(config_check.ConfigError, match="config.batch_size=12 .* 8 devices"):
+        config_check.check_training(config)
+
+
+def test_missing_dataset_files_are_named():
+    with pytest.raises(config_check.ConfigError, match="config.data.root='data/something-something-v1/frames'"):
+        config_check.check_training(ssv1_8x2.get_config())
+
+
+def test_init_from_another_architecture(tmp_path):
+    source = demo_config(width=8)
+    checkpoint.save_model(str(tmp_path), 1, create_model(source.model, rngs=nnx.Rngs(0)), source)
+    config = demo_config(width=16)
+    config.init_from = str(tmp_path)
+    with pytest.raises(config_check.ConfigError, match="holds model.width=8 but this config has model.width=16"):
+        config_check.check_training(config)
+    empty = demo_config()
+    empty.init_from = str(tmp_path / "nothing")
+    with pytest.raises(config_check.ConfigError, match="has no checkpoint"):
+        config_check.check_training(empty)
