@@ -25,7 +25,7 @@ def get_data_config():
     config = ml_collections.ConfigDict()
     # Where videos come from: 'frames' (frame folders + list files), 'records' (TFRecord shards
     # from `python -m input_pipeline.prepare`), 'synthetic' (generated into `root`, then read as
-    # frames) or 'tfds'.
+    # frames) or 'tfds' (TFDS builders of input_pipeline.tfds_builders).
     config.source = "frames"
     # Folder the list-file video paths are relative to ('frames'), the folder of the record shards
     # ('records'), or the cache folder of the generated dataset ('synthetic'; '' = a folder under
@@ -64,7 +64,9 @@ def get_data_config():
     config.num_crops = 1  # Evaluation crops per clip: 1 (centre), 3 (along the long side) or 10.
     config.num_clips = 1  # Evaluation clips per video; views = num_crops * num_clips.
 
-    config.shuffle_buffer = 1024  # Records shuffled in a buffer of this size ('records' only).
+    # Videos shuffled in a buffer of this size ('records' and 'tfds'; 'frames' draws a seeded
+    # permutation of the whole list every epoch).
+    config.shuffle_buffer = 1024
     config.prefetch = 2  # Batches prepared ahead of the accelerator.
     config.num_parallel_calls = -1  # Clips decoded at once; -1 = tf.data AUTOTUNE.
     # False: an unreadable training clip is replaced by the next video and counted; an unreadable
@@ -73,6 +75,9 @@ def get_data_config():
     config.max_substitutes = 4  # Videos tried for one training example before giving up.
 
     config.synthetic = get_synthetic_config()
-    config.tfds_name = ""  # TFDS builder name ('tfds' only).
-    config.tfds_data_dir = ""  # TFDS data dir ('' = the TFDS default).
+    # 'tfds' only: a builder of input_pipeline.tfds_builders ('something_something_v1',
+    # 'something_something_v2', 'kinetics400', 'moments_in_time', 'video_folder'), prepared with
+    # `python -m input_pipeline.tfds_builders` into `tfds_data_dir` ('' = the TFDS default).
+    config.tfds_name = ""
+    config.tfds_data_dir = ""
     return config

@@ -17,7 +17,7 @@ def get_config():
     config.data.flip = False  # a flip turns "moving right" into "moving left"
     config.batch_size = 16
     config.eval_batch_size = 16
-    config.num_epochs = 12.0
+    config.num_epochs = 24.0
     config.learning_rate = 0.05
     config.warmup_epochs = 1.0
     config.weight_decay = 1e-4

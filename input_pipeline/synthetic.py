@@ -24,6 +24,8 @@ CLASS_NAMES = ("moving right", "moving left", "moving down", "moving up", "growi
                "shrinking", "rotating clockwise", "rotating anticlockwise", "brightening",
                "darkening")
 _DONE_FILE = "done.json"
+# Part of the settings a dataset is cached under: bump it when the drawing changes.
+GENERATOR_VERSION = 2
 
 
 def _object_mask(yy, xx, shape, centre, size, angle):
@@ -35,7 +37,8 @@ def _object_mask(yy, xx, shape, centre, size, angle):
         return (np.abs(dy) <= size) & (np.abs(dx) <= size)
     along = dx * np.cos(angle) + dy * np.sin(angle)
     across = -dx * np.sin(angle) + dy * np.cos(angle)
-    return ((along >= -2) & (along <= size) & (np.abs(across) <= 2)) | (dy**2 + dx**2 <= 9)
+    tip = (along - size) ** 2 + across ** 2 <= 16
+    return ((along >= -2) & (along <= size) & (np.abs(across) <= 3)) | (dy**2 + dx**2 <= 9) | tip
 
 
 def _forward_video(kind, num_frames, height, width, rng):
@@ -115,7 +118,7 @@ def write_synthetic_dataset(out_dir, config):
     with open(os.path.join(out_dir, "classes.txt"), "w") as f:
         f.writelines(name + "\n" for name in CLASS_NAMES[:config.num_classes])
     with open(os.path.join(out_dir, _DONE_FILE), "w") as f:
-        json.dump(config.to_dict(), f, sort_keys=True)
+        json.dump(_settings(config), f, sort_keys=True)
     return dataset_paths(out_dir)
 
 
@@ -126,9 +129,14 @@ def dataset_paths(out_dir):
             "class_names_file": os.path.join(out_dir, "classes.txt")}
 
 
+def _settings(config):
+    """What identifies a written dataset: the generator version and the synthetic settings."""
+    return dict(config.to_dict(), generator_version=GENERATOR_VERSION)
+
+
 def default_cache_dir(config):
     """A folder under the system temp dir named after the synthetic settings."""
-    settings = json.dumps(config.to_dict(), sort_keys=True)
+    settings = json.dumps(_settings(config), sort_keys=True)
     digest = hashlib.sha256(settings.encode()).hexdigest()[:16]
     return os.path.join(tempfile.gettempdir(), "blvnet_jax_synthetic", digest)
 
@@ -151,7 +159,7 @@ def ensure_synthetic_dataset(out_dir, config):
                 raise
         shutil.rmtree(scratch)
     with open(done_file) as f:
-        if json.load(f) != json.loads(json.dumps(config.to_dict(), sort_keys=True)):
+        if json.load(f) != json.loads(json.dumps(_settings(config), sort_keys=True)):
             raise ValueError(f"{out_dir} holds a synthetic dataset with other settings than "
                              "config.data.synthetic; set config.data.root to another folder.")
     return dataset_paths(out_dir)

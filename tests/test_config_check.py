@@ -64,3 +64,14 @@ def test_init_from_another_architecture(tmp_path):
     empty.init_from = str(tmp_path / "nothing")
     with pytest.raises(config_check.ConfigError, match="has no checkpoint"):
         config_check.check_training(empty)
+
+
+SHARED = {"__init__", "base", "data_defaults", "something", "kinetics", "baselines"}
+SETTINGS = sorted(p.stem for p in __import__("pathlib").Path("configs").glob("*.py") if p.stem not in SHARED)
+
+
+@pytest.mark.parametrize("name", SETTINGS)
+def test_every_setting_is_a_valid_model(name):
+    config = __import__(f"configs.{name}", fromlist=["get_config"]).get_config()
+    config_check.check_model(config.model, config.data.crop_size)
+    assert config.model.num_classes > 0 and config.batch_size > 0

@@ -1,0 +1,11 @@
+"""bLVNet-TAM-50, 24x2 frames (48 input frames), Kinetics-400, crop 224, 3 crops x 3 clips at test.
+
+    python main.py --config=configs/kinetics400_24x2.py --workdir=DIR
+
+Expected accuracy: the paper's Table 3/4 row for this setting (video-level, multi-crop multi-clip).
+"""
+from configs import kinetics
+
+
+def get_config():
+    return kinetics.get_config("kinetics400", frames_per_branch=24)

@@ -1,0 +1,9 @@
+"""Baseline `tsn_tam` (ResNet-50 backbone, 8 frames) on Something-Something V1, for the paper's Table 5.
+
+    python main.py --config=configs/ssv1_tsn_tam.py --workdir=DIR
+"""
+from configs import baselines
+
+
+def get_config():
+    return baselines.get_config("tsn_tam", num_frames=8)
