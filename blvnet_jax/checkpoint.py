@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from blvnet_jax.models import create_model
+from blvnet_jax.sharding import create_mesh, replicated
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -135,7 +136,8 @@ def check_same_shapes(expected: dict, found: dict, where: str) -> None:
 
 def restore_model(workdir: str, step: int | None = None,
                   config: ml_collections.ConfigDict | None = None) -> tuple[nnx.Module, dict]:
-    """Rebuilds the model of a checkpoint (latest step by default) without optimizer state.
+    """Rebuilds the model of a checkpoint (latest step by default) without optimizer state,
+    replicated over this run's devices whatever devices wrote it.
 
     `config` overrides the stored one (its model must have the same parameter shapes).
     Returns the model in eval mode and the metadata (`config`, `class_names`, `step`).
@@ -148,7 +150,9 @@ def restore_model(workdir: str, step: int | None = None,
         metadata = manager.restore(step, args=metadata_restore_args())["metadata"]
         config = config or ml_collections.ConfigDict(metadata["config"])
         model = nnx.eval_shape(lambda: create_model(config.model, rngs=nnx.Rngs(0)))
-        abstract = model_items(model)
+        sharding = replicated(create_mesh())
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                                model_items(model))
         stored = manager.item_metadata(step)
         where = os.path.join(directory, str(step))
         for name in ("params", "batch_stats"):

@@ -9,6 +9,7 @@ import json
 import logging
 import math
 import os
+import time
 
 import jax
 import numpy as np
@@ -116,7 +117,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 f"step {manager.latest_step()} in {checkpoint.checkpoint_dir(workdir)}")
 
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
-    train_metrics, last_eval = [], {}
+    train_metrics, last_eval, last_log_time = [], {}, time.time()
     try:
         for step in range(start_step + 1, total_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -130,6 +131,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 check_finite(step, [m["loss"] for m in train_metrics])
                 summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
                            for k in train_metrics[0]}
+                now = time.time()
+                summary["clips_per_s"] = len(train_metrics) * config.batch_size / (now - last_log_time)
+                last_log_time = now
                 summary["learning_rate"] = float(schedule(step - 1))
                 summary["unreadable_videos"] = dataset.stats.unreadable
                 log(step, summary)
@@ -138,6 +142,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if eval_now:
                 last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir)
                 log(step, {f"eval_{k}": v for k, v in last_eval.items() if k not in ("step", "crops", "clips")})
+                last_log_time = time.time()  # clips/s counts training only
             if save_now:
                 checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None)
     finally:  # an interrupted run keeps every checkpoint it started writing

@@ -142,3 +142,38 @@ def test_eight_devices_follow_the_one_device_loss_curve():
     assert one["devices"] == 1 and eight["devices"] == 8
     np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-5)
     assert eight["losses"][-1] < eight["losses"][0]
+
+
+def main_command(workdir, data_root, *flags):
+    """`main.py` on the setting of `tiny_config`, spelled out as command-line overrides."""
+    return [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
+            "--config.model.width=8", "--config.model.num_frames=4", "--config.model.num_classes=2",
+            "--config.data.crop_size=32", f"--config.data.root={data_root}",
+            "--config.data.synthetic.num_classes=2", "--config.data.synthetic.train_videos_per_class=4",
+            "--config.data.synthetic.val_videos_per_class=2", "--config.data.synthetic.frame_height=40",
+            "--config.data.synthetic.frame_width=48", "--config.data.synthetic.min_video_frames=8",
+            "--config.data.synthetic.max_video_frames=10", "--config.batch_size=4", "--config.eval_batch_size=4",
+            "--config.num_train_steps=3", "--config.checkpoint_every_steps=3", "--config.warmup_epochs=0", *flags]
+
+
+def test_two_processes_match_one(tmp_path):
+    """jax.distributed on localhost (CPU collectives): each process feeds half of every batch."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    single = subprocess.run(main_command(tmp_path / "one", tmp_path / "data"), env=env, capture_output=True,
+                            text=True, timeout=900)
+    assert single.returncode == 0, single.stderr[-3000:]
+    port = 20000 + os.getpid() % 20000
+    processes = [subprocess.Popen(main_command(tmp_path / "two", tmp_path / "data",
+                                               f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                                               f"--process_id={i}"),
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for i in range(2)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=900)
+        assert process.returncode == 0, stderr[-3000:]
+    step_one, one = final_params(tmp_path / "one")
+    step_two, two = final_params(tmp_path / "two")
+    assert step_one == step_two == 3
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), one, two)
+    with open(tmp_path / "one" / "eval_results.json") as f, open(tmp_path / "two" / "eval_results.json") as g:
+        assert json.load(f)["num_videos"] == json.load(g)["num_videos"] == 4
