@@ -72,7 +72,8 @@ def restore_latest_train_state(manager: ocp.CheckpointManager, state):
         opt_state=ocp.args.StandardRestore(abstract.opt_state)))
     nnx.replace_by_pure_dict(state.params, restored["params"])
     nnx.replace_by_pure_dict(state.batch_stats, restored["batch_stats"])
-    return dataclasses.replace(state, opt_state=restored["opt_state"], step=jnp.asarray(step, jnp.int32)), step
+    step_array = jax.device_put(jnp.asarray(step, jnp.int32), state.step.sharding)
+    return dataclasses.replace(state, opt_state=restored["opt_state"], step=step_array), step
 
 
 def transfer_weights(source: nnx.Module, target: nnx.Module) -> str:

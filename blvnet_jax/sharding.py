@@ -13,8 +13,12 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec())
 
 
+def data_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+    """The leading (batch) axis split over the `data` axis."""
+    return NamedSharding(mesh, PartitionSpec("data"))
+
+
 def global_batch(local: dict, mesh: jax.sharding.Mesh) -> dict:
     """Host-local numpy arrays `(local_batch, ...)` -> global arrays sharded on the `data` axis."""
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
-    return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+    return {key: jax.make_array_from_process_local_data(data_sharding(mesh), np.asarray(value))
             for key, value in local.items()}

@@ -19,7 +19,7 @@ from flax import nnx
 
 import input_pipeline
 from blvnet_jax import checkpoint, config_check, evaluation, steps
-from blvnet_jax.sharding import create_mesh, global_batch, replicated
+from blvnet_jax.sharding import create_mesh, data_sharding, global_batch, replicated
 from blvnet_jax.models import create_model
 
 
@@ -70,6 +70,46 @@ def initial_model(config) -> nnx.Module:
     return model
 
 
+def device_memory_bytes() -> int | None:
+    """Memory one device may use: the accelerator's limit, or the host's available RAM on CPU."""
+    stats = jax.local_devices()[0].memory_stats()
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"])
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def compile_train_step(config, graphdef, optimizer, state, mesh):
+    """Compiles the train step ahead of time, logs its memory, and fails early if it cannot fit."""
+    local_batch = config.batch_size // jax.device_count()
+    crop, model = config.data.crop_size, config.model
+    batch = {"video": jax.ShapeDtypeStruct((config.batch_size, model.num_frames, crop, crop, model.input_channels),
+                                           np.uint8, sharding=data_sharding(mesh)),
+             "label": jax.ShapeDtypeStruct((config.batch_size,), np.int32, sharding=data_sharding(mesh))}
+    compiled = jax.jit(steps.make_train_step(graphdef, optimizer, config.label_smoothing), donate_argnums=0,
+                       out_shardings=(replicated(mesh), replicated(mesh))).lower(
+        state, batch, jax.random.key(0)).compile()
+    memory = compiled.memory_analysis()
+    if memory is None:
+        return compiled
+    needed = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
+              + memory.temp_size_in_bytes)
+    available = device_memory_bytes()
+    logging.info("Train step: %.2f GiB per device (XLA estimate) at %d clips per device; %s available",
+                 needed / 2**30, local_batch, f"{available / 2**30:.2f} GiB" if available else "unknown")
+    if available and needed > available:
+        raise MemoryError(
+            f"one train step needs about {needed / 2**30:.2f} GiB per device but {available / 2**30:.2f} GiB "
+            f"are available: lower config.batch_size ({config.batch_size}; raise "
+            "config.grad_accumulation_steps to keep the effective batch), use --config.model.dtype=bfloat16, "
+            "or fewer frames / a smaller crop")
+    return compiled
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics."""
     config_check.check_training(config)
@@ -88,8 +128,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if start_step:
         logging.info("Resumed from %s at step %d", checkpoint.checkpoint_dir(workdir), start_step)
 
-    train_step = jax.jit(steps.make_train_step(graphdef, optimizer, config.label_smoothing),
-                         donate_argnums=0, out_shardings=(replicated(mesh), replicated(mesh)))
+    train_step = compile_train_step(config, graphdef, optimizer, state, mesh)
     evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,

@@ -177,3 +177,10 @@ def test_two_processes_match_one(tmp_path):
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), one, two)
     with open(tmp_path / "one" / "eval_results.json") as f, open(tmp_path / "two" / "eval_results.json") as g:
         assert json.load(f)["num_videos"] == json.load(g)["num_videos"] == 4
+
+
+def test_a_step_that_cannot_fit_fails_before_training(tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "device_memory_bytes", lambda: 1024)
+    with pytest.raises(MemoryError, match=r"needs about .* GiB per device .* lower config.batch_size"):
+        train.train_and_evaluate(tiny_config(tmp_path / "data"), str(tmp_path / "run"))
+    assert not os.path.exists(tmp_path / "run" / "checkpoints" / "1")
