@@ -56,7 +56,7 @@ def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
                     label_smoothing: float = 0.0):
-    """`train_step(state, batch, rng) -> (state, {'loss', 'accuracy'})`, to be jitted by the caller."""
+    """`train_step(state, batch, rng) -> (state, {'loss', 'accuracy', 'grad_norm'})`, to be jitted."""
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         video = normalize(batch["video"])
@@ -74,7 +74,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
         params = optax.apply_updates(state.params, updates)
         accuracy = (logits.argmax(-1) == batch["label"]).mean()
         return (TrainState(params, batch_stats, opt_state, state.step + 1),
-                {"loss": loss, "accuracy": accuracy})
+                {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)})
 
     return train_step
 

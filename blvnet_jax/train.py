@@ -51,8 +51,7 @@ def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransforma
 
 
 def steps_per_epoch(config) -> int:
-    num_videos = len(input_pipeline.sources.frame_folders(config.data, "train").entries)
-    return max(1, num_videos // config.batch_size)
+    return max(1, input_pipeline.num_videos(config.data, "train") // config.batch_size)
 
 
 def total_train_steps(config, epoch_steps: int) -> int:
@@ -147,13 +146,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
             jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
             jsonl.flush()
 
-    def check_finite(step, losses):
-        bad = [float(x) for x in jax.device_get(losses) if not math.isfinite(float(x))]
-        if bad:
-            manager.wait_until_finished()
-            raise FloatingPointError(
-                f"the loss became {bad[0]} by step {step}: training stopped; the last good checkpoint is "
-                f"step {manager.latest_step()} in {checkpoint.checkpoint_dir(workdir)}")
+    def check_finite(step, metrics):
+        for name in ("loss", "grad_norm"):
+            bad = [float(x) for x in jax.device_get([m[name] for m in metrics]) if not math.isfinite(float(x))]
+            if bad:
+                manager.wait_until_finished()
+                raise FloatingPointError(
+                    f"the {name.replace('_', ' ')} became {bad[0]} by step {step}: training stopped; the last "
+                    f"good checkpoint is step {manager.latest_step()} in {checkpoint.checkpoint_dir(workdir)}")
 
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
     train_metrics, last_eval, last_log_time = [], {}, time.time()
@@ -167,7 +167,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             is_last = step == total_steps
             save_now = step % config.checkpoint_every_steps == 0 or is_last
             if step % config.log_every_steps == 0 or save_now:
-                check_finite(step, [m["loss"] for m in train_metrics])
+                check_finite(step, train_metrics)
                 summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
                            for k in train_metrics[0]}
                 now = time.time()

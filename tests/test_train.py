@@ -184,3 +184,12 @@ def test_a_step_that_cannot_fit_fails_before_training(tmp_path, monkeypatch):
     with pytest.raises(MemoryError, match=r"needs about .* GiB per device .* lower config.batch_size"):
         train.train_and_evaluate(tiny_config(tmp_path / "data"), str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run" / "checkpoints" / "1")
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
+    config = tiny_config(tmp_path / "data", learning_rate=1e12, num_train_steps=8, checkpoint_every_steps=1)
+    with pytest.raises(FloatingPointError, match=r"the (loss|grad norm) became (nan|inf) by step \d+: training stopped"):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    step, state = final_params(tmp_path / "run")
+    assert 1 <= step < 8
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
