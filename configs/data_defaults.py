@@ -77,7 +77,7 @@ def get_data_config():
     config.synthetic = get_synthetic_config()
     # 'tfds' only: a builder of input_pipeline.tfds_builders ('something_something_v1',
     # 'something_something_v2', 'kinetics400', 'moments_in_time', 'video_folder'), prepared with
-    # `python -m input_pipeline.tfds_builders` into `tfds_data_dir` ('' = the TFDS default).
+    # `python -m input_pipeline.prepare_tfds` into `tfds_data_dir` ('' = the TFDS default).
     config.tfds_name = ""
     config.tfds_data_dir = ""
     return config

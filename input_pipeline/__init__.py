@@ -7,4 +7,5 @@ from input_pipeline.datasets import create_eval_dataset
 from input_pipeline.datasets import create_train_dataset
 from input_pipeline.datasets import eval_batch_count
 from input_pipeline.datasets import InputStats
+from input_pipeline.datasets import num_videos
 from input_pipeline.sources import class_names

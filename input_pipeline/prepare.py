@@ -9,18 +9,16 @@ and stored as JPEG. Shards are written by parallel worker processes; a shard alr
 not redone (resumable). Unreadable videos are reported by name, listed in
 OUT/<split>-unreadable.txt, and left out.
 """
-import io
 import multiprocessing
 import os
 
 from absl import app
 from absl import flags
-import av
-from PIL import Image
 import tensorflow as tf
 import tqdm
 
 from input_pipeline import records
+from input_pipeline import video_files
 
 FLAGS = flags.FLAGS
 
@@ -48,23 +46,6 @@ def videos_from_list(list_file):
     return videos
 
 
-def decode_video(path, short_side, quality):
-    """JPEG bytes of every frame of a video file, shorter side resized to `short_side`."""
-    jpegs = []
-    with av.open(path) as container:
-        for frame in container.decode(video=0):
-            image = frame.to_image()
-            scale = short_side / min(image.size)
-            image = image.resize((round(image.width * scale), round(image.height * scale)),
-                                 Image.BILINEAR)
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=quality)
-            jpegs.append(buffer.getvalue())
-    if not jpegs:
-        raise ValueError("no frame decoded")
-    return jpegs
-
-
 def write_shard(task):
     """Writes one shard of (path, label) videos; returns (videos written, unreadable messages)."""
     shard_path, videos, short_side, quality = task
@@ -73,8 +54,8 @@ def write_shard(task):
     with tf.io.TFRecordWriter(shard_path + ".partial") as writer:
         for path, label in videos:
             try:
-                jpegs = decode_video(path, short_side, quality)
-            except (av.error.FFmpegError, ValueError, OSError) as e:
+                jpegs = video_files.decode_video(path, short_side, quality)
+            except video_files.DECODE_ERRORS as e:
                 unreadable.append(f"{path}: {e}")
                 continue
             writer.write(records.serialize(path, label, jpegs))

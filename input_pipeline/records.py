@@ -12,8 +12,6 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from input_pipeline import sampling
-
 FEATURES = {
     "video_id": tf.io.FixedLenFeature([], tf.string),
     "label": tf.io.FixedLenFeature([], tf.int64),
@@ -38,11 +36,14 @@ def serialize(video_id, label, jpeg_frames):
 
 
 def parse(serialized):
-    """A serialized Example -> {'video_id', 'label' int32, 'num_frames' int64, 'frames' (n,)}."""
+    """A serialized Example -> {'video_id', 'label' int32, 'num_frames' int64, 'frames' (n,)}.
+
+    Sampling counts the frames stored, not `num_frames`.
+    """
     example = tf.io.parse_single_example(serialized, FEATURES)
     return {"video_id": example["video_id"], "label": tf.cast(example["label"], tf.int32),
             "num_frames": example["num_frames"],
-            "frames": tf.sparse.to_dense(example["frames"])}
+            "frames": example["frames"].values}
 
 
 def record_files(root, split):
@@ -55,53 +56,36 @@ def record_files(root, split):
     return files
 
 
-def sampled_frames(example, index, indices_fn):
-    """The JPEGs at the indices `indices_fn(num_frames, index)` (a numpy function) picks."""
-    indices = tf.numpy_function(
-        lambda length, i: np.asarray(indices_fn(int(length), int(i)), np.int64).reshape(-1),
-        [example["num_frames"], index], tf.int64, stateful=False)
-    return tf.gather(example["frames"], indices)
+def host_stream(files, seed, process_index, process_count):
+    """The endless, per-epoch reshuffled record stream of one host, before the shuffle buffer.
 
-
-def train_examples(config, *, num_frames, seed, process_index, process_count, start_example):
-    """Endless dataset of {'frames': (num_frames,) JPEG, 'label', 'example' index} for one host.
-
-    Each host reads every shard and keeps examples `index % process_count == process_index` of a
-    seeded, per-epoch reshuffled stream; resuming skips the `start_example` examples before.
+    With at least as many shard files as hosts, host p reads files p, p + P, ... only; else
+    every host reads every file and keeps the records `index % P == p`.
     """
-    files = record_files(config.root, "train")
-    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
-    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 8))
-    dataset = dataset.shuffle(config.shuffle_buffer, seed=seed).repeat().enumerate()
-    dataset = dataset.filter(lambda index, _: index % process_count == process_index)
-    dataset = dataset.skip(start_example)
-
-    def sample(index, serialized):
-        example = parse(serialized)
-        frames = sampled_frames(example, index, lambda length, i: sampling.train_indices(
-            config, length, num_frames, np.random.default_rng([seed, i])))
-        return {"frames": tf.ensure_shape(frames, [num_frames]), "label": example["label"],
-                "example": index}
-
-    return dataset.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    by_files = len(files) >= process_count
+    mine = files[process_index::process_count] if by_files else files
+    dataset = tf.data.Dataset.from_tensor_slices(mine).shuffle(len(mine), seed=seed)
+    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(mine), 8))
+    if not by_files:
+        dataset = dataset.enumerate().filter(
+            lambda index, _: index % process_count == process_index).map(lambda _, r: r)
+    return dataset
 
 
-def eval_examples(config, *, num_frames, process_index, process_count):
-    """Dataset of {'frames': (num_clips * num_frames,) JPEG, 'label', 'video_index'} of one host."""
-    dataset = tf.data.TFRecordDataset(record_files(config.root, "val")).enumerate()
-    dataset = dataset.filter(lambda index, _: index % process_count == process_index)
-
-    def sample(index, serialized):
-        example = parse(serialized)
-        frames = sampled_frames(example, index, lambda length, _: sampling.eval_indices(
-            config, length, num_frames))
-        return {"frames": tf.ensure_shape(frames, [config.num_clips * num_frames]),
-                "label": example["label"], "video_index": index}
-
-    return dataset.map(sample, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+def train_stream(config, *, seed, process_index, process_count):
+    """A host's endless stream of serialized 'train' records, reshuffled every epoch."""
+    stream = host_stream(record_files(config.root, "train"), seed, process_index,
+                          process_count)
+    return stream.shuffle(config.shuffle_buffer, seed=seed).repeat()
 
 
-def count_videos(root, split):
+def split_stream(config, split, *, process_index, process_count):
+    """Dataset of (video index, serialized record): videos p, p + P, ... of a split, in order."""
+    dataset = tf.data.TFRecordDataset(record_files(config.root, split)).enumerate()
+    return dataset.filter(lambda index, _: index % process_count == process_index)
+
+
+def count_videos(config, split):
     """Number of videos in a split's shards (reads them all)."""
-    return int(tf.data.TFRecordDataset(record_files(root, split)).reduce(
+    return int(tf.data.TFRecordDataset(record_files(config.root, split)).reduce(
         np.int64(0), lambda count, _: count + 1))

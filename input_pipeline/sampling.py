@@ -26,8 +26,8 @@ def uniform_eval_indices(video_frames, num_frames, num_clips):
 
     For L = video_frames > n = num_frames: tick = L / n; clip c uses the offset
     o = range((-num_clips) // 2 + 1, num_clips // 2 + 1)[c], clamped to
-    [-tick/2, tick/2 - 1e-4], and index x = int(tick/2 + o + tick*x). For L <= n: clip c draws n indices with replacement by
-    `numpy.random.RandomState(c).choice(L, n)`, sorted.
+    [-tick/2, tick/2 - 1e-4], and index x = int(tick/2 + o + tick*x). For L <= n: clip c draws
+    n indices with replacement by `numpy.random.RandomState(c).choice(L, n)`, sorted.
     """
     clips = []
     for clip, offset in enumerate(range((-num_clips) // 2 + 1, num_clips // 2 + 1)):

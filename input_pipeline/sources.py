@@ -4,8 +4,10 @@ import logging
 import os
 
 from PIL import Image
+import tensorflow as tf
 
 from input_pipeline import synthetic
+from input_pipeline import tfds_source
 from input_pipeline import video_list
 
 
@@ -22,22 +24,40 @@ class FrameFolders:
         entry = self.entries[video_index]
         return [entry.frame_path(self.root, self.image_template, int(i)) for i in indices]
 
+    def describe(self, video_index):
+        """'list.txt:12 video 'dir': what is wrong with its frames', for messages."""
+        entry = self.entries[video_index]
+        problems = self.video_problems(video_index)
+        return f"{entry.where} video {entry.video_dir!r}: " + "; ".join(problems or
+                                                                        ["unreadable"])
+
     def video_problems(self, video_index):
         """What is wrong with each frame of a video (missing, not decodable), as strings."""
         paths = self.frame_paths(video_index, range(self.entries[video_index].num_frames))
         return [problem for problem in map(frame_problem, paths) if problem]
 
 
+def read_files(paths):
+    """(n,) string paths -> (n,) string file contents, in TensorFlow; n is static."""
+    return tf.stack([tf.io.read_file(paths[i]) for i in range(paths.shape[0])])
+
+
+def image_problem(file):
+    """'' when `file` (a path or a file object) is a decodable image, else what is wrong."""
+    try:
+        with Image.open(file) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError) as e:
+        return str(e)
+    return ""
+
+
 def frame_problem(path):
     """'' when the file at `path` is a readable image, else what is wrong with it."""
     if not os.path.isfile(path):
         return f"missing frame {path}"
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, SyntaxError, ValueError) as e:
-        return f"corrupt frame {path} ({e})"
-    return ""
+    problem = image_problem(path)
+    return f"corrupt frame {path} ({problem})" if problem else ""
 
 
 def resolve_synthetic(data_config):
@@ -59,6 +79,8 @@ def resolve_synthetic(data_config):
 def class_names(data_config):
     """The list of class names of a data config, or None when it has no class-name file."""
     config = resolve_synthetic(data_config)
+    if config.source == "tfds":
+        return tfds_source.class_names(config)
     if not config.class_names_file:
         return None
     return video_list.read_class_names(_under_root(config, config.class_names_file))

@@ -9,6 +9,7 @@ import input_pipeline
 from input_pipeline import datasets
 from input_pipeline import sampling
 from input_pipeline import sources
+from input_pipeline import train_clips
 from tests.test_input_synthetic import tiny_synthetic_config
 
 NUM_FRAMES = 4
@@ -36,6 +37,7 @@ def _train(config, **kwargs):
 
 
 def test_train_batch_shapes_and_labels(data_config):
+    assert input_pipeline.num_videos(data_config, "train") == 12
     batch = next(_train(data_config))
     assert batch["video"].shape == (4, NUM_FRAMES, CROP, CROP, 3)
     assert batch["video"].dtype == np.uint8 and batch["label"].dtype == np.int32
@@ -57,7 +59,7 @@ def test_train_is_deterministic_and_resumes_exactly(data_config):
 
 
 def test_train_epoch_visits_every_video_once(data_config):
-    order = datasets.TrainOrder(12, seed=5)
+    order = train_clips.TrainOrder(12, seed=5)
     epoch = [int(order.candidates(slot, 1)[0]) for slot in range(12, 24)]
     assert sorted(epoch) == list(range(12))
 

@@ -1,12 +1,17 @@
-"""prepare -> records -> decode round trip on PyAV-written mp4 and webm videos."""
+"""prepare -> records -> decode round trip on PyAV-written mp4 and webm videos; unreadable
+records skipped and counted; hosts reading their own shards."""
+import io
 import os
 
 import av
 import numpy as np
+from PIL import Image
 import pytest
+import tensorflow as tf
 
 from configs import data_defaults
 import input_pipeline
+from input_pipeline import check_data
 from input_pipeline import prepare
 from input_pipeline import records
 from input_pipeline import synthetic
@@ -44,7 +49,6 @@ def record_dir(tmp_path_factory):
 
 
 def test_records_hold_every_frame_resized(record_dir):
-    import tensorflow as tf
     examples = [records.parse(s) for s in tf.data.TFRecordDataset(
         records.record_files(record_dir, "train"))]
     by_name = {os.path.basename(e["video_id"].numpy().decode()): e for e in examples}
@@ -71,6 +75,7 @@ def _records_config(record_dir):
 
 def test_train_and_eval_from_records(record_dir):
     config = _records_config(record_dir)
+    assert input_pipeline.num_videos(config, "train") == 4
     iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2,
                                                    seed=0)
     batches = [next(iterator) for _ in range(4)]
@@ -83,3 +88,117 @@ def test_train_and_eval_from_records(record_dir):
     eval_batches = list(input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=3))
     assert eval_batches[0]["video"].shape == (3, 3, 4, 16, 16, 3)
     assert sum(int(b["mask"].sum()) for b in eval_batches) == 4
+
+
+def _jpeg(rng):
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), np.uint8)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def broken_record_dir(tmp_path_factory):
+    """8 'train' videos in 4 shards: 'good<k>' of 6 frames, label k % 2, except a corrupt
+    frame in 'bad_jpeg', no frame in 'empty' and label 5 (of 2 classes) in 'bad_label'."""
+    out = str(tmp_path_factory.mktemp("broken_records"))
+    rng = np.random.default_rng(0)
+    videos = [(f"good{k}", k % 2, [_jpeg(rng) for _ in range(6)]) for k in range(5)]
+    videos += [("bad_jpeg", 0, [_jpeg(rng)] * 3 + [b"not a jpeg"] + [_jpeg(rng)] * 2),
+               ("empty", 1, []), ("bad_label", 5, [_jpeg(rng) for _ in range(6)])]
+    for shard in range(4):
+        with tf.io.TFRecordWriter(os.path.join(out, records.shard_name("train", shard, 4))) as w:
+            for video_id, label, jpegs in videos[shard::4]:
+                w.write(records.serialize(video_id, label, jpegs))
+    return out
+
+
+def _broken_config(record_dir):
+    config = _records_config(record_dir)
+    config.update(num_classes=2, shuffle_buffer=1)
+    return config
+
+
+def test_records_training_skips_and_counts_unreadable_videos(broken_record_dir):
+    iterator = input_pipeline.create_train_dataset(
+        _broken_config(broken_record_dir), num_frames=4, global_batch_size=4, seed=0)
+    batches = [next(iterator) for _ in range(4)]  # 16 examples: two epochs of 8 videos.
+    assert all(set(batch["label"]) <= {0, 1} for batch in batches)
+    messages = "\n".join(iterator.stats.examples)
+    for video_id in ("bad_jpeg", "empty", "bad_label"):
+        assert f"'{video_id}'" in messages
+    assert "good" not in messages
+    # Each bad video is met as an example twice in two epochs, and is tried again as the
+    # substitute of a bad video just before it.
+    assert iterator.stats.unreadable >= 6
+
+
+def test_records_training_resumes_exactly_past_unreadable_videos(broken_record_dir):
+    config = _broken_config(broken_record_dir)
+    full = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2, seed=3)
+    expected = [next(full) for _ in range(6)]
+    resumed = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2,
+                                                  seed=3, start_step=4)
+    for batch in expected[4:]:
+        got = next(resumed)
+        np.testing.assert_array_equal(got["video"], batch["video"])
+        np.testing.assert_array_equal(got["label"], batch["label"])
+
+
+def test_records_strict_training_names_the_unreadable_video(broken_record_dir):
+    config = _broken_config(broken_record_dir)
+    config.strict = True
+    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=8,
+                                                   seed=0)
+    with pytest.raises(ValueError, match="bad_jpeg|empty|bad_label"):
+        next(iterator)
+
+
+def test_records_hosts_read_disjoint_shards(broken_record_dir):
+    config = _broken_config(broken_record_dir)
+    seen = []
+    for process_index in range(2):
+        iterator = input_pipeline.create_train_dataset(
+            config, num_frames=4, global_batch_size=4, seed=0, process_index=process_index,
+            process_count=2)
+        for _ in range(4):  # 8 examples per host: two epochs of its 4 videos.
+            next(iterator)
+        seen.append({message.split("'")[1] for message in iterator.stats.examples})
+    # Shards 0, 2 (host 0) hold good0, good4, good2, empty; shards 1, 3 (host 1) hold
+    # good1, bad_jpeg, good3, bad_label.
+    assert seen == [{"empty"}, {"bad_jpeg", "bad_label"}]
+
+
+def test_records_evaluation_masks_unreadable_videos(broken_record_dir):
+    config = _broken_config(broken_record_dir)
+    os.symlink(os.path.join(broken_record_dir, records.shard_name("train", 1, 4)),
+               os.path.join(broken_record_dir, records.shard_name("val", 0, 1)))
+    iterator = input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=4)
+    batches = list(iterator)
+    # Shard 1 holds good1 and bad_jpeg (unreadable); 2 padding examples fill the batch.
+    assert len(batches) == 1
+    assert list(batches[0]["mask"]) == [True, False, False, False]
+    assert list(batches[0]["video_index"]) == [0, 1, -1, -1]
+    assert iterator.stats.unreadable == 1
+
+
+def test_check_data_reports_every_bad_record(broken_record_dir):
+    problems = check_data.check_split(_broken_config(broken_record_dir), "train", workers=2)
+    by_video = {problem.split("'")[1]: problem for problem in problems}
+    assert sorted(by_video) == ["bad_jpeg", "bad_label", "empty"] and len(problems) == 3
+    assert "corrupt frame 3" in by_video["bad_jpeg"]
+    assert "no frame" in by_video["empty"]
+    assert "label 5 outside [0, 2)" in by_video["bad_label"]
+
+
+@pytest.mark.parametrize("process_count", [2, 5])
+def test_host_streams_are_disjoint_and_complete(broken_record_dir, process_count):
+    # 4 shard files of 2 records: 2 hosts read 2 files each; 5 hosts (more than the files) read
+    # all and keep every fifth record.
+    files = records.record_files(broken_record_dir, "train")
+    seen = [[records.parse(serialized)["video_id"].numpy().decode() for serialized in
+             records.host_stream(files, 0, process_index, process_count)]
+            for process_index in range(process_count)]
+    everything = sorted(video for host in seen for video in host)
+    assert everything == sorted([f"good{k}" for k in range(5)] + ["bad_jpeg", "empty",
+                                                                 "bad_label"])
+    assert all(abs(len(host) - 8 / process_count) < 1 for host in seen)

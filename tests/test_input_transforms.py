@@ -45,8 +45,9 @@ def test_decode_train_clip_same_window_and_flip_on_every_frame():
     jpegs = tf.constant([_jpeg(image)] * 4)
     for k in range(5):
         seed = tf.constant([1, k])
-        plain = transforms.decode_train_clip(jpegs, 32, SCALES, 1, seed, tf.constant(False)).numpy()
-        flipped = transforms.decode_train_clip(jpegs, 32, SCALES, 1, seed, tf.constant(True)).numpy()
+        decode = lambda flip: transforms.decode_train_clip(jpegs, 32, SCALES, 1, seed,
+                                                           tf.constant(flip)).numpy()
+        plain, flipped = decode(False), decode(True)
         assert plain.shape == (4, 32, 32, 3) and plain.dtype == np.uint8
         assert all(np.array_equal(frame, plain[0]) for frame in plain)
         np.testing.assert_array_equal(flipped, plain[:, :, ::-1])
@@ -106,3 +107,18 @@ def test_eval_views_ten_crops_are_five_corners_and_their_flips():
 def test_eval_views_rejects_other_crop_counts():
     with pytest.raises(ValueError, match="num_crops=5"):
         transforms.eval_views(tf.zeros([1, 100, 100, 3], tf.uint8), 100, 100, 5)
+
+
+@pytest.mark.parametrize("side", [168, 192, 256])
+def test_training_resize_is_close_to_the_official_pil_bilinear(side):
+    # The official loader resizes crops with PIL's bilinear filter, which antialiases when it
+    # shrinks; ours does not. Crops of 168-256 pixels resized to 224 stay within a grey level.
+    rng = np.random.default_rng(side)
+    smooth = Image.fromarray(rng.integers(0, 255, (12, 12, 3), np.uint8)).resize(
+        (side, side), Image.BICUBIC)
+    image = np.clip(np.asarray(smooth, np.float32) + rng.normal(0, 3, (side, side, 3)), 0, 255)
+    image = image.astype(np.uint8)
+    ours = transforms.resize_uint8(tf.constant(image), 224, 224).numpy()
+    official = np.asarray(Image.fromarray(image).resize((224, 224), Image.BILINEAR))
+    assert ours.dtype == np.uint8 and ours.shape == (224, 224, 3)
+    assert np.mean(np.abs(ours.astype(float) - official)) < 1.0

@@ -1,0 +1,212 @@
+"""Clips per second per core of training decode + augmentation, ours against the official loader.
+
+    python -m input_pipeline.benchmark [--cores=1] [--seconds=10] [--rounds=3] [--json]
+
+Writes its own data to a temporary folder: `--videos` videos of `--video_frames` frames of
+340x256 JPEG at quality 90 (the official frame-folder format), as frame folders and as record
+shards. Each measurement makes 16-frame clips at 224x224 for training (multi-scale crop, flip)
+and runs in its own process, pinned to `--cores` CPUs, alternating sources round by round; a
+figure is the median of `--rounds` runs of `--seconds` each after warm-up:
+- frames: `create_train_dataset` on the frame folders, uint8 batches out;
+- records: `create_train_dataset` on the record shards, uint8 batches out;
+- PIL baseline: the official shape, one Python process: per frame `Image.open(...)
+  .convert('RGB')`, TSN's GroupMultiScaleCrop (the same scales, aspect jitter and 13 corners)
+  and bilinear resize, flip, then the float tensor normalised with the ImageNet mean and std.
+"""
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from configs import data_defaults
+import input_pipeline
+from input_pipeline import records
+
+FLAGS = flags.FLAGS
+SOURCES = ("frames", "records", "pil")
+NUM_FRAMES = 16
+CROP_SIZE = 224
+SCALES = (1.0, 0.875, 0.75, 0.66)
+_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+_STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def textured_video(rng, num_frames, height, width):
+    """uint8 (num_frames, height, width, 3): a smooth random scene panning sideways, plus noise.
+
+    Its JPEGs at quality 90 weigh about what real 340x256 frames do (about 20 kB).
+    """
+    scene = Image.fromarray(rng.integers(0, 255, (16, 24, 3), np.uint8))
+    scene = np.asarray(scene.resize((width + 64, height), Image.BICUBIC), np.float32)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    for t in range(num_frames):
+        shift = (2 * t) % 64
+        noisy = scene[:, shift:shift + width] + rng.normal(0, 3, (height, width, 3))
+        frames[t] = np.clip(noisy, 0, 255)
+    return frames
+
+
+def write_data(out_dir, num_videos, video_frames):
+    """Writes frame folders + `train.txt` and 2 'train' record shards of the same JPEGs."""
+    rng = np.random.default_rng(0)
+    serialized, lines = [], []
+    for number in range(num_videos):
+        video_dir = f"video{number:03d}"
+        os.makedirs(os.path.join(out_dir, "frames", video_dir))
+        jpegs = []
+        for index, frame in enumerate(textured_video(rng, video_frames, 256, 340), start=1):
+            path = os.path.join(out_dir, "frames", video_dir, f"{index:05d}.jpg")
+            Image.fromarray(frame).save(path, quality=90)
+            with open(path, "rb") as f:
+                jpegs.append(f.read())
+        lines.append(f"{video_dir} 1 {video_frames} {number % 4}\n")
+        serialized.append(records.serialize(video_dir, number % 4, jpegs))
+    with open(os.path.join(out_dir, "train.txt"), "w") as f:
+        f.writelines(lines)
+    for shard in range(2):
+        path = os.path.join(out_dir, "records", records.shard_name("train", shard, 2))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with tf.io.TFRecordWriter(path) as writer:
+            for example in serialized[shard::2]:
+                writer.write(example)
+
+
+def _tsn_crop(image_width, image_height):
+    """TSN's GroupMultiScaleCrop draw: (x, y, crop width, crop height)."""
+    crop_sizes = [int(min(image_width, image_height) * scale) for scale in SCALES]
+    crop_sizes = [CROP_SIZE if abs(size - CROP_SIZE) < 3 else size for size in crop_sizes]
+    pairs = [(w, h) for i, h in enumerate(crop_sizes) for j, w in enumerate(crop_sizes)
+             if abs(i - j) <= 1]
+    crop_width, crop_height = random.choice(pairs)
+    w_step, h_step = (image_width - crop_width) // 4, (image_height - crop_height) // 4
+    grid = [(0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0), (1, 1),
+            (3, 1), (1, 3), (3, 3)]
+    x, y = random.choice(grid)
+    return x * w_step, y * h_step, crop_width, crop_height
+
+
+def pil_clip(paths):
+    """The official loader's training clip: float32 (frames * 3, 224, 224), normalised."""
+    images = [Image.open(path).convert("RGB") for path in paths]
+    x, y, width, height = _tsn_crop(*images[0].size)
+    images = [image.crop((x, y, x + width, y + height)).resize((CROP_SIZE, CROP_SIZE),
+                                                               Image.BILINEAR)
+              for image in images]
+    if random.random() < 0.5:
+        images = [image.transpose(Image.FLIP_LEFT_RIGHT) for image in images]
+    stacked = np.concatenate([np.asarray(image) for image in images], axis=2)
+    tensor = stacked.transpose(2, 0, 1).astype(np.float32) / 255.0
+    mean, std = np.tile(_MEAN, len(paths)), np.tile(_STD, len(paths))
+    return (tensor - mean[:, None, None]) / std[:, None, None]
+
+
+def _pil_clips(data_dir, video_frames):
+    """Endless PIL clips of uniformly sampled frames (the official TSN sampling)."""
+    videos = sorted(os.listdir(os.path.join(data_dir, "frames")))
+    segment = video_frames // NUM_FRAMES
+    while True:
+        video = random.choice(videos)
+        offset = random.randrange(segment)
+        yield pil_clip([os.path.join(data_dir, "frames", video, f"{1 + k * segment + offset:05d}"
+                                     ".jpg") for k in range(NUM_FRAMES)])
+
+
+def _pipeline_clips(source, data_dir, batch_size):
+    """Endless uint8 batches of our training pipeline; yields the clip count of each batch."""
+    config = data_defaults.get_data_config()
+    config.update(source=source, crop_size=CROP_SIZE, flip=True)
+    if source == "frames":
+        config.update(root=os.path.join(data_dir, "frames"),
+                      train_list=os.path.join(data_dir, "train.txt"))
+    else:
+        config.update(root=os.path.join(data_dir, "records"), shuffle_buffer=16)
+    for batch in input_pipeline.create_train_dataset(
+            config, num_frames=NUM_FRAMES, global_batch_size=batch_size, seed=0):
+        yield batch["video"].shape[0]
+
+
+def measure(source, data_dir, video_frames, seconds, batch_size):
+    """Clips per second of one source in this process, after a warm-up of 2 batches."""
+    if source == "pil":
+        clips = (1 for _ in _pil_clips(data_dir, video_frames))
+        warm_up = 2 * batch_size
+    else:
+        clips = _pipeline_clips(source, data_dir, batch_size)
+        warm_up = 2
+    for _ in range(warm_up):
+        next(clips)
+    start, count = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        count += next(clips)
+    return count / (time.perf_counter() - start)
+
+
+def _run_measurement(source, data_dir):
+    """Runs `measure` in a fresh process pinned to the first `--cores` CPUs; clips/s."""
+    cpus = sorted(os.sched_getaffinity(0))[:FLAGS.cores]
+    command = [sys.executable, "-m", "input_pipeline.benchmark", f"--measure={source}",
+               f"--data_dir={data_dir}", f"--seconds={FLAGS.seconds}",
+               f"--video_frames={FLAGS.video_frames}", f"--batch_size={FLAGS.batch_size}",
+               f"--cpus={','.join(map(str, cpus))}"]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode:
+        raise RuntimeError(f"Measuring {source} failed:\n{result.stderr[-3000:]}")
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def run_all():
+    """{source: clips/s per core} medians over rounds, with the per-round figures."""
+    rounds = {source: [] for source in SOURCES}
+    with tempfile.TemporaryDirectory() as data_dir:
+        write_data(data_dir, FLAGS.videos, FLAGS.video_frames)
+        for _ in range(FLAGS.rounds):
+            for source in SOURCES:
+                cores = 1 if source == "pil" else FLAGS.cores
+                rounds[source].append(_run_measurement(source, data_dir) / cores)
+    return {source: {"clips_per_s_per_core": statistics.median(values), "rounds": values}
+            for source, values in rounds.items()}
+
+
+def main(argv):
+    del argv
+    if FLAGS.measure:
+        os.sched_setaffinity(0, [int(cpu) for cpu in FLAGS.cpus])
+        print(measure(FLAGS.measure, FLAGS.data_dir, FLAGS.video_frames, FLAGS.seconds,
+                      FLAGS.batch_size))
+        return
+    results = run_all()
+    baseline = results["pil"]["clips_per_s_per_core"]
+    print(f"16-frame clips at {CROP_SIZE} from 340x256 q90 JPEG, {FLAGS.cores} core(s) for "
+          f"tf.data, 1 for PIL, median of {FLAGS.rounds} x {FLAGS.seconds} s")
+    print(f"{'source':<14}{'clips/s/core':>14}{'x PIL':>8}")
+    names = {"frames": "frames", "records": "records", "pil": "PIL baseline"}
+    for source in SOURCES:
+        rate = results[source]["clips_per_s_per_core"]
+        print(f"{names[source]:<14}{rate:>14.1f}{rate / baseline:>8.2f}")
+    if FLAGS.json:
+        print(json.dumps({"cores": FLAGS.cores, "results": results}))
+
+
+if __name__ == "__main__":
+    # Flags are defined only when run as a program, so importing this module defines none.
+    flags.DEFINE_integer("cores", 1, "CPUs the tf.data measurements are pinned to.")
+    flags.DEFINE_integer("seconds", 10, "Length of one timed run.")
+    flags.DEFINE_integer("rounds", 3, "Runs per source; the median is reported.")
+    flags.DEFINE_integer("videos", 24, "Generated videos.")
+    flags.DEFINE_integer("video_frames", 48, "Frames per generated video.")
+    flags.DEFINE_integer("batch_size", 8, "Clips per batch of the tf.data pipelines.")
+    flags.DEFINE_bool("json", False, "Also print the results as one JSON line.")
+    flags.DEFINE_string("measure", None, "Internal: measure this source in this process.")
+    flags.DEFINE_string("data_dir", None, "Internal: the generated data.")
+    flags.DEFINE_list("cpus", [], "Internal: the CPUs to pin this process to.")
+    app.run(main)

@@ -1,0 +1,151 @@
+"""Training clips as tf.data datasets: candidates, substitutes for unreadable videos, decoding.
+
+Frame folders: example slot k holds a video of a seeded per-epoch permutation (`TrainOrder`);
+its substitutes are the videos after it in that permutation. Records and TFDS: example k is the
+k-th video of the host's stream; its substitutes are the videos after it in the stream. Frame
+indices are drawn by numpy generators seeded by the seed and the example, the crop and flip by a
+stateless TF seed (seed, example).
+"""
+import numpy as np
+import tensorflow as tf
+
+from input_pipeline import encoded
+from input_pipeline import sampling
+from input_pipeline import skipping
+from input_pipeline import sources
+from input_pipeline import transforms
+
+
+class TrainOrder:
+    """Which videos may fill example slot k: a seeded permutation of all videos per epoch."""
+
+    def __init__(self, num_videos, seed):
+        self.num_videos = num_videos
+        self.seed = seed
+        self._cached = (None, None)  # (epoch, permutation), replaced whole: thread-safe.
+
+    def candidates(self, slot, count):
+        """int64 (count,): the video of slot `slot`, then the ones that replace it if unreadable."""
+        epoch, position = divmod(int(slot), self.num_videos)
+        cached_epoch, permutation = self._cached
+        if epoch != cached_epoch:
+            permutation = np.random.default_rng([self.seed, epoch]).permutation(self.num_videos)
+            self._cached = (epoch, permutation)
+        return permutation[(position + np.arange(count)) % self.num_videos]
+
+
+def _flip_label_table(config):
+    """int32 (n,): the label of each class after a horizontal flip, for the labels < n it names."""
+    size = 1 + max([label for pair in config.flip_label_map for label in pair], default=0)
+    table = np.arange(size, dtype=np.int32)
+    for a, b in config.flip_label_map:
+        table[a], table[b] = b, a
+    return tf.constant(table)
+
+
+def _train_clip_fn(config, seed):
+    """(jpegs (n,), label, example index) -> (uint8 (n, crop, crop, 3), label after flip)."""
+    flip_table = _flip_label_table(config)
+
+    def train_clip(jpegs, label, index):
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(seed, tf.int64), index]), 2))
+        flip = tf.logical_and(config.flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
+        video = transforms.decode_train_clip(jpegs, config.crop_size, tuple(config.train_scales),
+                                             config.max_distort, crop_seed, flip)
+        size = flip_table.shape[0]
+        flipped = tf.where(label < size, tf.gather(flip_table, tf.minimum(label, size - 1)), label)
+        return video, tf.where(flip, flipped, label)
+
+    return train_clip
+
+
+def _frames_train_candidates(config, folders, order, *, num_frames, seed, tries, first_slots):
+    """Dataset of {'paths': (tries, num_frames) string, 'label': (tries,) int32, 'slot'}: per
+    example slot its video's sampled frame paths, then those of its substitutes.
+
+    `first_slots` maps a step to this host's int64 (local_batch,) slots of that step; frame
+    indices of slot k, attempt a come from a generator seeded by (seed, k, a).
+    """
+    labels = np.array([entry.label for entry in folders.entries], np.int32)
+
+    def step_candidates(step):
+        slots = first_slots(step)
+        paths = np.empty((len(slots), tries, num_frames), object)
+        videos = np.stack([order.candidates(slot, tries) for slot in slots])
+        for i, slot in enumerate(slots):
+            for attempt, video in enumerate(videos[i]):
+                rng = np.random.default_rng([seed, slot, attempt])
+                length = folders.entries[video].num_frames
+                indices = sampling.train_indices(config, length, num_frames, rng)
+                paths[i, attempt] = [p.encode() for p in folders.frame_paths(video, indices)]
+        return paths.astype(bytes), labels[videos], slots
+
+    def step_elements(step):
+        paths, label, slots = tf.numpy_function(step_candidates, [step],
+                                                (tf.string, tf.int32, tf.int64), stateful=False)
+        return {"paths": tf.ensure_shape(paths, [None, tries, num_frames]),
+                "label": tf.ensure_shape(label, [None, tries]),
+                "slot": tf.ensure_shape(slots, [None])}
+
+    return tf.data.Dataset.range(np.iinfo(np.int64).max).map(step_elements).unbatch()
+
+
+def frames_train_clips(config, folders, *, num_frames, seed, start_step, global_batch_size,
+                        process_index, local_batch, tries):
+    """Dataset of {'video', 'label', 'attempt', 'slot'} from `start_step` on: per example slot,
+    the first readable of its `tries` candidate videos (attempt = how many failed before)."""
+    order = TrainOrder(len(folders.entries), seed)
+    offset = start_step * global_batch_size + process_index * local_batch
+    first_slots = lambda step: offset + step * global_batch_size + np.arange(local_batch)
+    candidates = _frames_train_candidates(config, folders, order, num_frames=num_frames,
+                                          seed=seed, tries=tries, first_slots=first_slots)
+    train_clip = _train_clip_fn(config, seed)
+    empty = tf.zeros([num_frames, config.crop_size, config.crop_size, 3], tf.uint8)
+
+    def example(element):
+        def load(paths, label, attempt):
+            video, label = train_clip(sources.read_files(paths), label, element["slot"])
+            return {"video": video, "label": label, "attempt": attempt, "slot": element["slot"]}
+
+        attempts = tf.data.Dataset.from_tensor_slices(
+            (element["paths"], element["label"], tf.range(tries)))
+        return skipping.first_readable(attempts, load, lambda: {
+            "video": empty, "label": tf.constant(-1), "attempt": tf.constant(tries),
+            "slot": element["slot"]})
+
+    clips = skipping.interleave_examples(candidates, example, config.num_parallel_calls)
+    return clips, order
+
+
+def encoded_train_clips(config, *, num_frames, seed, start_step, process_index,
+                         process_count, local_batch, tries):
+    """Dataset of {'video', 'label', 'attempt', 'slot', 'ids'}: per example the first readable
+    of its video and the next `tries - 1` of the host's stream; 'ids' (tries,) names them."""
+    source = encoded.source_module(config)
+    stream = source.train_stream(config, seed=seed, process_index=process_index,
+                                 process_count=process_count)
+    windows = encoded.train_windows(
+        stream, source.parse, num_frames=num_frames, tries=tries,
+        start_example=start_step * local_batch, process_index=process_index,
+        process_count=process_count, indices_fn=lambda length, example: sampling.train_indices(
+            config, length, num_frames, np.random.default_rng([seed, example])))
+    train_clip = _train_clip_fn(config, seed)
+    empty = tf.zeros([num_frames, config.crop_size, config.crop_size, 3], tf.uint8)
+    num_classes = sources.num_classes(config)
+
+    def example(window):
+        slot = window["example"][0]
+
+        def load(jpegs, label, attempt):
+            video, label = train_clip(jpegs, encoded.checked_label(label, num_classes), slot)
+            return {"video": video, "label": label, "attempt": attempt, "slot": slot,
+                    "ids": window["video_id"]}
+
+        attempts = tf.data.Dataset.from_tensor_slices(
+            (window["frames"], window["label"], tf.range(tries)))
+        return skipping.first_readable(attempts, load, lambda: {
+            "video": empty, "label": tf.constant(-1), "attempt": tf.constant(tries),
+            "slot": slot, "ids": window["video_id"]})
+
+    return skipping.interleave_examples(windows, example, config.num_parallel_calls)
