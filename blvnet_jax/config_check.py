@@ -59,10 +59,18 @@ def check_training(config) -> None:
     """Everything a training run needs, in the order a user would fix it."""
     check_model(config.model, config.data.crop_size)
     devices = jax.device_count()
+    data, frames = config.mesh_shape
+    if frames < 1 or devices % frames or (data != -1 and data * frames != devices):
+        raise ConfigError(f"config.mesh_shape={tuple(config.mesh_shape)} must multiply to the {devices} devices "
+                          "(-1 for data takes the rest)")
+    if config.model.num_frames % frames:
+        raise ConfigError(f"config.mesh_shape splits frames over {frames} devices but config.model.num_frames="
+                          f"{config.model.num_frames} is not a multiple of {frames}")
+    data_devices = devices // frames
     for field in ("batch_size", "eval_batch_size"):
-        if config[field] < 1 or config[field] % devices:
-            raise ConfigError(f"config.{field}={config[field]} must be a positive multiple of the {devices} "
-                              "devices (each device takes an equal share)")
+        if config[field] < 1 or config[field] % data_devices:
+            raise ConfigError(f"config.{field}={config[field]} must be a positive multiple of the {data_devices} "
+                              "devices of the data axis (each takes an equal share)")
     check_data(config.data)
     if config.init_from:
         check_init_from(config)

@@ -52,9 +52,9 @@ class Evaluator:
         self.class_names = class_names
         self.eval_step = jax.jit(steps.make_eval_step(graphdef))
         self.views = config.data.num_crops * config.data.num_clips
-        if (config.eval_batch_size * self.views) % jax.device_count():
+        if (config.eval_batch_size * self.views) % mesh.shape["data"]:
             raise ValueError(f"config.eval_batch_size={config.eval_batch_size} x {self.views} views must be "
-                             f"divisible by the {jax.device_count()} devices")
+                             f"divisible by the {mesh.shape['data']} devices of the data axis")
 
     def predict(self, params, batch_stats) -> dict:
         """`{'probabilities' (videos, classes), 'labels', 'video_index'}` over the whole eval split."""

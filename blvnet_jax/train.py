@@ -19,7 +19,7 @@ from flax import nnx
 
 import input_pipeline
 from blvnet_jax import checkpoint, config_check, evaluation, steps
-from blvnet_jax.sharding import create_mesh, data_sharding, global_batch, replicated
+from blvnet_jax.sharding import batch_sharding, create_mesh, global_batch, replicated
 from blvnet_jax.models import create_model
 
 
@@ -84,11 +84,11 @@ def device_memory_bytes() -> int | None:
 
 def compile_train_step(config, graphdef, optimizer, state, mesh):
     """Compiles the train step ahead of time, logs its memory, and fails early if it cannot fit."""
-    local_batch = config.batch_size // jax.device_count()
+    local_batch = config.batch_size // mesh.shape["data"]
     crop, model = config.data.crop_size, config.model
     batch = {"video": jax.ShapeDtypeStruct((config.batch_size, model.num_frames, crop, crop, model.input_channels),
-                                           np.uint8, sharding=data_sharding(mesh)),
-             "label": jax.ShapeDtypeStruct((config.batch_size,), np.int32, sharding=data_sharding(mesh))}
+                                           np.uint8, sharding=batch_sharding(mesh, "video")),
+             "label": jax.ShapeDtypeStruct((config.batch_size,), np.int32, sharding=batch_sharding(mesh, "label"))}
     compiled = jax.jit(steps.make_train_step(graphdef, optimizer, config.label_smoothing), donate_argnums=0,
                        out_shardings=(replicated(mesh), replicated(mesh))).lower(
         state, batch, jax.random.key(0)).compile()
@@ -113,7 +113,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics."""
     config_check.check_training(config)
     os.makedirs(workdir, exist_ok=True)
-    mesh = create_mesh()
+    mesh = create_mesh(config.mesh_shape)
     epoch_steps = steps_per_epoch(config)
     total_steps = total_train_steps(config, epoch_steps)
     schedule = learning_rate_schedule(config, epoch_steps, total_steps)
@@ -199,7 +199,7 @@ def evaluate_checkpoint(config, workdir: str) -> dict:
     config_check.check_data(config.data)
     model, metadata = checkpoint.restore_model(workdir, config=config)
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    mesh = create_mesh()
+    mesh = create_mesh(config.mesh_shape)
     params, batch_stats = jax.device_put((params, batch_stats), replicated(mesh))
     class_names = metadata.get("class_names") or input_pipeline.class_names(config.data)
     evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)

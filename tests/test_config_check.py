@@ -75,3 +75,16 @@ def test_every_setting_is_a_valid_model(name):
     config = __import__(f"configs.{name}", fromlist=["get_config"]).get_config()
     config_check.check_model(config.model, config.data.crop_size)
     assert config.model.num_classes > 0 and config.batch_size > 0
+
+
+def test_frame_axis_must_divide_devices_and_frames(monkeypatch):
+    monkeypatch.setattr(config_check.jax, "device_count", lambda: 8)
+    config = demo_config()
+    config.batch_size = config.eval_batch_size = 8
+    config.mesh_shape = (-1, 3)
+    with pytest.raises(config_check.ConfigError, match=r"config.mesh_shape=\(-1, 3\)"):
+        config_check.check_training(config)
+    config.mesh_shape = (2, 4)
+    config.model.num_frames = 6
+    with pytest.raises(config_check.ConfigError, match="config.model.num_frames=6 is not a multiple of 4"):
+        config_check.check_training(config)

@@ -98,7 +98,8 @@ def test_head_mismatch_says_how_to_fix(fixture):
 
 
 def test_blending_frames_mismatch(fixture):
-    with pytest.raises(convert.ConversionError, match=r"tam.prev.weight.*3 TAM taps.*blending_frames=3\), but the model expects 5"):
+    expected = r"tam.prev.weight.*3 TAM taps.*blending_frames=3\), but the model expects 5"
+    with pytest.raises(convert.ConversionError, match=expected):
         convert_dict(fixture["state_dict"], blending_frames=5)
 
 

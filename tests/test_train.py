@@ -115,7 +115,7 @@ from blvnet_jax.sharding import create_mesh, global_batch, replicated
 from configs import demo
 config = demo.get_config().model
 config.update(dict(width=8, num_frames=4, num_classes=3, dropout=0.0))
-mesh = create_mesh()
+mesh = create_mesh(tuple(json.loads(sys.argv[1])))
 optimizer = optax.sgd(0.05, momentum=0.9, nesterov=True)
 graphdef, state = steps.init_train_state(create_model(config, rngs=nnx.Rngs(0)), optimizer)
 state = jax.device_put(state, replicated(mesh))
@@ -126,21 +126,25 @@ losses = []
 for _ in range(4):
     state, metrics = step(state, global_batch(batch, mesh), jax.random.key(0))
     losses.append(float(metrics["loss"]))
-print(json.dumps({"devices": jax.device_count(), "losses": losses}))
+print(json.dumps({"mesh": dict(mesh.shape), "losses": losses}))
 """
 
 
-def loss_curve(devices):
+def loss_curve(devices, mesh_shape=(-1, 1)):
     env = dict(os.environ, PYTHONPATH=os.getcwd(), XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-    result = subprocess.run([sys.executable, "-c", LOSS_CURVE], capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run([sys.executable, "-c", LOSS_CURVE, json.dumps(mesh_shape)], capture_output=True,
+                            text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_eight_devices_follow_the_one_device_loss_curve():
-    one, eight = loss_curve(1), loss_curve(8)
-    assert one["devices"] == 1 and eight["devices"] == 8
+    """8 devices on the data axis, and 4 x 2 with each clip's frames split over 2 devices."""
+    one, eight, split_frames = loss_curve(1), loss_curve(8), loss_curve(8, (4, 2))
+    assert one["mesh"] == {"data": 1, "frames": 1} and eight["mesh"] == {"data": 8, "frames": 1}
+    assert split_frames["mesh"] == {"data": 4, "frames": 2}
     np.testing.assert_allclose(eight["losses"], one["losses"], rtol=1e-5)
+    np.testing.assert_allclose(split_frames["losses"], one["losses"], rtol=1e-5)
     assert eight["losses"][-1] < eight["losses"][0]
 
 
@@ -188,7 +192,8 @@ def test_a_step_that_cannot_fit_fails_before_training(tmp_path, monkeypatch):
 
 def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
     config = tiny_config(tmp_path / "data", learning_rate=1e12, num_train_steps=8, checkpoint_every_steps=1)
-    with pytest.raises(FloatingPointError, match=r"the (loss|grad norm) became (nan|inf) by step \d+: training stopped"):
+    expected = r"the (loss|grad norm) became (nan|inf) by step \d+: training stopped"
+    with pytest.raises(FloatingPointError, match=expected):
         train.train_and_evaluate(config, str(tmp_path / "run"))
     step, state = final_params(tmp_path / "run")
     assert 1 <= step < 8
