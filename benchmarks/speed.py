@@ -62,8 +62,12 @@ def random_batch(config, batch_size: int) -> dict:
             "label": jax.device_put(rng.integers(0, model_config.num_classes, batch_size).astype(np.int32))}
 
 
-def benchmark(config, mode: str, batch_size: int, repeats: int = 5, warmup: int = 2) -> dict:
-    """Compiles the `mode` program for `config` at `batch_size` and times it; returns the figures."""
+def build(config, mode: str, batch_size: int):
+    """Compiles the `mode` program for `config` at `batch_size`.
+
+    Returns `(info, run)`: `info` describes the program (model, compile time, XLA's FLOPs per
+    call) and `run()` makes one call and waits for its result.
+    """
     model = create_model(config.model, rngs=nnx.Rngs(0))
     batch = random_batch(config, batch_size)
     start = time.perf_counter()
@@ -88,18 +92,22 @@ def benchmark(config, mode: str, batch_size: int, repeats: int = 5, warmup: int 
             jax.block_until_ready((holder[0], metrics))
     else:
         raise ValueError(f"--mode must be infer or train, got {mode!r}")
-    compile_s = time.perf_counter() - start
-    times = time_calls(run, repeats, warmup)
-    median = statistics.median(times)
-    flops = compiled_flops(compiled)
-    return {"model": config.model.name, "depth": config.model.depth,
+    info = {"model": config.model.name, "depth": config.model.depth,
             "num_frames": config.model.num_frames, "crop_size": config.data.crop_size,
             "dtype": config.model.dtype, "mode": mode, "batch_size": batch_size,
-            "clips_per_s": batch_size / median, "median_s": median,
-            "gflops_per_s": flops / median / 1e9, "gflops_per_call": flops / 1e9,
-            "times_s": times, "compile_s": compile_s, "device": str(jax.devices()[0].device_kind),
-            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "compile_s": time.perf_counter() - start, "gflops_per_call": compiled_flops(compiled) / 1e9,
+            "device": str(jax.devices()[0].device_kind), "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
+    return info, run
+
+
+def benchmark(config, mode: str, batch_size: int, repeats: int = 5, warmup: int = 2) -> dict:
+    """`build`'s info plus the timings: clips/s and seconds of the median call, GFLOP/s."""
+    info, run = build(config, mode, batch_size)
+    times = time_calls(run, repeats, warmup)
+    median = statistics.median(times)
+    return {**info, "clips_per_s": batch_size / median, "median_s": median,
+            "gflops_per_s": info["gflops_per_call"] / median, "times_s": times}
 
 
 FLAGS = flags.FLAGS

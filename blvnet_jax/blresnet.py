@@ -165,10 +165,11 @@ class BLVNet(nnx.Module):
         clips, frames = video.shape[:2]
         x = video.reshape((clips * frames,) + video.shape[2:])
         x = jax.nn.relu(self.bn1(self.conv1(x)))
-        if self.stem_temporal is not None:
-            x = self.stem_temporal(x)
-        frame_pairs = x.reshape((clips * frames // 2, 2) + x.shape[1:])
-        little, big = frame_pairs[:, 0], frame_pairs[:, 1]
+        if self.stem_temporal is None:
+            frame_pairs = x.reshape((clips * frames // 2, 2) + x.shape[1:])
+            little, big = frame_pairs[:, 0], frame_pairs[:, 1]
+        else:
+            little, big = self.stem_temporal.by_parity(x)
         big = self.bn_b0(self.b_conv0(big))
         little = jax.nn.relu(self.bn_l0(self.l_conv0(little)))
         little = jax.nn.relu(self.bn_l1(self.l_conv1(little)))

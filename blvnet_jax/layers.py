@@ -18,12 +18,56 @@ def kaiming_fan_out(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / (out_channels * kernel_h * kernel_w))
 
 
-class Conv(nnx.Module):
-    """Bias-free 2-D convolution with torch-style symmetric padding `kernel_size // 2`.
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """Bias-free convolution of `(n, h, w, in)` by `(k, k, in, out)`, torch padding `k // 2`.
 
-    A 1x1 convolution runs as a dot product (strided ones subsample first), which XLA:CPU
-    executes much faster than a convolution, forward and backward.
+    1x1 kernels run as a dot product (strided ones subsample first), which XLA:CPU executes much
+    faster than a convolution, forward and backward.
     """
+    kernel_size = kernel.shape[0]
+    if kernel_size == 1:
+        if stride > 1:
+            x = x[:, ::stride, ::stride, :]
+        return pointwise(x, kernel[0, 0])
+    pad = kernel_size // 2
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@jax.custom_vjp
+def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """A 1x1 convolution as a dot: `(n, h, w, in)` x `(in, out)` -> `(n, h, w, out)`.
+
+    Same values as `jnp.einsum`; the backward pass computes the kernel gradient
+    `x^T grad` with the operand of fewer channels on the transposed (left) side. Left to
+    autodiff, the product transposes the output gradient whatever its size, and XLA:CPU fuses
+    that transpose with the batch-norm backward that produced it, recomputing it element by
+    element in transposed order: a quarter of the bLVNet-TAM train step (docs/performance.md).
+    """
+    return jnp.einsum("nhwi,io->nhwo", x, kernel)
+
+
+def _pointwise_fwd(x, kernel):
+    return pointwise(x, kernel), (x, kernel)
+
+
+def _pointwise_bwd(residuals, grad):
+    x, kernel = residuals
+    pixels_in, pixels_grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
+    contract_pixels = (((0,), (0,)), ((), ()))
+    if x.shape[-1] <= grad.shape[-1]:
+        kernel_grad = jax.lax.dot_general(pixels_in, pixels_grad, contract_pixels)
+    else:
+        kernel_grad = jax.lax.dot_general(pixels_grad, pixels_in, contract_pixels).T
+    return jnp.einsum("nhwo,io->nhwi", grad, kernel), kernel_grad.astype(kernel.dtype)
+
+
+pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
+
+
+class Conv(nnx.Module):
+    """Bias-free 2-D convolution with torch-style symmetric padding `kernel_size // 2` (`conv2d`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, *,
                  dtype=jnp.float32, rngs: nnx.Rngs):
@@ -34,16 +78,8 @@ class Conv(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.kernel[...].astype(self.dtype)
-        x = x.astype(self.dtype)
-        if self.kernel_size == 1:
-            if self.stride > 1:
-                x = x[:, ::self.stride, ::self.stride, :]
-            return jnp.einsum("nhwi,io->nhwo", x, kernel[0, 0])
-        pad = self.kernel_size // 2
-        return jax.lax.conv_general_dilated(
-            x, kernel, window_strides=(self.stride, self.stride), padding=((pad, pad), (pad, pad)),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        """x: `(n, h, w, in)` -> `(n, ceil(h / stride), ceil(w / stride), out)`."""
+        return conv2d(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride)
 
 
 def batch_norm(channels: int, *, zero_scale: bool = False, dtype=jnp.float32,
@@ -54,22 +90,47 @@ def batch_norm(channels: int, *, zero_scale: bool = False, dtype=jnp.float32,
                          rngs=rngs)
 
 
+def shifted(x: jax.Array, offset: int) -> jax.Array:
+    """`out[:, t] = x[:, t + offset]`, zero where `t + offset` falls outside the frame axis 1."""
+    frames = x.shape[1]
+    if offset == 0:
+        return x
+    if abs(offset) >= frames:
+        return jnp.zeros_like(x)
+    zeros = jnp.zeros_like(x[:, :abs(offset)])
+    if offset > 0:
+        return jnp.concatenate([x[:, offset:], zeros], axis=1)
+    return jnp.concatenate([zeros, x[:, :offset]], axis=1)
+
+
 def temporal_mix(x: jax.Array, weights: jax.Array, offsets: Sequence[int]) -> jax.Array:
     """`out[t] = sum_k weights[k] * x[t + offsets[k]]`, zero outside the clip.
 
     x: `(clips, frames, height, width, channels)`; weights: `(len(offsets), channels)`.
-    Written as shifted slices of one zero-padded tensor, which XLA fuses into a single pass;
-    never a depthwise convolution (slow on XLA:CPU) and never a wrap-around roll.
+    Written as zero-filled shifted slices, which XLA fuses into a single pass without a padded
+    copy; never a depthwise convolution (slow on XLA:CPU) and never a wrap-around roll.
     """
-    frames = x.shape[1]
-    before, after = max(0, -min(offsets)), max(0, max(offsets))
-    padded = jnp.pad(x, ((0, 0), (before, after), (0, 0), (0, 0), (0, 0)))
     weights = weights.astype(x.dtype)
-    out = None
-    for tap, offset in enumerate(offsets):
-        term = padded[:, before + offset:before + offset + frames] * weights[tap]
-        out = term if out is None else out + term
-    return out
+    return sum(shifted(x, offset) * weights[tap] for tap, offset in enumerate(offsets))
+
+
+def parity_mix(x: jax.Array, weights: jax.Array, num_frames: int) -> tuple[jax.Array, jax.Array]:
+    """`temporal_mix` over offsets `-r//2 .. r//2`, returned at the even and at the odd frames.
+
+    x: `(clips * num_frames, h, w, c)`; weights: `(r, c)`. Returns two `(clips * num_frames // 2,
+    h, w, c)` arrays, the output at frames `2k` and `2k + 1`, computed straight from the even and
+    odd input frames, so the full-length output is never built and then split.
+    """
+    streams = x.reshape((-1, num_frames // 2, 2) + x.shape[1:])
+    parities = (streams[:, :, 0], streams[:, :, 1])
+    half = weights.shape[0] // 2
+    weights = weights.astype(x.dtype)
+    outputs = []
+    for parity in (0, 1):
+        terms = [shifted(parities[(parity + offset) % 2], (parity + offset) // 2) * weights[offset + half]
+                 for offset in range(-half, half + 1)]
+        outputs.append(sum(terms).reshape((-1,) + x.shape[1:]))
+    return outputs[0], outputs[1]
 
 
 def pair_taps(weights: jax.Array) -> list[tuple[jax.Array, list[int]]]:
@@ -116,6 +177,11 @@ class TAM(nnx.Module):
         out = temporal_mix(clips, self.weight[...], range(-half, half + 1))
         return jax.nn.relu(out).reshape(x.shape)
 
+    def by_parity(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The TAM's output at the even and at the odd frames of x (see `parity_mix`)."""
+        even, odd = parity_mix(x, self.weight[...], self.num_frames)
+        return jax.nn.relu(even), jax.nn.relu(odd)
+
     def paired(self, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The TAM over a clip of duplicated pairs, without building the duplicated tensor.
 
@@ -161,6 +227,10 @@ class TemporalShift(nnx.Module):
         from_next = jnp.concatenate([clips[:, 1:, ..., :fold], zero[..., :fold]], axis=1)
         from_prev = jnp.concatenate([zero[..., fold:2 * fold], clips[:, :-1, ..., fold:2 * fold]], axis=1)
         return jnp.concatenate([from_next, from_prev, clips[..., 2 * fold:]], axis=-1).reshape(x.shape)
+
+    def by_parity(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The shift's output at the even and at the odd frames of x (see `parity_mix`)."""
+        return parity_mix(x, jnp.asarray(shift_weights(x.shape[-1], self.fold_div)), self.num_frames)
 
     def paired(self, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The shift over a clip of duplicated pairs (see `TAM.paired`)."""

@@ -41,13 +41,16 @@ def configure(huge_pages: bool = True) -> None:
     """
     if os.environ.get("BLVNET_XLA_ENV") == "0":
         return
+    xla_flags, tunables = os.environ.get("XLA_FLAGS", ""), os.environ.get("GLIBC_TUNABLES", "")
+    wanted_flags, wanted_tunables = with_flags(xla_flags), with_tunable(tunables)
+    restart = huge_pages and wanted_tunables != tunables
+    if wanted_flags == xla_flags and not restart:
+        return
     if "jax" in sys.modules:
         raise RuntimeError("xla_env.configure() must run before jax is imported")
-    os.environ["XLA_FLAGS"] = with_flags(os.environ.get("XLA_FLAGS", ""))
-    tunables = os.environ.get("GLIBC_TUNABLES", "")
-    wanted = with_tunable(tunables)
-    if huge_pages and wanted != tunables:
-        os.environ["GLIBC_TUNABLES"] = wanted
+    os.environ["XLA_FLAGS"] = wanted_flags
+    if restart:
+        os.environ["GLIBC_TUNABLES"] = wanted_tunables
         sys.stdout.flush()
         sys.stderr.flush()
         os.execve(sys.executable, sys.orig_argv, os.environ)
