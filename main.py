@@ -9,8 +9,12 @@ that jax.distributed reads).
 """
 import logging as logging_std
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from blvnet_jax import xla_env
+
+xla_env.configure()  # XLA:CPU flags and huge pages; must come before jax is imported
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
