@@ -109,6 +109,36 @@ def compile_train_step(config, graphdef, optimizer, state, mesh):
     return compiled
 
 
+class MetricLogger:
+    """Scalars to TensorBoard and the log (clu) and to `{workdir}/metrics.jsonl`, by process 0."""
+
+    def __init__(self, workdir: str):
+        self.writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
+
+    def write(self, step: int, metrics: dict) -> None:
+        self.writer.write_scalars(step, metrics)
+        if self.jsonl:
+            self.jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
+            self.jsonl.flush()
+
+    def close(self) -> None:
+        self.writer.flush()
+        if self.jsonl:
+            self.jsonl.close()
+
+
+def check_finite(step: int, metrics: list[dict], manager) -> None:
+    """Stops training on a NaN/inf loss or gradient norm, naming the step and the last good checkpoint."""
+    for name in ("loss", "grad_norm"):
+        bad = [float(x) for x in jax.device_get([m[name] for m in metrics]) if not math.isfinite(float(x))]
+        if bad:
+            manager.wait_until_finished()
+            raise FloatingPointError(
+                f"the {name.replace('_', ' ')} became {bad[0]} by step {step}: training stopped; the last "
+                f"good checkpoint is step {manager.latest_step()} in {manager.directory}")
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics."""
     config_check.check_training(config)
@@ -129,31 +159,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     train_step = compile_train_step(config, graphdef, optimizer, state, mesh)
     evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
+    logger = MetricLogger(workdir)
+    progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=logger.writer,
                                                every_steps=config.log_every_steps)
-    jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
     dataset = input_pipeline.create_train_dataset(
         config.data, num_frames=config.model.num_frames, global_batch_size=config.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(), start_step=start_step)
     rng = jax.random.key(config.seed)
     logging.info("Training %s for %d steps (%d per epoch), global batch %d on %d devices",
                  config.model.name, total_steps, epoch_steps, config.batch_size, jax.device_count())
-
-    def log(step, metrics):
-        writer.write_scalars(step, metrics)
-        if jsonl:
-            jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in metrics.items()}}) + "\n")
-            jsonl.flush()
-
-    def check_finite(step, metrics):
-        for name in ("loss", "grad_norm"):
-            bad = [float(x) for x in jax.device_get([m[name] for m in metrics]) if not math.isfinite(float(x))]
-            if bad:
-                manager.wait_until_finished()
-                raise FloatingPointError(
-                    f"the {name.replace('_', ' ')} became {bad[0]} by step {step}: training stopped; the last "
-                    f"good checkpoint is step {manager.latest_step()} in {checkpoint.checkpoint_dir(workdir)}")
 
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
     train_metrics, last_eval, last_log_time = [], {}, time.time()
@@ -167,7 +181,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             is_last = step == total_steps
             save_now = step % config.checkpoint_every_steps == 0 or is_last
             if step % config.log_every_steps == 0 or save_now:
-                check_finite(step, train_metrics)
+                check_finite(step, train_metrics, manager)
                 summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
                            for k in train_metrics[0]}
                 now = time.time()
@@ -175,21 +189,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 last_log_time = now
                 summary["learning_rate"] = float(schedule(step - 1))
                 summary["unreadable_videos"] = dataset.stats.unreadable
-                log(step, summary)
+                logger.write(step, summary)
                 train_metrics = []
             eval_now = step % eval_every == 0 or is_last
             if eval_now:
                 last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir)
-                log(step, {f"eval_{k}": v for k, v in last_eval.items() if k not in ("step", "crops", "clips")})
+                logger.write(step, {f"eval_{k}": last_eval[k] for k in ("top1", "top5", "loss", "num_videos")})
                 last_log_time = time.time()  # clips/s counts training only
             if save_now:
                 checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None)
     finally:  # an interrupted run keeps every checkpoint it started writing
         manager.wait_until_finished()
         manager.close()
-    writer.flush()
-    if jsonl:
-        jsonl.close()
+        logger.close()
     return last_eval
 
 
