@@ -76,6 +76,16 @@ def run_blocks(blocks: nnx.List, x: jax.Array) -> jax.Array:
     return x
 
 
+def _call_stage(stage, x: jax.Array) -> jax.Array:
+    return run_blocks(stage, x) if isinstance(stage, nnx.List) else stage(x)
+
+
+def apply_stage(stage, x: jax.Array, remat: bool) -> jax.Array:
+    """Runs a stage (a module or a list of blocks); with `remat` the backward pass recomputes its
+    activations instead of keeping them (less memory for long clips, more compute)."""
+    return nnx.remat(_call_stage)(stage, x) if remat else _call_stage(stage, x)
+
+
 def make_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int = 1, *,
                last_relu: bool = True, temporal: TemporalFactory | None = None,
                num_frames: int = 0, pool_shortcut: bool = True, dtype, rngs: nnx.Rngs) -> nnx.List:
@@ -134,10 +144,11 @@ class BLVNet(nnx.Module):
 
     def __init__(self, depth: int, alpha: int, beta: int, num_frames: int, *, width: int = 64,
                  input_channels: int = 3, temporal: TemporalFactory | None = None,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+                 remat: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
         blocks = BLOCKS_PER_STAGE[depth]
         temporal = temporal or (lambda channels, frames: None)
         self.num_frames = num_frames
+        self.remat = remat
         c = width
         self.conv1 = Conv(input_channels, c, 7, 2, dtype=dtype, rngs=rngs)
         self.bn1 = batch_norm(c, dtype=dtype, rngs=rngs)
@@ -176,6 +187,6 @@ class BLVNet(nnx.Module):
         little = self.bn_l2(self.l_conv2(little))
         x = jax.nn.relu(big + little)
         x = jax.nn.relu(self.bn_bl_init(self.bl_init(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
-        x = run_blocks(self.layer4, x)
+        for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = apply_stage(stage, x, self.remat)
         return x.mean(axis=(1, 2)).reshape(clips, frames // 2, -1)

@@ -72,7 +72,7 @@ def create_model(model_config, *, rngs: nnx.Rngs) -> VideoClassifier:
         None: None,
     }[{"blvnet_tam": "tam", "tsn_tam": "tam", "blvnet_tsm": "tsm", "tsm": "tsm"}.get(name)]
     common = dict(width=model_config.width, input_channels=model_config.input_channels,
-                  temporal=temporal, dtype=dtype, rngs=rngs)
+                  temporal=temporal, remat=model_config.get("remat", False), dtype=dtype, rngs=rngs)
     if name.startswith("blvnet"):
         backbone = BLVNet(model_config.depth, model_config.alpha, model_config.beta,
                           model_config.num_frames, **common)

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from blvnet_jax.blresnet import BLOCKS_PER_STAGE, TemporalFactory, make_stage, run_blocks
+from blvnet_jax.blresnet import BLOCKS_PER_STAGE, TemporalFactory, apply_stage, make_stage
 from blvnet_jax.layers import Conv, batch_norm, max_pool_3x3_s2
 
 
@@ -19,9 +19,11 @@ class FrameResNet(nnx.Module):
     """
 
     def __init__(self, depth: int, num_frames: int, *, width: int = 64, input_channels: int = 3,
-                 temporal: TemporalFactory | None = None, dtype=jnp.float32, rngs: nnx.Rngs):
+                 temporal: TemporalFactory | None = None, remat: bool = False, dtype=jnp.float32,
+                 rngs: nnx.Rngs):
         blocks = BLOCKS_PER_STAGE[depth]
         c = width
+        self.remat = remat
         self.conv1 = Conv(input_channels, c, 7, 2, dtype=dtype, rngs=rngs)
         self.bn1 = batch_norm(c, dtype=dtype, rngs=rngs)
         stage_in = [c, 4 * c, 8 * c, 16 * c]
@@ -36,5 +38,5 @@ class FrameResNet(nnx.Module):
         x = video.reshape((clips * frames,) + video.shape[2:])
         x = max_pool_3x3_s2(jax.nn.relu(self.bn1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = run_blocks(stage, x)
+            x = apply_stage(stage, x, self.remat)
         return x.mean(axis=(1, 2)).reshape(clips, frames, -1)

@@ -18,6 +18,7 @@ def get_model_config() -> ml_collections.ConfigDict:
         width=64,               # channels of the stem (64 in the paper)
         input_channels=3,       # 3 for RGB, 10 for 5 stacked optical-flow pairs
         dtype="float32",        # compute dtype: float32 | bfloat16 (parameters stay float32)
+        remat=False,            # recompute each stage's activations in the backward pass (long clips)
     ))
 
 

@@ -118,3 +118,20 @@ def test_train_mode_uses_batch_statistics_and_dropout():
     b = model(video, rngs=nnx.Rngs(dropout=2))
     assert not np.allclose(np.asarray(a), np.asarray(b))
     assert not np.allclose(np.asarray(model.backbone.bn1.mean[...]), 0.0)
+
+
+@pytest.mark.parametrize("name", ["blvnet_tam", "tsm"])
+def test_rematerialisation_changes_nothing_but_memory(name):
+    import optax
+    from blvnet_jax import steps
+    batch = {"video": np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8),
+             "label": np.array([1, 3])}
+    results = []
+    for remat in (False, True):
+        optimizer = optax.sgd(0.1)
+        graphdef, state = steps.init_train_state(create_model(tiny_config(name, remat=remat), rngs=nnx.Rngs(0)),
+                                                 optimizer)
+        state, metrics = jax.jit(steps.make_train_step(graphdef, optimizer))(state, batch, jax.random.key(0))
+        results.append((float(metrics["loss"]), jax.tree.map(np.asarray, state.params)))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), results[0][1], results[1][1])
