@@ -198,3 +198,19 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
     step, state = final_params(tmp_path / "run")
     assert 1 <= step < 8
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
+
+
+def test_gradient_accumulation_updates_every_k_batches():
+    config = demo.get_config()
+    config.model.update(dict(width=8, num_frames=4, num_classes=3, dropout=0.0))
+    config.grad_accumulation_steps = 2
+    optimizer = train.make_optimizer(config, optax.constant_schedule(0.1))
+    graphdef, state = steps.init_train_state(create_model(config.model, rngs=nnx.Rngs(0)), optimizer)
+    initial = jax.tree.map(np.array, state.params)
+    step = jax.jit(steps.make_train_step(graphdef, optimizer))
+    batch = {"video": np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8),
+             "label": np.array([0, 2])}
+    state, _ = step(state, batch, jax.random.key(0))
+    jax.tree.map(np.testing.assert_array_equal, initial, jax.tree.map(np.asarray, state.params))
+    state, _ = step(state, batch, jax.random.key(0))
+    assert not np.allclose(np.asarray(state.params["head"]["kernel"][...]), initial["head"]["kernel"][...])
