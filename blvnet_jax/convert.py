@@ -164,8 +164,7 @@ def path_name(path: tuple) -> str:
 
 def convert_into(model: nnx.Module, tensors: dict[str, np.ndarray], model_config) -> Report:
     """Copies `tensors` (official key names) into `model` in place; raises ConversionError."""
-    is_video = any(split_key(k)[0] in ("head", "backbone_fc") or k.startswith(("baseline_model.", "base_model."))
-                   for k in tensors)
+    is_video = any(k.startswith(("baseline_model.", "base_model.", "new_fc.")) for k in tensors)
     report = Report("video checkpoint" if is_video else "ImageNet backbone (head and TAM not in it)")
     ours = {path: var for path, var in nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))}
     values, taps, errors, unexpected = {}, {}, [], []
