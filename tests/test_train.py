@@ -103,6 +103,7 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(tmp_path, monk
     assert written == results and written["num_videos"] == 4 and written["step"] == 4
     for name in ("eval_predictions.csv", "eval_per_class.csv", "eval_confusion.png", "metrics.jsonl"):
         assert os.path.getsize(tmp_path / "resumed" / name) > 0
+    assert train.evaluate_checkpoint(tiny_config(data_root), str(tmp_path / "resumed")) == results
 
 
 LOSS_CURVE = """
