@@ -9,3 +9,6 @@ from input_pipeline.datasets import eval_batch_count
 from input_pipeline.datasets import InputStats
 from input_pipeline.datasets import num_videos
 from input_pipeline.sources import class_names
+
+__all__ = ["InputStats", "class_names", "create_eval_dataset", "create_train_dataset", "eval_batch_count",
+           "num_videos"]

@@ -1,5 +1,4 @@
 """Temporal mixing, pooling and resampling against hand-computed cases."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
