@@ -55,8 +55,12 @@ def init_train_state(model: nnx.Module, optimizer: optax.GradientTransformation
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    label_smoothing: float = 0.0):
-    """`train_step(state, batch, rng) -> (state, {'loss', 'accuracy', 'grad_norm'})`, to be jitted."""
+                    label_smoothing: float = 0.0, skip_nonfinite: bool = False):
+    """`train_step(state, batch, rng) -> (state, {'loss', 'accuracy', 'grad_norm', 'skipped'})`, to be jitted.
+
+    `skip_nonfinite`: a step whose loss or gradient norm is NaN/inf leaves parameters, batch
+    statistics and optimizer state as they were (`skipped` = 1) instead of applying the update.
+    """
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         video = normalize(batch["video"])
@@ -72,9 +76,15 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
             state.params, state.batch_stats)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        grad_norm = optax.global_norm(grads)
+        skip = skip_nonfinite & jnp.logical_not(jnp.isfinite(loss) & jnp.isfinite(grad_norm))
+        if skip_nonfinite:
+            params, batch_stats, opt_state = jax.tree.map(
+                lambda new, old: jnp.where(skip, old, new),
+                (params, batch_stats, opt_state), (state.params, state.batch_stats, state.opt_state))
         accuracy = (logits.argmax(-1) == batch["label"]).mean()
         return (TrainState(params, batch_stats, opt_state, state.step + 1),
-                {"loss": loss, "accuracy": accuracy, "grad_norm": optax.global_norm(grads)})
+                {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm, "skipped": skip.astype(jnp.float32)})
 
     return train_step
 

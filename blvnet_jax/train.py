@@ -89,7 +89,8 @@ def compile_train_step(config, graphdef, optimizer, state, mesh):
     batch = {"video": jax.ShapeDtypeStruct((config.batch_size, model.num_frames, crop, crop, model.input_channels),
                                            np.uint8, sharding=batch_sharding(mesh, "video")),
              "label": jax.ShapeDtypeStruct((config.batch_size,), np.int32, sharding=batch_sharding(mesh, "label"))}
-    compiled = jax.jit(steps.make_train_step(graphdef, optimizer, config.label_smoothing), donate_argnums=0,
+    step_fn = steps.make_train_step(graphdef, optimizer, config.label_smoothing, config.skip_nonfinite_steps)
+    compiled = jax.jit(step_fn, donate_argnums=0,
                        out_shardings=(replicated(mesh), replicated(mesh))).lower(
         state, batch, jax.random.key(0)).compile()
     memory = compiled.memory_analysis()
@@ -170,7 +171,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                  config.model.name, total_steps, epoch_steps, config.batch_size, jax.device_count())
 
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
-    train_metrics, last_eval, last_log_time = [], {}, time.time()
+    train_metrics, last_eval, last_log_time, skipped_steps = [], {}, time.time(), 0
     try:
         for step in range(start_step + 1, total_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -181,9 +182,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
             is_last = step == total_steps
             save_now = step % config.checkpoint_every_steps == 0 or is_last
             if step % config.log_every_steps == 0 or save_now:
-                check_finite(step, train_metrics, manager)
+                if not config.skip_nonfinite_steps:
+                    check_finite(step, train_metrics, manager)
                 summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
-                           for k in train_metrics[0]}
+                           for k in train_metrics[0] if k != "skipped"}
+                skipped_steps += int(sum(jax.device_get([m["skipped"] for m in train_metrics])))
+                summary["skipped_nonfinite_steps"] = skipped_steps
                 now = time.time()
                 summary["clips_per_s"] = len(train_metrics) * config.batch_size / (now - last_log_time)
                 last_log_time = now

@@ -41,6 +41,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.weight_decay = 5e-4
     config.grad_clip_norm = 0.0         # > 0: clip the global gradient norm
     config.label_smoothing = 0.0
+    config.skip_nonfinite_steps = False  # True: a NaN/inf step is skipped and counted, not fatal
     config.grad_accumulation_steps = 1  # > 1: one update every this many batches
     config.mesh_shape = (-1, 1)         # devices as (data, frames); frames > 1 splits each clip's frames
     config.log_every_steps = 50

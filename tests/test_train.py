@@ -215,3 +215,13 @@ def test_gradient_accumulation_updates_every_k_batches():
     jax.tree.map(np.testing.assert_array_equal, initial, jax.tree.map(np.asarray, state.params))
     state, _ = step(state, batch, jax.random.key(0))
     assert not np.allclose(np.asarray(state.params["head"]["kernel"][...]), initial["head"]["kernel"][...])
+
+
+def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
+    config = tiny_config(tmp_path / "data", learning_rate=1e12, num_train_steps=6, skip_nonfinite_steps=True)
+    train.train_and_evaluate(config, str(tmp_path / "run"))
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        logged = [json.loads(line) for line in f if "skipped_nonfinite_steps" in line]
+    assert logged[-1]["step"] == 6 and logged[-1]["skipped_nonfinite_steps"] >= 1
+    step, state = final_params(tmp_path / "run")
+    assert step == 6 and all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
