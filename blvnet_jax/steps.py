@@ -101,3 +101,16 @@ def make_eval_step(graphdef: nnx.GraphDef):
         return model(normalize(video))
 
     return eval_step
+
+
+def memory_figures(compiled) -> dict:
+    """XLA's memory analysis of a compiled step, in bytes per device; `step_bytes` is what it needs
+    at once: arguments + outputs + temporaries, less the outputs written over donated arguments."""
+    memory = compiled.memory_analysis()
+    figures = {"argument_bytes": int(memory.argument_size_in_bytes),
+               "output_bytes": int(memory.output_size_in_bytes),
+               "temp_bytes": int(memory.temp_size_in_bytes),
+               "alias_bytes": int(memory.alias_size_in_bytes)}
+    figures["step_bytes"] = (figures["argument_bytes"] + figures["output_bytes"] + figures["temp_bytes"]
+                             - figures["alias_bytes"])
+    return figures

@@ -67,11 +67,7 @@ def train_step_bytes(model: nnx.Module, video_shape: tuple) -> dict:
     abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
     compiled = jax.jit(steps.make_train_step(graphdef, optimizer), donate_argnums=0).lower(
         abstract_state, batch, jax.ShapeDtypeStruct((2,), jnp.uint32)).compile()
-    memory = compiled.memory_analysis()
-    return {"argument_bytes": int(memory.argument_size_in_bytes),
-            "output_bytes": int(memory.output_size_in_bytes),
-            "temp_bytes": int(memory.temp_size_in_bytes),
-            "alias_bytes": int(memory.alias_size_in_bytes)}
+    return steps.memory_figures(compiled)
 
 
 def summarize(config, with_memory: bool = True) -> dict:
@@ -85,8 +81,7 @@ def summarize(config, with_memory: bool = True) -> dict:
               "params": count_params(model), "gmacs": count_macs(model, video_shape) / 1e9}
     if with_memory:
         memory = train_step_bytes(create_model(model_config, rngs=nnx.Rngs(0)), video_shape)
-        result["train_step_bytes"] = (memory["argument_bytes"] + memory["output_bytes"]
-                                      + memory["temp_bytes"] - memory["alias_bytes"])
+        result["train_step_bytes"] = memory.pop("step_bytes")
         result.update(memory)
     return result
 

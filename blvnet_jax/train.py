@@ -93,11 +93,9 @@ def compile_train_step(config, graphdef, optimizer, state, mesh):
     compiled = jax.jit(step_fn, donate_argnums=0,
                        out_shardings=(replicated(mesh), replicated(mesh))).lower(
         state, batch, jax.random.key(0)).compile()
-    memory = compiled.memory_analysis()
-    if memory is None:
+    if compiled.memory_analysis() is None:
         return compiled
-    needed = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes
-              + memory.temp_size_in_bytes)
+    needed = steps.memory_figures(compiled)["step_bytes"]
     available = device_memory_bytes()
     logging.info("Train step: %.2f GiB per device (XLA estimate) at %d clips per device; %s available",
                  needed / 2**30, local_batch, f"{available / 2**30:.2f} GiB" if available else "unknown")
