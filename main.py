@@ -3,11 +3,14 @@
     python main.py --config=configs/ssv1_8x2.py --workdir=DIR [--mode=train|eval] [--config.a.b=v ...]
 
 `train` resumes from the latest checkpoint in DIR and evaluates periodically; `eval` evaluates the
-latest checkpoint (e.g. a converted official one) with the config's crops x clips. Several hosts:
+latest checkpoint (e.g. a converted official one) with the config's crops x clips. `--check_data`
+first opens every frame of both splits and stops with the list of all problems, if there are any
+(training alone skips and counts unreadable videos). Several hosts:
 pass --coordinator_address, --num_processes and --process_id (or set them in the environment
 that jax.distributed reads).
 """
 import logging as logging_std
+import os
 
 from blvnet_jax import xla_env
 
@@ -20,6 +23,8 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (with periodic evaluation) or evaluate only.")
+flags.DEFINE_bool("check_data", False, "Before anything else, check every video of the train and val splits "
+                  "(input_pipeline.check_data) and stop with the list of problems if there are any.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-host runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts), for multi-host runs.")
 flags.DEFINE_integer("process_id", None, "This process's index, for multi-host runs.")
@@ -33,9 +38,23 @@ class QuietLibraries(logging_std.Filter):
             part in record.pathname for part in ("/orbax/", "/tensorflow/", "/etils/"))
 
 
+def check_data():
+    """Checks both splits of the config's data; exits with status 1, listing every problem, if any."""
+    from input_pipeline import check_data as checker
+    problems = [problem for split in ("train", "val")
+                for problem in checker.check_split(FLAGS.config.data, split, workers=os.cpu_count())]
+    if problems:
+        config_file = config_flags.get_config_filename(FLAGS["config"])
+        raise SystemExit("\n".join(problems) + f"\n{len(problems)} problems in the data of {config_file}. "
+                         "Fix them, or train without --check_data to skip and count unreadable videos.")
+    logging.info("--check_data: no problem in the train and val splits.")
+
+
 def main(argv):
     del argv
     logging.get_absl_handler().addFilter(QuietLibraries())
+    if FLAGS.check_data:
+        check_data()
     import jax
     if FLAGS.coordinator_address or FLAGS.num_processes:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)

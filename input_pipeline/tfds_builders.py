@@ -5,20 +5,22 @@ Prepared with `python -m input_pipeline.prepare_tfds` (or `build`).
 Each example: 'video' (the frames as JPEG, shorter side 256 for decoded videos; Something-
 Something V1 frames are stored as distributed), 'label' (a ClassLabel whose names are the
 class names) and 'video_id'. Videos PyAV cannot decode, and videos a list names but the
-folder lacks, are logged by name and left out. Layouts expected under the manual dir:
+folder lacks, are logged by name and left out. Layouts expected under the manual dir (where
+two names are given, either is read):
 
 - something_something_v1: `20bn-something-something-v1/<id>/00001.jpg ...`,
   `something-something-v1-labels.csv` (a class name per line),
   `something-something-v1-{train,validation}.csv` (`<id>;<class name>` lines).
 - something_something_v2: `20bn-something-something-v2/<id>.webm`,
-  `something-something-v2-labels.json` ({class name: "index"}),
-  `something-something-v2-{train,validation}.json` ([{"id", "template", ...}]; the class is
-  the template without brackets).
-- kinetics400: `annotations/{train,validate}.csv` (`label,youtube_id,time_start,time_end,...`
-  with a header), videos `{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4`.
+  `something-something-v2-{labels,train,validation}.json` (20BN release) or
+  `labels/{labels,train,validation}.json` (Qualcomm release); labels: {class name: "index"},
+  train and validation: [{"id", "template", ...}] (the class is the template without brackets).
+- kinetics400 (CVDF release): `annotations/{train,val}.csv` (`label,youtube_id,time_start,
+  time_end,split` with a header; DeepMind's name `validate.csv` is read too), videos
+  `{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4`; class names: the sorted train labels.
 - moments_in_time: `moments_categories.txt` (`<name>,<index>` lines),
-  `{trainingSet,validationSet}.csv` (`<path>,<class name>,...` lines), videos under
-  `training/` and `validation/`.
+  `{trainingSet,validationSet}.csv` (`<path>,<class name>,...` lines), videos
+  `training/<path>` and `validation/<path>`.
 - video_folder: `<split>/<class name>/<video>` for splits among train, validation and test;
   class names are the sorted sub-folders of train.
 
@@ -36,14 +38,18 @@ from input_pipeline import video_files
 
 SHORT_SIDE = 256
 JPEG_QUALITY = 90
+LAYOUTS_DOC = "the layouts in input_pipeline/tfds_builders.py"
 
 
 class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared features and example generation; subclasses list the videos of each split."""
 
     VERSION = tfds.core.Version("1.0.0")
-    # Our split name -> the name of the files that describe it, per dataset.
+    # Our split name -> the files (or folder) that may describe it, relative to the manual dir: the
+    # first one present is read; a split none of them is present for is left out.
     SPLITS = {}
+    # Where the class names come from, for error messages.
+    CLASS_NAMES_SOURCE = ""
 
     def _info(self):
         return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
@@ -54,24 +60,43 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _split_generators(self, dl_manager):
         root = str(dl_manager.manual_dir)
-        self.info.features["label"].names = self.class_names(root)
-        return {split: self._generate_examples(root, split) for split in self.SPLITS
-                if self.split_exists(root, split)}
+        names = self.class_names(root)
+        self.info.features["label"].names = names
+        videos = {split: self.labeled_videos(root, split, names) for split in self.SPLITS
+                  if self.annotation_file(root, split)}
+        if not videos:
+            expected = [name for names_of_split in self.SPLITS.values() for name in names_of_split]
+            raise FileNotFoundError(f"{root}: no split of {self.name} found, the manual dir needs one of "
+                                    f"{expected}; see {LAYOUTS_DOC}.")
+        return {split: self._generate_examples(split, split_videos) for split, split_videos in videos.items()}
 
-    def split_exists(self, root, split):
-        return os.path.exists(os.path.join(root, self.SPLITS[split]))
+    def annotation_file(self, root, split):
+        """The path of the file (or folder) describing `split`; None if the manual dir has none."""
+        return _first_present(root, self.SPLITS[split])
 
     def class_names(self, root):
         """The class names, index = label."""
         raise NotImplementedError
 
     def videos(self, root, split):
-        """[(video id, path of a video file or of a folder of JPEG frames, label)]."""
+        """[(video id, path of a video file or of a folder of JPEG frames, class name)] as listed."""
         raise NotImplementedError
 
-    def _generate_examples(self, root, split):
+    def labeled_videos(self, root, split, names):
+        """[(video id, path, label)] of the listed videos whose file exists."""
+        labels = _index(names)
+        videos = []
+        for video_id, path, name in self.videos(root, split):
+            if name not in labels:
+                raise ValueError(f"{self.annotation_file(root, split)}: video {video_id} is of class {name!r}, "
+                                 f"which is not among the {len(names)} class names of {self.name} (from "
+                                 f"{self.CLASS_NAMES_SOURCE}); are both from the same release?")
+            videos.append((video_id, path, labels[name]))
+        return _existing(videos, self.name)
+
+    def _generate_examples(self, split, videos):
         skipped = 0
-        for video_id, path, label in self.videos(root, split):
+        for video_id, path, label in videos:
             try:
                 frames = _jpeg_frames(path)
             except video_files.DECODE_ERRORS as e:
@@ -101,45 +126,21 @@ def _index(names):
     return {name: label for label, name in enumerate(names)}
 
 
-class SomethingSomethingV1(_VideoBuilder):
-    """Something-Something V1: JPEG frame folders (12 fps, 100 pixels high), 174 classes."""
-
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Extract the 20BN release into the manual dir (see module doc)."
-    SPLITS = {"train": "something-something-v1-train.csv",
-              "validation": "something-something-v1-validation.csv"}
-
-    def class_names(self, root):
-        with open(os.path.join(root, "something-something-v1-labels.csv")) as f:
-            return [line.strip() for line in f if line.strip()]
-
-    def videos(self, root, split):
-        labels = _index(self.class_names(root))
-        with open(os.path.join(root, self.SPLITS[split])) as f:
-            rows = [line.strip().split(";") for line in f if line.strip()]
-        return [(video_id, os.path.join(root, "20bn-something-something-v1", video_id),
-                 labels[name]) for video_id, name in rows]
+def _first_present(root, candidates):
+    """The path of the first of `candidates` (relative to `root`) that exists; None if none does."""
+    for candidate in candidates:
+        path = os.path.join(root, candidate)
+        if os.path.exists(path):
+            return path
+    return None
 
 
-class SomethingSomethingV2(_VideoBuilder):
-    """Something-Something V2: webm videos (12 fps), 174 classes."""
-
-    MANUAL_DOWNLOAD_INSTRUCTIONS = "Extract the 20BN release into the manual dir (see module doc)."
-    SPLITS = {"train": "something-something-v2-train.json",
-              "validation": "something-something-v2-validation.json"}
-
-    def class_names(self, root):
-        with open(os.path.join(root, "something-something-v2-labels.json")) as f:
-            index = json.load(f)
-        return sorted(index, key=lambda name: int(index[name]))
-
-    def videos(self, root, split):
-        labels = _index(self.class_names(root))
-        with open(os.path.join(root, self.SPLITS[split])) as f:
-            entries = json.load(f)
-        folder = os.path.join(root, "20bn-something-something-v2")
-        return [(entry["id"], os.path.join(folder, entry["id"] + ".webm"),
-                 labels[entry["template"].replace("[", "").replace("]", "")])
-                for entry in entries]
+def _required(root, candidates):
+    """The path of the first of `candidates` present in `root`; an error naming them if none is."""
+    path = _first_present(root, candidates)
+    if path is None:
+        raise FileNotFoundError(f"{root}: none of {list(candidates)} is in the manual dir; see {LAYOUTS_DOC}.")
+    return path
 
 
 def _existing(videos, dataset):
@@ -153,36 +154,103 @@ def _existing(videos, dataset):
     return present
 
 
+class _SomethingSomething(_VideoBuilder, skip_registration=True):
+    """Both versions: a class-names file and, per split, a file of (video id, class name)."""
+
+    MANUAL_DOWNLOAD_INSTRUCTIONS = "Extract the 20BN release into the manual dir (see module doc)."
+    # The class-names file, relative to the manual dir (the first one present is read).
+    CLASS_NAMES_FILES = ()
+    VIDEO_FOLDER = ""
+    # Appended to a video id to name its video: '' for frame folders.
+    VIDEO_SUFFIX = ""
+
+    def class_names(self, root):
+        return self.read_class_names(_required(root, self.CLASS_NAMES_FILES))
+
+    def videos(self, root, split):
+        folder = os.path.join(root, self.VIDEO_FOLDER)
+        return [(video_id, os.path.join(folder, video_id + self.VIDEO_SUFFIX), name)
+                for video_id, name in self.read_split(self.annotation_file(root, split))]
+
+    def read_class_names(self, path):
+        """The class names of a class-names file, index = label."""
+        raise NotImplementedError
+
+    def read_split(self, path):
+        """[(video id, class name)] of a split file."""
+        raise NotImplementedError
+
+
+class SomethingSomethingV1(_SomethingSomething):
+    """Something-Something V1: JPEG frame folders (12 fps, 100 pixels high), 174 classes."""
+
+    SPLITS = {"train": ("something-something-v1-train.csv",),
+              "validation": ("something-something-v1-validation.csv",)}
+    CLASS_NAMES_FILES = ("something-something-v1-labels.csv",)
+    CLASS_NAMES_SOURCE = "something-something-v1-labels.csv"
+    VIDEO_FOLDER = "20bn-something-something-v1"
+
+    def read_class_names(self, path):
+        with open(path) as f:
+            return [line.strip() for line in f if line.strip()]
+
+    def read_split(self, path):
+        with open(path) as f:
+            return [line.strip().split(";") for line in f if line.strip()]
+
+
+class SomethingSomethingV2(_SomethingSomething):
+    """Something-Something V2: webm videos (12 fps), 174 classes."""
+
+    SPLITS = {"train": ("something-something-v2-train.json", "labels/train.json"),
+              "validation": ("something-something-v2-validation.json", "labels/validation.json")}
+    CLASS_NAMES_FILES = ("something-something-v2-labels.json", "labels/labels.json")
+    CLASS_NAMES_SOURCE = "the labels json"
+    VIDEO_FOLDER = "20bn-something-something-v2"
+    VIDEO_SUFFIX = ".webm"
+
+    def read_class_names(self, path):
+        with open(path) as f:
+            index = json.load(f)
+        return sorted(index, key=lambda name: int(index[name]))
+
+    def read_split(self, path):
+        with open(path) as f:
+            return [(entry["id"], entry["template"].replace("[", "").replace("]", "")) for entry in json.load(f)]
+
+
 class Kinetics400(_VideoBuilder):
     """Kinetics-400: mp4 clips of about 10 s cut from YouTube, 400 classes."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put the annotations and the videos in the manual dir."
-    SPLITS = {"train": "annotations/train.csv", "validation": "annotations/validate.csv"}
+    SPLITS = {"train": ("annotations/train.csv",),
+              "validation": ("annotations/val.csv", "annotations/validate.csv")}
+    CLASS_NAMES_SOURCE = "the train annotations"
     VIDEO_FOLDERS = {"train": "train", "validation": "val"}
 
     def _rows(self, root, split):
-        with open(os.path.join(root, self.SPLITS[split])) as f:
+        with open(_required(root, self.SPLITS[split])) as f:
             return list(csv.DictReader(f))
 
     def class_names(self, root):
         return sorted({row["label"] for row in self._rows(root, "train")})
 
     def videos(self, root, split):
-        labels = _index(self.class_names(root))
         videos = []
         for row in self._rows(root, split):
             video_id = (f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_"
                         f"{int(float(row['time_end'])):06d}")
-            path = os.path.join(root, self.VIDEO_FOLDERS[split], video_id + ".mp4")
-            videos.append((video_id, path, labels[row["label"]]))
-        return _existing(videos, self.name)
+            videos.append((video_id, os.path.join(root, self.VIDEO_FOLDERS[split], video_id + ".mp4"),
+                           row["label"]))
+        return videos
 
 
 class MomentsInTime(_VideoBuilder):
     """Moments in Time: 3-second mp4 videos, 339 classes."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Extract Moments_in_Time_Raw into the manual dir."
-    SPLITS = {"train": "trainingSet.csv", "validation": "validationSet.csv"}
+    SPLITS = {"train": ("trainingSet.csv",), "validation": ("validationSet.csv",)}
+    CLASS_NAMES_SOURCE = "moments_categories.txt"
     VIDEO_FOLDERS = {"train": "training", "validation": "validation"}
 
     def class_names(self, root):
@@ -191,18 +259,18 @@ class MomentsInTime(_VideoBuilder):
         return [name for name, _ in sorted(rows, key=lambda row: int(row[1]))]
 
     def videos(self, root, split):
-        labels = _index(self.class_names(root))
-        with open(os.path.join(root, self.SPLITS[split])) as f:
+        with open(self.annotation_file(root, split)) as f:
             rows = [row for row in csv.reader(f) if row]
-        return _existing([(path, os.path.join(root, self.VIDEO_FOLDERS[split], path),
-                           labels[name]) for path, name, *_ in rows], self.name)
+        folder = os.path.join(root, self.VIDEO_FOLDERS[split])
+        return [(path, os.path.join(folder, path), name) for path, name, *_ in rows]
 
 
 class VideoFolder(_VideoBuilder):
     """Any videos PyAV decodes, one sub-folder per class: `<split>/<class name>/<video>`."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put `<split>/<class name>/<video>` folders in the manual dir."
-    SPLITS = {"train": "train", "validation": "validation", "test": "test"}
+    SPLITS = {"train": ("train",), "validation": ("validation",), "test": ("test",)}
+    CLASS_NAMES_SOURCE = "the sub-folders of train"
 
     def class_names(self, root):
         train = os.path.join(root, "train")
@@ -213,16 +281,13 @@ class VideoFolder(_VideoBuilder):
                       if os.path.isdir(os.path.join(train, name)))
 
     def videos(self, root, split):
-        labels = _index(self.class_names(root))
         folder = os.path.join(root, split)
         videos = []
         for name in sorted(os.listdir(folder)):
-            if name not in labels:
-                raise ValueError(f"{os.path.join(folder, name)}: class {name!r} is not a "
-                                 "sub-folder of train.")
+            if not os.path.isdir(os.path.join(folder, name)):
+                continue
             for file_name in sorted(os.listdir(os.path.join(folder, name))):
-                videos.append((f"{name}/{file_name}", os.path.join(folder, name, file_name),
-                               labels[name]))
+                videos.append((f"{name}/{file_name}", os.path.join(folder, name, file_name), name))
         return videos
 
 

@@ -12,6 +12,8 @@ def decode_video(path, short_side, quality):
     """JPEG bytes of every frame of a video file, shorter side resized to `short_side`."""
     jpegs = []
     with av.open(path) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
         for frame in container.decode(video=0):
             image = frame.to_image()
             scale = short_side / min(image.size)

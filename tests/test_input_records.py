@@ -15,6 +15,7 @@ from input_pipeline import check_data
 from input_pipeline import prepare
 from input_pipeline import records
 from input_pipeline import synthetic
+from input_pipeline import video_files
 
 # (file name, codec, label, frames): a class folder per label.
 VIDEOS = [("a.mp4", "mpeg4", 0, 9), ("b.webm", "libvpx", 0, 12), ("c.mp4", "libx264", 1, 10),
@@ -202,3 +203,16 @@ def test_host_streams_are_disjoint_and_complete(broken_record_dir, process_count
     assert everything == sorted([f"good{k}" for k in range(5)] + ["bad_jpeg", "empty",
                                                                  "bad_label"])
     assert all(abs(len(host) - 8 / process_count) < 1 for host in seen)
+
+
+def test_a_file_without_video_stream_is_a_decode_error(tmp_path):
+    path = str(tmp_path / "sound_only.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        samples = np.zeros((1, 1024), np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(video_files.DECODE_ERRORS, match="no video stream"):
+        video_files.decode_video(path, short_side=32, quality=90)

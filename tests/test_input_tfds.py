@@ -1,6 +1,11 @@
-"""The generic video-folder TFDS builder on PyAV-written videos, read by the 'tfds' source."""
+"""The TFDS builders on tiny PyAV-written manual downloads in each dataset's layout, read by the 'tfds' source."""
+import csv
+import json
+import typing
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from configs import data_defaults
 import input_pipeline
@@ -32,9 +37,9 @@ def prepared(tmp_path_factory):
     return builder, data_dir
 
 
-def _config(data_dir):
+def _config(data_dir, tfds_name="video_folder"):
     config = data_defaults.get_data_config()
-    config.update(source="tfds", tfds_name="video_folder", tfds_data_dir=data_dir, crop_size=16,
+    config.update(source="tfds", tfds_name=tfds_name, tfds_data_dir=data_dir, crop_size=16,
                   shuffle_buffer=4)
     return config
 
@@ -92,57 +97,214 @@ def test_unprepared_dataset_says_how_to_prepare(tmp_path):
         input_pipeline.create_eval_dataset(_config(str(tmp_path)), num_frames=4, batch_size=2)
 
 
+def test_check_data_finds_no_problem_in_a_prepared_dataset(prepared):
+    _, data_dir = prepared
+    assert check_data.check_split(_config(data_dir), "train", workers=2) == []
+
+
+class Video(typing.NamedTuple):
+    """A video of a tiny manual download."""
+
+    split: str
+    video_id: str  # As the builder names it.
+    label: int
+    num_frames: int
+
+
+class Download(typing.NamedTuple):
+    """A tiny manual download of a dataset, and what its prepared dataset should hold."""
+
+    class_names: list  # In the dataset's label order.
+    videos: list
+    missing: list  # Videos the annotations list but the download lacks.
+    frame_size: tuple  # (height, width) of the stored frames.
+    write: typing.Callable  # write(manual_dir, download) lays the download out as the dataset does.
+
+
+SPLITS = ("train", "validation")
+KINETICS_NAMES = {"train": "train", "validation": "val"}
+MOMENTS_NAMES = {"train": ("trainingSet.csv", "training"), "validation": ("validationSet.csv", "validation")}
+
+
+def _frames(video):
+    """48x64 frames of a bright square moving down (label 0) or up (label 1) by 3 pixels a frame."""
+    frames = np.full((video.num_frames, 48, 64, 3), 40, np.uint8)
+    for index in range(video.num_frames):
+        top = 3 * (index if video.label == 0 else video.num_frames - 1 - index)
+        frames[index, top:top + 16, 24:40] = (220, 180, 90)
+    return frames
+
+
+def _listed(download, split):
+    """The videos the annotations of `split` list, present or missing."""
+    return [video for video in download.videos + download.missing if video.split == split]
+
+
+def _write_lines(path, lines):
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+def _write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+
+
+def _write_videos(download, path_of, codec):
+    for video in download.videos:
+        path = path_of(video)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_video(str(path), codec, _frames(video))
+
+
+def _write_something_something_v1(manual, download):
+    _write_lines(manual / "something-something-v1-labels.csv", download.class_names)
+    for split in SPLITS:
+        _write_lines(manual / f"something-something-v1-{split}.csv",
+                     [f"{video.video_id};{download.class_names[video.label]}" for video in _listed(download, split)])
+    for video in download.videos:
+        folder = manual / "20bn-something-something-v1" / video.video_id
+        folder.mkdir(parents=True)
+        for number, frame in enumerate(_frames(video), start=1):
+            Image.fromarray(frame).save(folder / f"{number:05d}.jpg", quality=90)
+
+
+def _write_something_something_v2(manual, download):
+    labels = {name: str(label) for label, name in enumerate(download.class_names)}
+    (manual / "something-something-v2-labels.json").write_text(json.dumps(labels, sort_keys=True))
+    for split in SPLITS:
+        entries = []
+        for video in _listed(download, split):
+            template = download.class_names[video.label].replace("something", "[something]")
+            entries.append({"id": video.video_id, "label": template.replace("[something]", "a cup"),
+                            "template": template, "placeholders": ["a cup"]})
+        (manual / f"something-something-v2-{split}.json").write_text(json.dumps(entries))
+    _write_videos(download, lambda video: manual / "20bn-something-something-v2" / f"{video.video_id}.webm",
+                  "libvpx-vp9")
+
+
+def _write_kinetics400(manual, download):
+    (manual / "annotations").mkdir()
+    for split, name in KINETICS_NAMES.items():
+        rows = [["label", "youtube_id", "time_start", "time_end", "split"]]
+        for video in _listed(download, split):
+            youtube_id, start, end = video.video_id.rsplit("_", 2)
+            rows.append([download.class_names[video.label], youtube_id, int(start), int(end), name])
+        _write_csv(manual / "annotations" / f"{name}.csv", rows)
+    _write_videos(download, lambda video: manual / KINETICS_NAMES[video.split] / f"{video.video_id}.mp4", "libx264")
+
+
+def _write_moments_in_time(manual, download):
+    _write_lines(manual / "moments_categories.txt",
+                 [f"{name},{label}" for label, name in reversed(list(enumerate(download.class_names)))])
+    for split, (file_name, _) in MOMENTS_NAMES.items():
+        _write_csv(manual / file_name,
+                   [[video.video_id, download.class_names[video.label], 3, 0] for video in _listed(download, split)])
+    _write_videos(download, lambda video: manual / MOMENTS_NAMES[video.split][1] / video.video_id, "mpeg4")
+
+
+# Decoded videos are stored with their shorter side at 256: 48x64 -> 256x341.
+DOWNLOADS = {
+    "something_something_v1": Download(
+        ["Pushing something from left to right", "Holding something"],
+        [Video("train", "1001", 0, 7), Video("train", "1002", 1, 8), Video("train", "1003", 0, 9),
+         Video("validation", "2001", 1, 6), Video("validation", "2002", 0, 8)],
+        [], (48, 64), _write_something_something_v1),
+    "something_something_v2": Download(
+        ["Putting something on a surface", "Pushing something from left to right"],
+        [Video("train", "78687", 0, 8), Video("train", "42326", 1, 7), Video("train", "100904", 1, 9),
+         Video("validation", "74225", 0, 6), Video("validation", "116154", 1, 8)],
+        [], (256, 341), _write_something_something_v2),
+    "kinetics400": Download(
+        ["abseiling", "passing American football (in game)"],
+        [Video("train", "--07WQ2iBlw_000001_000011", 0, 8), Video("train", "a_B-cdE3fgh_000014_000024", 1, 7),
+         Video("train", "zzz0QkX7tbk_000120_000130", 1, 9), Video("validation", "0wR5jVB-WPk_000417_000427", 0, 6)],
+        [Video("validation", "gone0000000_000005_000015", 1, 8)], (256, 341), _write_kinetics400),
+    "moments_in_time": Download(
+        ["running", "clapping"],
+        [Video("train", "running/yt-0a1B2c3D4e5_35.mp4", 0, 7), Video("train", "clapping/getty-clap-1_2.mp4", 1, 8),
+         Video("train", "clapping/flickr-3-1-4_1.mp4", 1, 9), Video("validation", "running/yt-x_Yz9_0.mp4", 0, 6),
+         Video("validation", "clapping/yt-clapclap_12.mp4", 1, 8)],
+        [], (256, 341), _write_moments_in_time),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(DOWNLOADS))
+def dataset(request, tmp_path_factory):
+    """(name, download, builder, data_dir): a dataset's tiny download prepared by `tfds_builders.build`."""
+    name, download = request.param, DOWNLOADS[request.param]
+    manual = tmp_path_factory.mktemp(f"{name}_manual")
+    download.write(manual, download)
+    data_dir = str(tmp_path_factory.mktemp(f"{name}_tfds"))
+    return name, download, tfds_builders.build(name, str(manual), data_dir), data_dir
+
+
+def test_builder_keeps_class_order_labels_and_frames_in_order(dataset):
+    _, download, builder, _ = dataset
+    assert builder.info.features["label"].names == download.class_names
+    for split in SPLITS:
+        expected = {video.video_id: video for video in download.videos if video.split == split}
+        assert builder.info.splits[split].num_examples == len(expected)
+        examples = {example["video_id"].numpy().decode(): example for example in builder.as_dataset(split=split)}
+        assert sorted(examples) == sorted(expected)
+        for video_id, video in expected.items():
+            frames = examples[video_id]["video"].numpy()
+            assert int(examples[video_id]["label"]) == video.label
+            assert frames.shape == (video.num_frames, *download.frame_size, 3)
+            # Back at 48x64, stored frame i is closer to source frame i than to any other source frame.
+            small = np.stack([np.asarray(Image.fromarray(frame).resize((64, 48), Image.BILINEAR)) for frame in frames])
+            errors = np.abs(small[:, None].astype(float) - _frames(video)[None]).mean(axis=(2, 3, 4))
+            np.testing.assert_array_equal(errors.argmin(axis=1), np.arange(video.num_frames))
+
+
+def test_tfds_source_trains_and_evaluates_on_each_dataset(dataset):
+    name, download, _, data_dir = dataset
+    config = _config(data_dir, name)
+    assert input_pipeline.class_names(config) == download.class_names
+    train_labels = sorted(video.label for video in download.videos if video.split == "train")
+    train = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=3, seed=0)
+    batch = next(train)
+    assert batch["video"].shape == (3, 4, 16, 16, 3)
+    assert sorted(batch["label"]) == train_labels  # The first batch is the first epoch.
+    assert train.stats.unreadable == 0
+    batches = list(input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=2))
+    assert all(batch["video"].shape[2:] == (4, 16, 16, 3) for batch in batches)
+    labels = np.concatenate([batch["label"][batch["mask"]] for batch in batches])
+    assert sorted(labels) == sorted(video.label for video in download.videos if video.split == "validation")
+
+
 def _videos(builder_class, root, split):
     builder = builder_class(data_dir=str(root / "tfds"))
     return builder.class_names(str(root)), builder.videos(str(root), split)
 
 
-def test_something_something_v1_lists(tmp_path):
-    (tmp_path / "something-something-v1-labels.csv").write_text("Holding something\nPushing "
-                                                                "something from left to right\n")
-    (tmp_path / "something-something-v1-validation.csv").write_text(
-        "42;Pushing something from left to right\n7;Holding something\n")
-    names, videos = _videos(tfds_builders.SomethingSomethingV1, tmp_path, "validation")
-    assert names == ["Holding something", "Pushing something from left to right"]
-    folder = str(tmp_path / "20bn-something-something-v1")
-    assert videos == [("42", f"{folder}/42", 1), ("7", f"{folder}/7", 0)]
+def test_something_something_v2_reads_the_labels_folder_of_the_qualcomm_release(tmp_path):
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "labels.json").write_text('{"Holding something": "1", "Approaching something": "0"}')
+    (tmp_path / "labels" / "validation.json").write_text(
+        '[{"id": "7", "label": "holding a cup", "template": "Holding [something]", "placeholders": ["a cup"]}]')
+    names, videos = _videos(tfds_builders.SomethingSomethingV2, tmp_path, "validation")
+    assert names == ["Approaching something", "Holding something"]
+    assert videos == [("7", str(tmp_path / "20bn-something-something-v2" / "7.webm"), "Holding something")]
 
 
-def test_something_something_v2_lists(tmp_path):
-    (tmp_path / "something-something-v2-labels.json").write_text(
-        '{"Putting something on a surface": "1", "Approaching something with your camera": "0"}')
-    (tmp_path / "something-something-v2-train.json").write_text(
-        '[{"id": "78687", "label": "putting a cup on a table", "template": "Putting [something] '
-        'on a surface", "placeholders": ["a cup"]}]')
-    names, videos = _videos(tfds_builders.SomethingSomethingV2, tmp_path, "train")
-    assert names == ["Approaching something with your camera", "Putting something on a surface"]
-    assert videos == [("78687", str(tmp_path / "20bn-something-something-v2" / "78687.webm"), 1)]
-
-
-def test_kinetics400_lists_only_present_videos(tmp_path):
+def test_kinetics400_reads_deepminds_validate_csv(tmp_path):
     (tmp_path / "annotations").mkdir()
     header = "label,youtube_id,time_start,time_end,split,is_cc\n"
-    (tmp_path / "annotations" / "train.csv").write_text(
-        header + "zumba,abc,10,20,train,0\nabseiling,def,0,10,train,0\n")
-    (tmp_path / "annotations" / "validate.csv").write_text(
-        header + "zumba,ghi,5,15,val,0\nzumba,gone,1,11,val,0\n")
-    (tmp_path / "val").mkdir()
-    (tmp_path / "val" / "ghi_000005_000015.mp4").write_bytes(b"")
+    (tmp_path / "annotations" / "train.csv").write_text(header + "zumba,abc,10,20,train,0\n")
+    (tmp_path / "annotations" / "validate.csv").write_text(header + "zumba,ghi,5.0,15.0,val,0\n")
     names, videos = _videos(tfds_builders.Kinetics400, tmp_path, "validation")
-    assert names == ["abseiling", "zumba"]
-    assert videos == [("ghi_000005_000015", str(tmp_path / "val" / "ghi_000005_000015.mp4"), 1)]
+    assert names == ["zumba"]
+    assert videos == [("ghi_000005_000015", str(tmp_path / "val" / "ghi_000005_000015.mp4"), "zumba")]
 
 
-def test_moments_in_time_lists(tmp_path):
-    (tmp_path / "moments_categories.txt").write_text("clapping,1\naiming,0\n")
-    (tmp_path / "trainingSet.csv").write_text("clapping/x.mp4,clapping,3,0\n")
-    (tmp_path / "training" / "clapping").mkdir(parents=True)
-    (tmp_path / "training" / "clapping" / "x.mp4").write_bytes(b"")
-    names, videos = _videos(tfds_builders.MomentsInTime, tmp_path, "train")
-    assert names == ["aiming", "clapping"]
-    assert videos == [("clapping/x.mp4", str(tmp_path / "training" / "clapping" / "x.mp4"), 1)]
+def test_class_missing_from_the_class_names_is_an_error_naming_the_list(tmp_path):
+    (tmp_path / "something-something-v1-labels.csv").write_text("Holding something\n")
+    (tmp_path / "something-something-v1-train.csv").write_text("7;Dropping something\n")
+    with pytest.raises(ValueError, match="something-something-v1-train.csv: video 7 is of class 'Dropping something'"):
+        tfds_builders.build("something_something_v1", str(tmp_path), str(tmp_path / "tfds"))
 
 
-def test_check_data_finds_no_problem_in_a_prepared_dataset(prepared):
-    _, data_dir = prepared
-    assert check_data.check_split(_config(data_dir), "train", workers=2) == []
+def test_manual_dir_without_split_lists_says_what_it_needs(tmp_path):
+    (tmp_path / "moments_categories.txt").write_text("clapping,0\n")
+    with pytest.raises(FileNotFoundError, match="no split of moments_in_time.*trainingSet.csv"):
+        tfds_builders.build("moments_in_time", str(tmp_path), str(tmp_path / "tfds"))

@@ -13,6 +13,7 @@ from flax import nnx
 from blvnet_jax import checkpoint, evaluation, steps, train
 from blvnet_jax.models import create_model
 from configs import demo
+from input_pipeline import sources, video_list
 
 
 def tiny_config(root, **overrides):
@@ -114,6 +115,7 @@ from blvnet_jax import steps
 from blvnet_jax.models import create_model
 from blvnet_jax.sharding import create_mesh, global_batch, replicated
 from configs import demo
+from input_pipeline import sources, video_list
 config = demo.get_config().model
 config.update(dict(width=8, num_frames=4, num_classes=3, dropout=0.0))
 mesh = create_mesh(tuple(json.loads(sys.argv[1])))
@@ -225,3 +227,19 @@ def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
     assert logged[-1]["step"] == 6 and logged[-1]["skipped_nonfinite_steps"] >= 1
     step, state = final_params(tmp_path / "run")
     assert step == 6 and all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
+
+
+def test_check_data_flag_stops_before_training_and_lists_every_problem(tmp_path):
+    paths = sources.resolve_synthetic(tiny_config(tmp_path / "data").data)
+    entries, _ = video_list.read_video_list(paths.train_list)
+    broken = [os.path.join(paths.root, entry.video_dir, "00002.jpg") for entry in entries[:2]]
+    for frame in broken:
+        with open(frame, "wb") as f:
+            f.write(b"not a jpeg")
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    checked = subprocess.run(main_command(tmp_path / "run", tmp_path / "data", "--check_data"), env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert checked.returncode == 1
+    assert all(frame in checked.stderr for frame in broken)
+    assert "2 problems in the data of configs/demo.py" in checked.stderr
+    assert not os.path.exists(tmp_path / "run" / "checkpoints")

@@ -1,0 +1,173 @@
+"""Kill -9 a demo run at random moments, restart it each time, and check it ends bit-identical.
+
+    python -m benchmarks.kill_resume [--kills=5] [--seed=0] [--workdir=/tmp/blvnet_kill_resume] \\
+        [--override=num_train_steps=60 ...]
+
+First an uninterrupted run of `main.py --config=configs/demo.py` (with `--override`s, by default
+a 60-step demo with a checkpoint every 10 steps). Then the same command again, killed with
+SIGKILL `--kills` times and restarted after each kill: once while a checkpoint is being written
+(an Orbax temporary folder exists), otherwise when the run reaches a random step. After each kill
+it prints the step the run had reached, the complete checkpoints on disk (each is restored to
+prove it readable; partial ones are Orbax temporaries, which a restart ignores), and, from the
+restart's log, the step it resumed from: the work redone is the steps since the last complete
+checkpoint, no more. Finally the killed run's parameters and batch-norm statistics are compared
+with the uninterrupted run's, bit for bit. Ends with a JSON line of the figures.
+"""
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("kills", 5, "How many times the run is killed (one of them while a checkpoint is written).")
+flags.DEFINE_integer("seed", 0, "Seed of the random kill moments.")
+flags.DEFINE_string("workdir", "/tmp/blvnet_kill_resume", "Holds the two runs' workdirs (emptied first).")
+flags.DEFINE_multi_string("override", ["num_train_steps=60", "checkpoint_every_steps=10"],
+                          "--config.<override> for both runs (the demo config otherwise).")
+
+_RESUMED = re.compile(r"Resumed from \S+ at step (\d+)")
+
+
+def demo_command(workdir: str, overrides: list[str]) -> list[str]:
+    """main.py on the demo config, logging every step (the kill moments are read from metrics.jsonl)."""
+    return [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
+            "--config.log_every_steps=1", "--alsologtostderr", *[f"--config.{o}" for o in overrides]]
+
+
+def metrics_lines(workdir: str, offset: int = 0) -> tuple[list[dict], int]:
+    """The complete lines of `{workdir}/metrics.jsonl` from byte `offset` on, and the file's size."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return [], 0
+    with open(path) as file:
+        file.seek(offset)
+        text = file.read()
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")], offset + len(text)
+
+
+def reached_step(workdir: str, offset: int = 0) -> int:
+    """The last step logged to `{workdir}/metrics.jsonl` after byte `offset` (0 when none)."""
+    return max((line["step"] for line in metrics_lines(workdir, offset)[0]), default=0)
+
+
+def checkpoint_folders(workdir: str) -> tuple[list[int], list[str]]:
+    """(complete checkpoint steps, names of partial ones) under `{workdir}/checkpoints`."""
+    directory = os.path.join(workdir, "checkpoints")
+    names = os.listdir(directory) if os.path.isdir(directory) else []
+    return sorted(int(name) for name in names if name.isdigit()), sorted(n for n in names if not n.isdigit())
+
+
+def run_and_kill(command: list[str], env: dict, ready, log_path: str, timeout: float = 900) -> bool:
+    """Runs `command` (its output written to `log_path`) and SIGKILLs it once `ready()` holds.
+
+    Returns whether it was killed (False: it finished first)."""
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while process.poll() is None and time.time() < deadline:
+            if ready():
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return True
+            time.sleep(0.005)
+        process.wait()
+    return False
+
+
+def run_to_end(command: list[str], env: dict, log_path: str) -> None:
+    with open(log_path, "w") as log:
+        finished = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT, timeout=1800, check=False)
+    if finished.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed with status {finished.returncode}; see {log_path}")
+
+
+def resumed_step(log_path: str) -> int:
+    """The step a run resumed from, read from its log (0: it started afresh)."""
+    with open(log_path) as file:
+        found = _RESUMED.search(file.read())
+    return int(found.group(1)) if found else 0
+
+
+def final_state(workdir: str, step: int | None = None) -> tuple[int, dict]:
+    """(step, {path: numpy array} of parameters and batch-norm statistics) of a checkpoint, latest by default."""
+    import jax
+    from flax import nnx
+
+    from blvnet_jax import checkpoint
+    model, metadata = checkpoint.restore_model(workdir, step)
+    leaves = jax.tree_util.tree_flatten_with_path(nnx.state(model).to_pure_dict())[0]
+    return metadata["step"], {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
+
+
+def kill_moments(total_steps: int, kills: int, rng: np.random.Generator) -> list:
+    """Sorted random steps to kill at, with the string 'checkpoint' at a random place among them."""
+    steps = sorted(rng.choice(np.arange(1, total_steps), kills - 1, replace=False).tolist())
+    steps.insert(int(rng.integers(0, kills)), "checkpoint")
+    return steps
+
+
+def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int, seed: int) -> list[dict]:
+    """Kills and restarts the run `kills` times, then lets it finish; one dict of figures per kill."""
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    command = demo_command(workdir, overrides)
+    figures = []
+    for attempt, moment in enumerate(kill_moments(total_steps, kills, np.random.default_rng(seed))):
+        offset, old_partial = metrics_lines(workdir)[1], set(checkpoint_folders(workdir)[1])
+        if moment == "checkpoint":
+            ready = lambda old_partial=old_partial: bool(set(checkpoint_folders(workdir)[1]) - old_partial)
+        else:
+            ready = lambda moment=moment, offset=offset: reached_step(workdir, offset) >= moment
+        started = time.perf_counter()
+        killed = run_and_kill(command, env, ready, f"{workdir}.{attempt}.log")
+        complete, partial = checkpoint_folders(workdir)
+        for step in complete:
+            final_state(workdir, step)  # raises if a complete checkpoint does not restore
+        figures.append({"moment": moment, "killed": killed, "seconds": time.perf_counter() - started,
+                        "reached_step": reached_step(workdir), "complete_checkpoints": complete,
+                        "partial_checkpoints": partial})
+        if not killed:
+            break
+    run_to_end(command, env, f"{workdir}.{len(figures)}.log")
+    for attempt, kill in enumerate(figures, start=1):
+        kill["resumed_from"] = resumed_step(f"{workdir}.{attempt}.log")
+        kill["redone_steps"] = kill["reached_step"] - kill["resumed_from"]
+        kill["last_complete"] = max(kill["complete_checkpoints"], default=0)
+    return figures
+
+
+def main(argv):
+    del argv
+    shutil.rmtree(FLAGS.workdir, ignore_errors=True)
+    os.makedirs(FLAGS.workdir)
+    straight, killed = (os.path.join(FLAGS.workdir, name) for name in ("straight", "killed"))
+    started = time.perf_counter()
+    run_to_end(demo_command(straight, FLAGS.override), dict(os.environ, PYTHONPATH=os.getcwd()), straight + ".log")
+    straight_seconds = time.perf_counter() - started
+    total_steps, straight_state = final_state(straight)
+    print(f"uninterrupted run: {total_steps} steps in {straight_seconds:.0f} s")
+    figures = killed_run(killed, FLAGS.override, total_steps, FLAGS.kills, FLAGS.seed)
+    for number, kill in enumerate(figures, start=1):
+        moment = "while writing a checkpoint" if kill["moment"] == "checkpoint" else f"at step {kill['moment']}"
+        print(f"kill {number} {moment}: reached step {kill['reached_step']}, complete checkpoints "
+              f"{kill['complete_checkpoints']} (all restored), partial {kill['partial_checkpoints'] or 'none'}; "
+              f"restart resumed from step {kill['resumed_from']}, redoing {kill['redone_steps']} steps")
+    final_step, killed_state = final_state(killed)
+    mismatched = [name for name, array in straight_state.items() if not np.array_equal(array, killed_state[name])]
+    identical = final_step == total_steps and not mismatched
+    print(f"killed run ended at step {final_step}; parameters and batch statistics "
+          f"{'bit-identical to' if identical else 'DIFFERENT from'} the uninterrupted run's"
+          + (f" ({len(mismatched)} arrays differ, first {mismatched[0]})" if mismatched else ""))
+    print(json.dumps({"total_steps": total_steps, "straight_seconds": straight_seconds, "kills": figures,
+                      "bit_identical": identical}))
+    sys.exit(0 if identical else 1)
+
+
+if __name__ == "__main__":
+    app.run(main)
