@@ -190,7 +190,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 summary["clips_per_s"] = len(train_metrics) * config.batch_size / (now - last_log_time)
                 last_log_time = now
                 summary["learning_rate"] = float(schedule(step - 1))
-                summary["unreadable_videos"] = dataset.stats.unreadable
+                summary.update(dataset.stats.report())  # unreadable_videos, faults_<kind>: counts
                 logger.write(step, summary)
                 train_metrics = []
             eval_now = step % eval_every == 0 or is_last

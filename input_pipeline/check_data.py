@@ -72,7 +72,7 @@ def check_split(data_config, split, workers):
     if config.source in ("records", "tfds"):
         return check_stored_split(config, split, workers)
     folders = sources.frame_folders(config, split)
-    problems = list(folders.problems)
+    problems = [problem.message for problem in folders.problems]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         results = pool.map(folders.video_problems, range(len(folders.entries)))
         for entry, video_problems in zip(folders.entries, tqdm.tqdm(results, total=len(

@@ -4,9 +4,11 @@ Training is a pure function of (seed, step) (`train_clips` says how), so a resum
 exactly the batches of an uninterrupted one. Frame folders: host p reads slots
 [p * local, (p + 1) * local) of every global batch. Records and TFDS: host p reads its own shard
 files, or every P-th video when there are fewer files than hosts. An unreadable training video
-is replaced by the next one and counted in `iterator.stats`, an unreadable evaluation video is
-masked out and counted (either is an error in strict mode).
+is replaced by the next one, an unreadable evaluation video is masked out; either is counted,
+by kind of fault, in `iterator.stats` with list line and video in the examples (an error in
+strict mode, as is a bad list line).
 """
+import collections
 import dataclasses
 import logging
 
@@ -19,32 +21,89 @@ from input_pipeline import skipping
 from input_pipeline import sources
 from input_pipeline import train_clips
 from input_pipeline import transforms
+from input_pipeline import video_list
 
 tf.config.set_visible_devices([], "GPU")
 
 _MAX_EXAMPLES = 20
+_EXAMPLES_PER_KIND = 3
+# Every kind of fault the pipeline counts, list lines first.
+FAULT_KINDS = (video_list.MALFORMED, video_list.LABEL_OUT_OF_RANGE, sources.EMPTY_VIDEO,
+               sources.TRUNCATED_VIDEO, sources.MISSING_FRAME, sources.CORRUPT_FRAME,
+               sources.UNREADABLE_VIDEO)
 
 
 @dataclasses.dataclass
 class InputStats:
-    """Videos found unreadable so far: their count and the first messages naming them."""
-    unreadable: int = 0
-    examples: list = dataclasses.field(default_factory=list)
-    bad_list_lines: list = dataclasses.field(default_factory=list)
+    """Faults of one split's input met so far.
 
-    def record(self, message, strict):
-        """Counts one unreadable video; raises instead in strict mode."""
+    `unreadable`: videos that failed to load (a video met in two epochs counts twice). `kinds`:
+    distinct faults per kind of `FAULT_KINDS` (a list line, or a video, counts once for each kind
+    of fault it has). `examples`: the first messages, naming the list file and line and the
+    video; `kind_examples`: the first few messages of each kind; `bad_list_lines`: the messages
+    of the list lines left out.
+    """
+    split: str = "train"
+    unreadable: int = 0
+    kinds: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    examples: list = dataclasses.field(default_factory=list)
+    kind_examples: dict = dataclasses.field(default_factory=dict)
+    bad_list_lines: list = dataclasses.field(default_factory=list)
+    _seen: set = dataclasses.field(default_factory=set, repr=False)
+    _reported: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def add_list_problems(self, problems):
+        """Counts the `video_list.ListProblem`s of the lines left out of the split's list."""
+        for problem in problems:
+            self.bad_list_lines.append(problem.message)
+            self._count(problem.kind, problem.message)
+
+    def _count(self, kind, message):
+        self.kinds[kind] += 1
+        examples = self.kind_examples.setdefault(kind, [])
+        if len(examples) < _EXAMPLES_PER_KIND:
+            examples.append(message)
+
+    def record(self, message, strict, kinds=(sources.UNREADABLE_VIDEO,), video=None):
+        """Counts one unreadable video, and each of its `kinds` of fault the first time `video`
+        (a hashable id; None: the message) is met; raises instead in strict mode."""
         if strict:
             raise ValueError(message + "\n(config.data.strict is on: fix the data, or turn it "
                              "off to skip and count unreadable videos.)")
         self.unreadable += 1
+        for kind in kinds:
+            key = (kind, message if video is None else video)
+            if key not in self._seen:
+                self._seen.add(key)
+                self._count(kind, message)
         if len(self.examples) < _MAX_EXAMPLES:
             self.examples.append(message)
         logging.warning("Skipped an unreadable video (%d so far): %s", self.unreadable, message)
 
+    def scalars(self):
+        """{'unreadable_videos': n, 'faults_<kind>': count} with the kinds met, for the metrics."""
+        return {"unreadable_videos": self.unreadable, **{
+            "faults_" + kind.replace(" ", "_"): self.kinds[kind] for kind in FAULT_KINDS
+            if self.kinds[kind]}}
+
+    def report(self):
+        """Logs the fault counts per kind, with a few examples, if they changed since the last
+        report; returns `scalars()`."""
+        if self.kinds != self._reported:
+            self._reported = collections.Counter(self.kinds)
+            lines = [f"{self.kinds[kind]} x {kind}, e.g. " + " | ".join(self.kind_examples[kind])
+                     for kind in FAULT_KINDS if self.kinds[kind]]
+            logging.warning("Faults in the %s input so far (%d unreadable-video reads):\n%s",
+                            self.split, self.unreadable, "\n".join(lines))
+        return self.scalars()
+
 
 class BatchIterator:
-    """Numpy batches of a tf.data pipeline; unreadable videos are counted in `stats`."""
+    """Numpy batches of a tf.data pipeline; unreadable videos are counted in `stats`, whose
+    counts are logged when the batches run out.
+
+    `describe_failures(batch)` yields (video id, kinds, message) of each unreadable video.
+    """
 
     def __init__(self, dataset, describe_failures, keys, strict, stats):
         self._batches = dataset.as_numpy_iterator()
@@ -57,9 +116,13 @@ class BatchIterator:
         return self
 
     def __next__(self):
-        batch = next(self._batches)
-        for message in self._describe_failures(batch):
-            self.stats.record(message, self._strict)
+        try:
+            batch = next(self._batches)
+        except StopIteration:
+            self.stats.report()
+            raise
+        for video, kinds, message in self._describe_failures(batch):
+            self.stats.record(message, self._strict, kinds, video)
         return {key: batch[key] for key in self._keys}
 
 
@@ -104,20 +167,22 @@ def create_train_dataset(data_config, *, num_frames, global_batch_size, seed, pr
             config, num_frames=num_frames, seed=seed, start_step=start_step,
             process_index=process_index, process_count=process_count, local_batch=local_batch,
             tries=tries)
-        failed_videos = lambda batch, i: [
+        failed_videos = lambda batch, i: [(
+            video_id, (sources.UNREADABLE_VIDEO,),
             f"{config.source} video {video_id.decode()!r}: a frame does not decode, it has no "
-            "frame, or its label is outside [0, num_classes)" for video_id in
+            "frame, or its label is outside [0, num_classes)") for video_id in
             batch["ids"][i][:batch["attempt"][i]]]
-        stats = InputStats()
+        stats = InputStats("train")
     else:
         folders = sources.frame_folders(config, "train")
         dataset, order = train_clips.frames_train_clips(
             config, folders, num_frames=num_frames, seed=seed, start_step=start_step,
             global_batch_size=global_batch_size, process_index=process_index,
             local_batch=local_batch, tries=tries)
-        failed_videos = lambda batch, i: [folders.describe(video) for video in order.candidates(
-            batch["slot"][i], batch["attempt"][i])]
-        stats = InputStats(bad_list_lines=folders.problems)
+        failed_videos = lambda batch, i: [(video, *folders.describe(video)) for video in
+                                          order.candidates(batch["slot"][i], batch["attempt"][i])]
+        stats = InputStats("train")
+        stats.add_list_problems(folders.problems)
 
     def describe_failures(batch):
         for i, (slot, attempt) in enumerate(zip(batch["slot"], batch["attempt"])):
@@ -187,14 +252,15 @@ def create_eval_dataset(data_config, *, num_frames, batch_size, process_index=0,
                 config, length, num_frames), config.num_clips * num_frames)
             return eval_clip(jpegs), encoded.checked_label(video["label"], num_classes)
 
-        folders, stats = None, InputStats()
+        folders, stats = None, InputStats("val")
     else:
         folders = sources.frame_folders(config, "val")
         video_count = len(folders.entries)
         videos = _frames_eval_videos(config, folders, num_frames,
                                      np.arange(process_index, video_count, process_count))
         load = lambda video_index, paths, label: (eval_clip(sources.read_files(paths)), label)
-        stats = InputStats(bad_list_lines=folders.problems)
+        stats = InputStats("val")
+        stats.add_list_problems(folders.problems)
     my_count = len(range(process_index, video_count, process_count))
     num_padding = eval_batch_count(video_count, batch_size, process_count) * batch_size - my_count
     views = config.num_crops * config.num_clips
@@ -219,8 +285,9 @@ def create_eval_dataset(data_config, *, num_frames, batch_size, process_index=0,
     def describe_failures(batch):
         for video, mask in zip(batch["video_index"], batch["mask"]):
             if video >= 0 and not mask:
-                yield (folders.describe(video) if folders else
-                       f"{config.source} video number {video} of the 'val' split")
+                yield (video, *folders.describe(video)) if folders else (
+                    video, (sources.UNREADABLE_VIDEO,),
+                    f"{config.source} video number {video} of the 'val' split")
 
     return BatchIterator(dataset.with_options(_options()), describe_failures,
                          ("video", "label", "video_index", "mask"), config.strict, stats)

@@ -10,6 +10,14 @@ from input_pipeline import synthetic
 from input_pipeline import tfds_source
 from input_pipeline import video_list
 
+# Kinds of unreadable videos: found by opening a video's frames, or 'unreadable video' when the
+# kind is unknown (records, TFDS, or frames that PIL reads but TensorFlow does not).
+EMPTY_VIDEO = "empty video"
+TRUNCATED_VIDEO = "truncated video"
+MISSING_FRAME = "missing frame"
+CORRUPT_FRAME = "corrupt frame"
+UNREADABLE_VIDEO = "unreadable video"
+
 
 @dataclasses.dataclass(frozen=True)
 class FrameFolders:
@@ -17,7 +25,7 @@ class FrameFolders:
     root: str
     image_template: str
     entries: list
-    problems: list  # 'file:line: what is wrong' for each list line that was left out.
+    problems: list  # A `video_list.ListProblem` for each list line that was left out.
 
     def frame_paths(self, video_index, indices):
         """Paths of the frames at 0-based `indices` of video `video_index`."""
@@ -25,16 +33,38 @@ class FrameFolders:
         return [entry.frame_path(self.root, self.image_template, int(i)) for i in indices]
 
     def describe(self, video_index):
-        """'list.txt:12 video 'dir': what is wrong with its frames', for messages."""
+        """(kinds, message) of an unreadable video: the sorted kinds of its faults (see
+        `video_faults`; 'unreadable video' when none is found) and "list.txt:12 video 'dir': what
+        is wrong with its frames"."""
         entry = self.entries[video_index]
-        problems = self.video_problems(video_index)
-        return f"{entry.where} video {entry.video_dir!r}: " + "; ".join(problems or
-                                                                        ["unreadable"])
+        faults = self.video_faults(video_index) or [(UNREADABLE_VIDEO, "unreadable")]
+        kinds = tuple(sorted({kind for kind, _ in faults}))
+        return kinds, f"{entry.where} video {entry.video_dir!r}: " + "; ".join(
+            message for _, message in faults)
+
+    def video_faults(self, video_index):
+        """(kind, message) of each fault of a video's frames, every frame opened and decoded.
+
+        Kinds: 'empty video' (no listed frame on disk), 'truncated video' (the listed frames
+        after some point are missing: one fault for the whole tail), 'missing frame' (one
+        before the last frame on disk), 'corrupt frame' (a file that does not decode).
+        """
+        paths = self.frame_paths(video_index, range(self.entries[video_index].num_frames))
+        on_disk = [os.path.isfile(path) for path in paths]
+        if not any(on_disk):
+            return [(EMPTY_VIDEO, f"empty video: none of its {len(paths)} frames is on disk "
+                                  f"({paths[0]} ...)")]
+        length = len(on_disk) - on_disk[::-1].index(True)  # Frames up to the last one on disk.
+        faults = [frame_fault(path) for path in paths[:length]]
+        faults = [fault for fault in faults if fault]
+        if length < len(paths):
+            faults.append((TRUNCATED_VIDEO, f"truncated video: frames {length + 1}-{len(paths)} of "
+                                            f"{len(paths)} are missing ({paths[length]} ...)"))
+        return faults
 
     def video_problems(self, video_index):
-        """What is wrong with each frame of a video (missing, not decodable), as strings."""
-        paths = self.frame_paths(video_index, range(self.entries[video_index].num_frames))
-        return [problem for problem in map(frame_problem, paths) if problem]
+        """What is wrong with the frames of a video, as strings (`video_faults` messages)."""
+        return [message for _, message in self.video_faults(video_index)]
 
 
 def read_files(paths):
@@ -52,12 +82,12 @@ def image_problem(file):
     return ""
 
 
-def frame_problem(path):
-    """'' when the file at `path` is a readable image, else what is wrong with it."""
+def frame_fault(path):
+    """None when the file at `path` is a readable image, else (kind, what is wrong with it)."""
     if not os.path.isfile(path):
-        return f"missing frame {path}"
+        return MISSING_FRAME, f"missing frame {path}"
     problem = image_problem(path)
-    return f"corrupt frame {path} ({problem})" if problem else ""
+    return (CORRUPT_FRAME, f"corrupt frame {path} ({problem})") if problem else None
 
 
 def resolve_synthetic(data_config):
@@ -114,10 +144,11 @@ def frame_folders(data_config, split):
     entries, problems = video_list.read_video_list(
         _under_root(config, list_file), config.list_separator, num_classes(config))
     if problems:
-        message = f"{len(problems)} bad list lines, left out:\n" + "\n".join(problems[:20])
+        lines = "\n".join(problem.message for problem in problems[:20])
         if config.strict:
-            raise ValueError(message + "\n(config.data.strict is on; fix the list or turn it off)")
-        logging.warning(message)
+            raise ValueError(f"{len(problems)} bad list lines:\n{lines}\n(config.data.strict is "
+                             "on; fix the list or turn it off to leave them out and count them)")
+        logging.warning("%d bad list lines, left out:\n%s", len(problems), lines)
     if not entries:
         raise ValueError(f"No usable video in list file {list_file!r}.")
     return FrameFolders(config.root, config.image_template, entries, problems)

@@ -3,6 +3,7 @@ import os
 import shutil
 
 import numpy as np
+from PIL import Image
 import pytest
 
 from configs import data_defaults
@@ -43,18 +44,23 @@ def test_list_problems_name_file_and_line(tmp_path):
     entries, problems = video_list.read_video_list(str(list_file), " ", num_classes=4)
     assert [entry.video_dir for entry in entries] == ["a", "g"]
     assert entries[1].where == f"{list_file}:8"
-    assert [problem.split(": ")[0] for problem in problems] == [
+    assert [problem.message.split(": ")[0] for problem in problems] == [
         f"{list_file}:{line}" for line in (2, 3, 4, 5, 6)]
-    assert "integers" in problems[0] and "4 fields" in problems[1]
-    assert "empty" in problems[2] and "label 7" in problems[3]
+    assert [problem.kind for problem in problems] == [video_list.MALFORMED] * 3 + [
+        video_list.LABEL_OUT_OF_RANGE, video_list.MALFORMED]
+    assert "integers" in problems[0].message and "4 fields" in problems[1].message
+    assert "empty" in problems[2].message and "label 7" in problems[3].message
 
 
 def test_strict_mode_rejects_bad_list_lines(tmp_path, broken_config):
     config = broken_config.copy_and_resolve_references()
     config.train_list = str(tmp_path / "list.txt")
     (tmp_path / "list.txt").write_text("frames/train/00_0003 1 8 0\nbad line\n")
-    assert input_pipeline.create_train_dataset(
-        config, num_frames=4, global_batch_size=1, seed=0).stats.bad_list_lines
+    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=1, seed=0)
+    assert iterator.stats.bad_list_lines == [f"{config.train_list}:2: expected 4 fields '<video dir> <start> <end> "
+                                             "<label>' separated by ' ', got 2; set config.data.list_separator: "
+                                             "'bad line'"]
+    assert iterator.stats.kinds == {video_list.MALFORMED: 1}
     config.strict = True
     with pytest.raises(ValueError, match="list.txt:2"):
         input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=1, seed=0)
@@ -66,6 +72,7 @@ def test_training_replaces_and_counts_unreadable_videos(broken_config):
     batches = [next(iterator) for _ in range(6)]  # Two epochs: each broken video met twice.
     assert all(batch["video"].shape == (4, 8, 16, 16, 3) for batch in batches)
     assert iterator.stats.unreadable == 6
+    assert iterator.stats.kinds == {sources.MISSING_FRAME: 1, sources.CORRUPT_FRAME: 2}  # Each video once.
     messages = "\n".join(iterator.stats.examples)
     for video_dir in BROKEN_DIRS:
         assert video_dir in messages
@@ -87,6 +94,30 @@ def test_evaluation_masks_and_counts_unreadable_videos(broken_config):
     valid = np.concatenate([batch["video_index"][batch["mask"]] for batch in batches])
     np.testing.assert_array_equal(valid, np.arange(3, 12))
     assert iterator.stats.unreadable == 3
+    assert iterator.stats.kinds == {sources.MISSING_FRAME: 1, sources.CORRUPT_FRAME: 2}
+    assert iterator.stats.scalars() == {"unreadable_videos": 3, "faults_missing_frame": 1, "faults_corrupt_frame": 2}
+
+
+def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_path):
+    """a: frame 3 missing; b: frame 2 corrupt, frames 4-6 missing; c: no frame at all."""
+    (tmp_path / "list.txt").write_text("a 1 6 0\nb 1 6 0\nc 1 6 0\n")
+    for video, frames in (("a", (1, 2, 4, 5, 6)), ("b", (1, 2, 3)), ("c", ())):
+        (tmp_path / video).mkdir()
+        for number in frames:
+            Image.new("RGB", (8, 8)).save(tmp_path / video / f"{number:05d}.jpg")
+    (tmp_path / "b" / "00002.jpg").write_bytes(b"not a jpeg")
+    config = data_defaults.get_data_config()
+    config.update(root=str(tmp_path), train_list="list.txt")
+    folders = sources.frame_folders(config, "train")
+    faults = [folders.video_faults(video) for video in range(3)]
+    assert faults[0] == [(sources.MISSING_FRAME, f"missing frame {tmp_path}/a/00003.jpg")]
+    assert [kind for kind, _ in faults[1]] == [sources.CORRUPT_FRAME, sources.TRUNCATED_VIDEO]
+    assert faults[2] == [(sources.EMPTY_VIDEO, f"empty video: none of its 6 frames is on disk "
+                                               f"({tmp_path}/c/00001.jpg ...)")]
+    assert folders.describe(1) == (
+        (sources.CORRUPT_FRAME, sources.TRUNCATED_VIDEO),
+        f"{tmp_path}/list.txt:2 video 'b': corrupt frame {tmp_path}/b/00002.jpg (cannot identify image file "
+        f"'{tmp_path}/b/00002.jpg'); truncated video: frames 4-6 of 6 are missing ({tmp_path}/b/00004.jpg ...)")
 
 
 def test_check_data_reports_every_problem(broken_config):

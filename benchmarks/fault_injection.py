@@ -1,0 +1,405 @@
+"""Fault injection: training and evaluation on data with corrupt, missing and truncated input.
+
+    python -m benchmarks.fault_injection [--train_videos=100] [--val_videos=20] [--model=blvnet_tam] \\
+        [--output_dir=DIR]
+
+Writes the synthetic dataset as frame folders, then breaks part of it: in training, 5% of the
+videos get one corrupt JPEG (half garbage bytes, half a truncated JPEG file), 2% lose one frame,
+`--few` videos lose their frames past the middle of a clip (truncated) and `--few` lose every
+frame (empty); the list file gets `--few + 1` malformed lines (wrong field count, non-integer,
+end before start) and `--few` lines with a label out of range. The validation split gets the
+same kinds, `--few` halved. Broken frames are frames that every training draw and the
+evaluation read (video lengths lie in [n + 1, 2n - 1] for n frames a clip), so every fault is met.
+
+Then: a few videos written as mp4 files, plus an empty and a truncated one, go through
+`input_pipeline.prepare` (it completes and names the two unreadable files); `main.py` trains on
+the faulty data (every training video met at least once) and the per-kind fault counts are read
+back from `metrics.jsonl` and the log; the trained checkpoint is evaluated (`--mode=eval`) on
+the faulty validation list and on a list of its clean videos only (equal results and per-video
+predictions expected); `--config.data.strict=True` stops at once naming the first bad list
+line, and the strict pipeline on the list without bad lines names the first unreadable video.
+Prints every figure and a final JSON line. 1-3 minutes on 2 cores, most of it compiling the
+train step (`--model=tsn` compiles faster).
+"""
+import collections
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import av
+import numpy as np
+from absl import app, flags
+from PIL import Image
+
+import input_pipeline
+from configs import data_defaults
+from input_pipeline import datasets, prepare, sampling, sources, synthetic, video_list
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NUM_FRAMES = 4  # Frames of a clip; videos have NUM_FRAMES + 1 .. 2 * NUM_FRAMES - 1 frames.
+NUM_CLASSES = 2
+BATCH_SIZE = 8
+GARBAGE, TRUNCATED_JPEG = "garbage bytes", "truncated JPEG"
+
+FLAGS = flags.FLAGS
+
+
+def fault_plan(num_videos, few, corrupt_fraction, missing_fraction):
+    """How many faults of each kind one split gets: {kind: count}."""
+    corrupt = max(2, round(corrupt_fraction * num_videos))
+    return {GARBAGE: corrupt // 2, TRUNCATED_JPEG: corrupt - corrupt // 2,
+            sources.MISSING_FRAME: max(1, round(missing_fraction * num_videos)),
+            sources.TRUNCATED_VIDEO: few, sources.EMPTY_VIDEO: few,
+            video_list.MALFORMED: few + 1, video_list.LABEL_OUT_OF_RANGE: few}
+
+
+def expected_counts(plan):
+    """The per-kind counts the pipeline should report for a `fault_plan`."""
+    counts = {kind: count for kind, count in plan.items() if kind not in (GARBAGE, TRUNCATED_JPEG)}
+    counts[sources.CORRUPT_FRAME] = plan[GARBAGE] + plan[TRUNCATED_JPEG]
+    return {kind: count for kind, count in counts.items() if count}
+
+
+def frame_path(entry, root, index):
+    """Path of the frame of `entry` at 0-based `index`."""
+    return entry.frame_path(root, "{:05d}.jpg", index)
+
+
+def always_read_index(entry):
+    """A frame index that every training draw and the evaluation read: one of 0 .. NUM_FRAMES - 1
+    (training reads all of them when the video has fewer than 2 * NUM_FRAMES frames) among the
+    evaluation's indices, the middle one of those."""
+    shared = sorted(set(range(NUM_FRAMES)) & set(sampling.uniform_eval_indices(entry.num_frames, NUM_FRAMES, 1)[0]))
+    return shared[len(shared) // 2]
+
+
+def break_video(entry, root, kind, rng):
+    """Applies one fault of `kind` to the frames of `entry`."""
+    frame = frame_path(entry, root, always_read_index(entry))
+    if kind == GARBAGE:
+        with open(frame, "wb") as f:
+            f.write(rng.bytes(os.path.getsize(frame)))
+    elif kind == TRUNCATED_JPEG:
+        with open(frame, "rb+") as f:
+            f.truncate(os.path.getsize(frame) // 2)
+    elif kind == sources.MISSING_FRAME:
+        os.remove(frame)
+    else:  # Truncated: the frames from the middle of a clip on deleted; empty: every frame deleted.
+        first = NUM_FRAMES // 2 if kind == sources.TRUNCATED_VIDEO else 0
+        for index in range(first, entry.num_frames):
+            os.remove(frame_path(entry, root, index))
+
+
+def bad_lines(lines, plan, rng):
+    """Bad copies of random `lines` of a list file: malformed (3 fields, a non-integer, end before
+    start, in turn) and with a label out of range (NUM_CLASSES, -1, NUM_CLASSES + 2, ...)."""
+    bad = []
+    for number in range(plan[video_list.MALFORMED]):
+        video_dir, start, end, label = lines[rng.integers(len(lines))].split()
+        bad.append((f"{video_dir} {start} {end}", f"{video_dir} one {end} {label}",
+                    f"{video_dir} {end} {start} {label}")[number % 3])
+    for number in range(plan[video_list.LABEL_OUT_OF_RANGE]):
+        video_dir, start, end, _ = lines[rng.integers(len(lines))].split()
+        bad.append(f"{video_dir} {start} {end} {(NUM_CLASSES + number, -1)[number % 2]}")
+    return bad
+
+
+def inject_split(root, split, plan, rng):
+    """Breaks videos and the list file of one split as `plan` says.
+
+    `<split>.txt` becomes the faulty list, `<split>_without_bad_lines.txt` keeps the original
+    lines, `<split>_clean.txt` the lines of the videos left intact. Returns the broken video
+    dirs by kind.
+    """
+    list_file = os.path.join(root, f"{split}.txt")
+    with open(list_file) as f:
+        lines = [line.strip() for line in f if line.strip()]
+    entries, _ = video_list.read_video_list(list_file)
+    video_kinds = [kind for kind in (GARBAGE, TRUNCATED_JPEG, sources.MISSING_FRAME, sources.TRUNCATED_VIDEO,
+                                     sources.EMPTY_VIDEO) for _ in range(plan[kind])]
+    chosen = rng.choice(len(entries), len(video_kinds), replace=False)
+    broken = collections.defaultdict(list)
+    for video, kind in zip(chosen, video_kinds):
+        break_video(entries[video], root, kind, rng)
+        broken[kind].append(entries[video].video_dir)
+    faulty = list(lines)
+    for line in bad_lines(lines, plan, rng):
+        faulty.insert(rng.integers(len(faulty) + 1), line)
+    broken_videos = set(chosen)
+    clean = [line for video, line in enumerate(lines) if video not in broken_videos]
+    for name, content in ((f"{split}.txt", faulty), (f"{split}_without_bad_lines.txt", lines),
+                          (f"{split}_clean.txt", clean)):
+        with open(os.path.join(root, name), "w") as f:
+            f.writelines(line + "\n" for line in content)
+    return dict(broken)
+
+
+def synthetic_config(train_videos, val_videos, seed):
+    """The synthetic dataset's settings: NUM_CLASSES classes, videos of NUM_FRAMES + 1 ..
+    2 * NUM_FRAMES - 1 frames of 40x48."""
+    config = data_defaults.get_synthetic_config()
+    config.update(dict(num_classes=NUM_CLASSES, train_videos_per_class=train_videos // NUM_CLASSES,
+                       val_videos_per_class=val_videos // NUM_CLASSES, frame_height=40, frame_width=48,
+                       min_video_frames=NUM_FRAMES + 1, max_video_frames=2 * NUM_FRAMES - 1, seed=seed))
+    return config
+
+
+def write_faulty_dataset(out_dir, train_videos, val_videos, *, few, corrupt_fraction, missing_fraction, seed):
+    """Writes the synthetic dataset into `out_dir`/data and breaks it; returns its paths, the plan
+    of each split and the broken video dirs."""
+    paths = synthetic.write_synthetic_dataset(os.path.join(out_dir, "data"),
+                                              synthetic_config(train_videos, val_videos, seed))
+    rng = np.random.default_rng(seed)
+    plans = {"train": fault_plan(train_videos, few, corrupt_fraction, missing_fraction),
+             "val": fault_plan(val_videos, max(1, few // 2), corrupt_fraction, missing_fraction)}
+    broken = {split: inject_split(paths["root"], split, plans[split], rng) for split in plans}
+    return {"paths": paths, "plans": plans, "broken": broken}
+
+
+def write_mp4(path, frames):
+    """Writes uint8 (n, h, w, 3) frames as an MPEG-4 file (PyAV)."""
+    with av.open(path, "w") as container:
+        stream = container.add_stream("mpeg4", rate=12)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+
+
+def prepare_video_files(out_dir, dataset, per_class=2):
+    """Writes `per_class` clean training videos of each class as mp4 files (a folder per class),
+    plus an empty and a truncated mp4, and runs `prepare.prepare` on them; returns its figures."""
+    root = dataset["paths"]["root"]
+    by_label = collections.defaultdict(list)
+    with open(os.path.join(root, "train_clean.txt")) as f:
+        for line in f:
+            by_label[line.split()[3]].append(line.split())
+    clean = [line for label in sorted(by_label) for line in by_label[label][:per_class]]
+    folder = os.path.join(out_dir, "videos")
+    for video_dir, _, end, label in clean:
+        frames = np.stack([np.asarray(Image.open(os.path.join(root, video_dir, f"{n:05d}.jpg")))
+                           for n in range(1, int(end) + 1)])
+        os.makedirs(os.path.join(folder, f"class{label}"), exist_ok=True)
+        write_mp4(os.path.join(folder, f"class{label}", os.path.basename(video_dir) + ".mp4"), frames)
+    empty, truncated = os.path.join(folder, "class0", "empty.mp4"), os.path.join(folder, "class0", "truncated.mp4")
+    open(empty, "wb").close()
+    shutil.copy(os.path.join(folder, f"class{clean[0][3]}", os.path.basename(clean[0][0]) + ".mp4"), truncated)
+    with open(truncated, "rb+") as f:
+        f.truncate(os.path.getsize(truncated) // 2)
+    videos, _ = prepare.videos_by_class_folder(folder)
+    start = time.perf_counter()
+    unreadable = prepare.prepare(videos, os.path.join(out_dir, "records"), "train", num_shards=2, workers=1,
+                                 short_side=32)
+    return {"videos": len(videos), "written": len(videos) - len(unreadable), "unreadable": unreadable,
+            "expected_unreadable": [empty, truncated], "seconds": time.perf_counter() - start}
+
+
+def main_command(workdir, dataset, model, *extra):
+    """`main.py` with the tiny setting on the faulty frame folders of `dataset`."""
+    paths = dataset["paths"]
+    steps = math.ceil(len(video_list.read_video_list(paths["train_list"], " ", NUM_CLASSES)[0]) / BATCH_SIZE)
+    return [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
+            f"--config.model.name={model}", "--config.model.width=8", f"--config.model.num_frames={NUM_FRAMES}",
+            f"--config.model.num_classes={NUM_CLASSES}", "--config.data.crop_size=32",
+            "--config.data.source=frames", f"--config.data.root={paths['root']}",
+            f"--config.data.train_list={paths['train_list']}", f"--config.data.val_list={paths['val_list']}",
+            f"--config.data.class_names_file={paths['class_names_file']}", f"--config.batch_size={BATCH_SIZE}",
+            f"--config.eval_batch_size={BATCH_SIZE}", f"--config.num_train_steps={steps}",
+            f"--config.checkpoint_every_steps={steps}", f"--config.eval_every_steps={steps}",
+            "--config.log_every_steps=4", "--config.warmup_epochs=0", *extra]
+
+
+def run_main(command, cache_dir):
+    """Runs a `main.py` command from the repository root (compiled programs cached in `cache_dir`);
+    returns (CompletedProcess, seconds)."""
+    env = dict(os.environ, PYTHONPATH=REPO, JAX_COMPILATION_CACHE_DIR=cache_dir)
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    return result, time.perf_counter() - start
+
+
+def checked(result, what):
+    """`result` of `run_main`, or an error with the end of its log if it failed."""
+    if result.returncode:
+        raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{result.stderr[-5000:]}")
+    return result
+
+
+def metrics_fault_counts(workdir):
+    """{kind: count} of the last training log line of `metrics.jsonl` (its `faults_*` scalars)."""
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+        logged = [json.loads(line) for line in f if '"unreadable_videos"' in line]
+    counts = {kind: int(logged[-1].get("faults_" + kind.replace(" ", "_"), 0)) for kind in datasets.FAULT_KINDS}
+    return {kind: count for kind, count in counts.items() if count}
+
+
+def logged_faults(log, split):
+    """({kind: count}, {kind: [examples]}) of the last 'Faults in the <split> input' report in a log."""
+    reports = log.split(f"Faults in the {split} input so far")
+    if len(reports) == 1:
+        return {}, {}
+    counts, examples = {}, {}
+    for line in reports[-1].splitlines()[1:]:
+        match = re.fullmatch(r"(\d+) x ([a-z ]+), e\.g\. (.*)", line)
+        if not match:
+            break
+        counts[match[2]] = int(match[1])
+        examples[match[2]] = match[3].split(" | ")
+    return counts, examples
+
+
+def eval_outputs(workdir, val_list):
+    """`eval_results.json` and {video dir: eval_predictions.csv row} of the last evaluation in
+    `workdir` on `val_list`."""
+    with open(os.path.join(workdir, "eval_results.json")) as f:
+        results = json.load(f)
+    entries, _ = video_list.read_video_list(val_list, " ", NUM_CLASSES)
+    with open(os.path.join(workdir, "eval_predictions.csv")) as f:
+        rows = list(csv.DictReader(f))
+    predictions = {entries[int(row.pop("video_index"))].video_dir: row for row in rows}
+    return results, predictions
+
+
+def first_error_line(log):
+    """The exception line of a Python traceback in `log` and the line after it."""
+    lines = log.splitlines()
+    for number, line in enumerate(lines):
+        if re.match(r"\w+Error: ", line):
+            return "\n".join(lines[number:number + 2])
+    return log[-500:]
+
+
+def strict_pipeline_error(dataset):
+    """The first line of the strict training pipeline's error on the list without bad lines: the
+    first unreadable video met (None if an epoch has none)."""
+    paths = dataset["paths"]
+    config = data_defaults.get_data_config()
+    config.update(root=paths["root"], train_list=os.path.join(paths["root"], "train_without_bad_lines.txt"),
+                  class_names_file=paths["class_names_file"], crop_size=32, strict=True)
+    iterator = input_pipeline.create_train_dataset(config, num_frames=NUM_FRAMES, global_batch_size=BATCH_SIZE,
+                                                   seed=0)
+    try:
+        for _ in range(math.ceil(input_pipeline.num_videos(config, "train") / BATCH_SIZE)):
+            next(iterator)
+    except ValueError as e:
+        return str(e).splitlines()[0]
+    return None
+
+
+def run(out_dir, *, train_videos, val_videos, model, few=2, corrupt_fraction=0.05, missing_fraction=0.02,
+        seed=0, eval_faulty_list=True):
+    """Every step of the experiment in `out_dir`; returns the figures.
+
+    `eval_faulty_list=False` takes the training run's final evaluation (the same checkpoint on
+    the faulty validation list) instead of running it again with `--mode=eval`.
+    """
+    seconds = {}
+    start = time.perf_counter()
+    dataset = write_faulty_dataset(out_dir, train_videos, val_videos, few=few, corrupt_fraction=corrupt_fraction,
+                                   missing_fraction=missing_fraction, seed=seed)
+    seconds["write_faulty_data"] = time.perf_counter() - start
+    prepared = prepare_video_files(out_dir, dataset)
+    seconds["prepare_mp4"] = prepared.pop("seconds")
+
+    cache_dir, workdir = os.path.join(out_dir, "jax_cache"), os.path.join(out_dir, "run")
+    trained, seconds["train"] = run_main(main_command(workdir, dataset, model), cache_dir)
+    checked(trained, "training on the faulty data")
+    train_counts = metrics_fault_counts(workdir)
+    logged_train_counts, train_examples = logged_faults(trained.stderr, "train")
+    paths = dataset["paths"]
+    if eval_faulty_list:
+        evaluated, seconds["eval_faulty_list"] = run_main(main_command(workdir, dataset, model, "--mode=eval"),
+                                                          cache_dir)
+        val_log = checked(evaluated, "evaluation on the faulty validation list").stderr
+    else:
+        val_log = trained.stderr
+    val_counts, val_examples = logged_faults(val_log, "val")
+    faulty_results, faulty_predictions = eval_outputs(workdir, paths["val_list"])
+    clean_list = os.path.join(paths["root"], "val_clean.txt")
+    evaluated, seconds["eval_clean_list"] = run_main(
+        main_command(workdir, dataset, model, "--mode=eval", f"--config.data.val_list={clean_list}"), cache_dir)
+    checked(evaluated, "evaluation on the clean validation list")
+    clean_results, clean_predictions = eval_outputs(workdir, clean_list)
+
+    strict, seconds["strict_run"] = run_main(
+        main_command(os.path.join(out_dir, "strict"), dataset, model, "--config.data.strict=True"), cache_dir)
+    start = time.perf_counter()
+    pipeline_error = strict_pipeline_error(dataset)
+    seconds["strict_pipeline"] = time.perf_counter() - start
+    compared = ("top1", "top5", "loss", "num_videos")
+    return {
+        "injected": {split: expected_counts(plan) for split, plan in dataset["plans"].items()},
+        "corrupt_jpegs": {split: {kind: plan[kind] for kind in (GARBAGE, TRUNCATED_JPEG)}
+                          for split, plan in dataset["plans"].items()},
+        "counted": {"train": train_counts, "val": val_counts},
+        "counted_in_train_log": logged_train_counts,
+        "examples": {"train": train_examples, "val": val_examples},
+        "broken_videos": dataset["broken"],
+        "prepare": prepared,
+        "train_completed": trained.returncode == 0 and os.path.exists(os.path.join(workdir, "checkpoints")),
+        "eval_faulty_list": {key: faulty_results[key] for key in compared},
+        "eval_clean_list": {key: clean_results[key] for key in compared},
+        "eval_equal": all(faulty_results[key] == clean_results[key] for key in compared),
+        "predictions_equal": faulty_predictions == clean_predictions,
+        "strict_exit_status": strict.returncode,
+        "strict_error": first_error_line(strict.stderr),
+        "strict_started_training": os.path.exists(os.path.join(out_dir, "strict", "checkpoints")),
+        "strict_pipeline_error": pipeline_error,
+        "seconds": seconds,
+    }
+
+
+def main(argv):
+    del argv
+    out_dir = FLAGS.output_dir or tempfile.mkdtemp(prefix="fault_injection_")
+    start = time.perf_counter()
+    try:
+        figures = run(out_dir, train_videos=FLAGS.train_videos, val_videos=FLAGS.val_videos, model=FLAGS.model,
+                      few=FLAGS.few, corrupt_fraction=FLAGS.corrupt_fraction,
+                      missing_fraction=FLAGS.missing_fraction, seed=FLAGS.seed)
+    finally:
+        if not FLAGS.output_dir:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    figures["seconds"]["total"] = time.perf_counter() - start
+    print(f"Faults injected vs counted ({FLAGS.train_videos} training, {FLAGS.val_videos} validation videos):")
+    print(f"  {'kind':<22}{'train injected':>16}{'train counted':>15}{'val injected':>14}{'val counted':>13}")
+    for kind in datasets.FAULT_KINDS:
+        row = [figures[table][split].get(kind, 0) for split in ("train", "val") for table in ("injected", "counted")]
+        print(f"  {kind:<22}" + "".join(f"{value:>{width}}" for value, width in zip(row, (16, 15, 14, 13))))
+    print("  corrupt JPEGs:", figures["corrupt_jpegs"])
+    for split in ("train", "val"):
+        print(f"Examples from the {split} log:")
+        for kind, examples in figures["examples"][split].items():
+            print(f"  {kind}: {examples[0]}")
+    prepared = figures["prepare"]
+    print(f"prepare: {prepared['videos']} mp4 files, {prepared['written']} written, unreadable:")
+    for message in prepared["unreadable"]:
+        print("  " + message)
+    print(f"Training completed: {figures['train_completed']}")
+    print(f"Evaluation, faulty list: {figures['eval_faulty_list']}")
+    print(f"Evaluation, clean list:  {figures['eval_clean_list']}")
+    print(f"Equal: results {figures['eval_equal']}, per-video predictions {figures['predictions_equal']}")
+    print(f"Strict run: exit status {figures['strict_exit_status']}, {figures['strict_error']}")
+    print(f"Strict pipeline without bad lines: {figures['strict_pipeline_error']}")
+    print("Seconds: " + ", ".join(f"{key} {value:.1f}" for key, value in figures["seconds"].items()))
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    # Flags are defined only when run as a program, so importing this module defines none.
+    flags.DEFINE_integer("train_videos", 100, "Training videos written (an even number).")
+    flags.DEFINE_integer("val_videos", 20, "Validation videos written (an even number).")
+    flags.DEFINE_float("corrupt_fraction", 0.05, "Videos with one corrupt JPEG (at least 2).")
+    flags.DEFINE_float("missing_fraction", 0.02, "Videos with one missing frame (at least 1).")
+    flags.DEFINE_integer("few", 2, "Truncated and empty videos, bad-label lines (training; halved in validation).")
+    flags.DEFINE_string("model", "blvnet_tam", "config.model.name of the tiny model trained.")
+    flags.DEFINE_integer("seed", 0, "Seed of the dataset and of which videos are broken.")
+    flags.DEFINE_string("output_dir", "", "Where data and runs go ('' = a new temporary folder, removed after).")
+    app.run(main)
