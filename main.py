@@ -58,6 +58,13 @@ def main(argv):
     import jax
     if FLAGS.coordinator_address or FLAGS.num_processes:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    from blvnet_jax import config_check
+    try:
+        # Checked before the training code (TensorFlow, the data pipeline) is even imported.
+        (config_check.check_training if FLAGS.mode == "train" else config_check.check_evaluation)(FLAGS.config)
+    except config_check.ConfigError as error:
+        raise SystemExit(f"Config error ({config_flags.get_config_filename(FLAGS['config'])} with its "
+                         f"--config.* overrides): {error}") from None
     from blvnet_jax import train
     logging.info("JAX %s: %d processes, %d devices (%s)", jax.__version__, jax.process_count(),
                  jax.device_count(), jax.devices()[0].platform)

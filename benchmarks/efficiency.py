@@ -1,15 +1,16 @@
 """The paper's efficiency figures, measured: params, multiply-adds, train-step memory vs frames.
 
     python -m benchmarks.efficiency [--frames=8,16,32,64] [--models=blvnet_tam-50,tsn-50,...] \\
-        [--memory_frames=8,16] [--output=docs]
+        [--memory_frames=8,16] [--batch_size=1] [--output=docs] [--readme]
 
 For each model and frame count (one clip, 224x224, 174 classes): parameters, GMACs per clip
 (multiply-adds of every convolution and product, the paper's "FLOPs"), and XLA's memory analysis
-of one compiled train step at batch 1 (arguments + outputs + temporaries - aliased; SGD with
-momentum). Writes `efficiency.md` (figures, ratios against TSN-R50 at the same frame count, the
-paper's figures) and two PNGs: training memory vs frames (the paper's Fig. 3b) and params / GMACs
-(Table 1). Every train step is compiled, 10-100 s each on 2 cores (4-10 minutes for the
-default sweep); `--memory_frames=8,16` halves that.
+of one compiled train step at `--batch_size` clips (arguments + outputs + temporaries - aliased;
+SGD with momentum). Writes `efficiency.md` (figures, ratios against TSN-R50 at the same frame
+count, the paper's figures) and two PNGs: training memory vs frames (the paper's Fig. 3b) and
+params / GMACs (Table 1); with `--readme`, also the README's efficiency section. Every train step
+is compiled, 10-100 s each on 2 cores (4-10 minutes for the default sweep); `--memory_frames=8,16`
+halves that.
 """
 from blvnet_jax import xla_env
 
@@ -23,6 +24,7 @@ import time  # noqa: E402
 import jax  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchmarks import report  # noqa: E402
 from blvnet_jax import summary  # noqa: E402
 from configs import ssv1_8x2  # noqa: E402
 
@@ -38,12 +40,12 @@ def label(name: str, depth: int) -> str:
     return f"{LABELS[name]}-R{depth}" if name != "blvnet_tam" else f"bLVNet-TAM-{depth}"
 
 
-def measure(name: str, depth: int, frames: int, with_memory: bool) -> dict:
+def measure(name: str, depth: int, frames: int, with_memory: bool, batch_size: int = 1) -> dict:
     """`summary.summarize` of one model: params, gmacs and (if asked) train_step_bytes."""
     config = ssv1_8x2.get_config()
     config.model.name, config.model.depth, config.model.num_frames = name, depth, frames
     start = time.perf_counter()
-    result = summary.summarize(config, with_memory=with_memory)
+    result = summary.summarize(config, with_memory=with_memory, batch_size=batch_size)
     result["seconds"] = time.perf_counter() - start
     return result
 
@@ -67,7 +69,7 @@ def markdown(rows: list[dict], command: str) -> str:
         "# Efficiency: parameters, multiply-adds and training memory", "",
         f"Written by `{command}` ({jax.__version__=}, {jax.devices()[0].device_kind}).", "",
         "GMACs: multiply-adds per clip at 224x224 (the paper's \"FLOPs\"). Memory: XLA's analysis of one "
-        "compiled train step (forward, loss, backward, SGD-momentum update) at batch 1, fp32: "
+        f"compiled train step (forward, loss, backward, SGD-momentum update) at batch {rows[0]['batch_size']}, fp32: "
         "arguments + outputs + temporaries - aliased. Ratios are against TSN-R50 at the same number "
         "of input frames. The paper's figures are its Table 1 (params, GFLOPs); its Fig. 3b claims "
         "about half of TSN's training memory.", "",
@@ -87,6 +89,23 @@ def markdown(rows: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
+def readme_section(rows: list[dict], command: str) -> str:
+    """The README's efficiency section: the 16-frame rows against TSN-R50, the command, the machine."""
+    lines = [f"`{command}` on {report.machine()} (full table: `docs/efficiency.md`):", "",
+             "| model | frames | params (M) | GMACs | train-step memory (MiB) | GMACs / TSN-R50 "
+             "| memory / TSN-R50 | paper params / GFLOPs |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["num_frames"] != 16 or r.get("train_step_bytes") is None:
+            continue
+        paper = PAPER.get((r["model"], r["depth"], r["num_frames"]))
+        lines.append(f"| {label(r['model'], r['depth'])} | {r['num_frames']} | {r['params'] / 1e6:.2f} "
+                     f"| {r['gmacs']:.1f} | {r['train_step_bytes'] / 2**20:.0f} | {r['gmacs_ratio']:.2f}x "
+                     f"| {r['train_step_bytes_ratio']:.2f}x | {f'{paper[0]} / {paper[1]}' if paper else '-'} |")
+    lines += ["", f"Memory: XLA's analysis of one compiled fp32 train step at batch {rows[0]['batch_size']} (arguments + "
+              "outputs + temporaries); the paper's claim is about half of TSN's."]
+    return "\n".join(lines)
+
+
 def plot(rows: list[dict], output: str) -> None:
     """`efficiency_memory.png` (Fig. 3b) and `efficiency_params_gmacs.png` (Table 1) in `output`."""
     import matplotlib  # noqa: PLC0415 - only needed here.
@@ -99,7 +118,7 @@ def plot(rows: list[dict], output: str) -> None:
                   if (r["model"], r["depth"]) == (name, depth) and r.get("train_step_bytes")]
         if points:
             axis.plot(*zip(*points), marker="o", label=label(name, depth))
-    axis.set(xlabel="input frames", ylabel="train-step memory, batch 1 (GiB)",
+    axis.set(xlabel="input frames", ylabel=f"train-step memory, batch {rows[0]['batch_size']} (GiB)",
              title="Training memory vs frames (XLA, fp32)")
     axis.legend()
     figure.tight_layout()
@@ -124,7 +143,9 @@ flags.DEFINE_list("models", list(MODELS), "name-depth of each model.")
 flags.DEFINE_list("frames", ["8", "16", "32", "64"], "Input frames per clip (even).")
 flags.DEFINE_list("memory_frames", ["8", "16", "32", "64"],
                  "Frame counts at which a train step is compiled for its memory.")
+flags.DEFINE_integer("batch_size", 1, "Clips per train step for the memory figure.")
 flags.DEFINE_string("output", "docs", "Folder for efficiency.md and the PNGs.")
+flags.DEFINE_bool("readme", False, "Also rewrite the README's efficiency section.")
 flags.DEFINE_bool("json", False, "End with one JSON line of all rows.")
 
 
@@ -135,7 +156,7 @@ def main(argv):
     for model in FLAGS.models:
         name, depth = model.rsplit("-", 1)
         for frames in map(int, FLAGS.frames):
-            row = measure(name, int(depth), frames, str(frames) in FLAGS.memory_frames)
+            row = measure(name, int(depth), frames, str(frames) in FLAGS.memory_frames, FLAGS.batch_size)
             rows.append(row)
             memory = row.get("train_step_bytes")
             print(f"{label(name, int(depth)):16s} {frames:3d} frames: {row['params'] / 1e6:6.2f}M params, "
@@ -146,6 +167,8 @@ def main(argv):
     with open(os.path.join(FLAGS.output, "efficiency.md"), "w") as file:
         file.write(markdown(rows, command))
     plot(rows, FLAGS.output)
+    if FLAGS.readme:
+        report.update_readme("efficiency", readme_section(rows, command))
     if FLAGS.json:
         print(json.dumps(rows))
 

@@ -26,11 +26,6 @@ import numpy as np
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("kills", 5, "How many times the run is killed (one of them while a checkpoint is written).")
-flags.DEFINE_integer("seed", 0, "Seed of the random kill moments.")
-flags.DEFINE_string("workdir", "/tmp/blvnet_kill_resume", "Holds the two runs' workdirs (emptied first).")
-flags.DEFINE_multi_string("override", ["num_train_steps=60", "checkpoint_every_steps=10"],
-                          "--config.<override> for both runs (the demo config otherwise).")
 
 _RESUMED = re.compile(r"Resumed from \S+ at step (\d+)")
 
@@ -170,4 +165,10 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    # Flags are defined only when run as a program, so importing this module (tests do) defines none.
+    flags.DEFINE_integer("kills", 5, "How many times the run is killed (one of them while a checkpoint is written).")
+    flags.DEFINE_integer("seed", 0, "Seed of the random kill moments.")
+    flags.DEFINE_string("workdir", "/tmp/blvnet_kill_resume", "Holds the two runs' workdirs (emptied first).")
+    flags.DEFINE_multi_string("override", ["num_train_steps=60", "checkpoint_every_steps=10"],
+                              "--config.<override> for both runs (the demo config otherwise).")
     app.run(main)

@@ -1,7 +1,7 @@
 """Ours against the official PyTorch bLVNet-TAM, timed in one run on this machine.
 
     python -m benchmarks.official --official_repo=PATH [--config=configs/ssv1_8x2.py] \\
-        [--repeats=5] [--compile] [--json]
+        [--repeats=5] [--compile] [--json] [--readme]
 
 PATH is a clone of github.com/IBM/bLVNet-TAM: a checkout, or a bare / `.git` directory (its two
 model files are then exported with `git show` to a temporary folder). The official code is only
@@ -15,7 +15,8 @@ tunables when a process starts:
 - ours: `python -m benchmarks.speed` in its default (shipped) setup.
 Inference is timed at `--infer_batch` (1), the train step (forward, cross-entropy, backward,
 SGD with Nesterov momentum) at `--train_batch` (2); each figure is the median of `--repeats`
-calls after warm-up, inputs already in memory.
+calls after warm-up, inputs already in memory. `--readme` writes the figures into the README's
+speed section.
 """
 import json
 import os
@@ -27,6 +28,8 @@ import time
 
 from absl import app, flags
 from ml_collections import config_flags
+
+from benchmarks import report
 
 OFFICIAL_FILES = ("__init__.py", "blvnet_tam.py", "blvnet_tam_backbone.py", "_model_urls.py")
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
@@ -118,6 +121,7 @@ flags.DEFINE_integer("train_batch", 2, "Clips per train step.")
 flags.DEFINE_integer("repeats", 5, "Timed calls per measurement; the median is reported.")
 flags.DEFINE_bool("compile", False, "Also time torch.compile of the official model (inference).")
 flags.DEFINE_bool("json", False, "End with one JSON line of all figures.")
+flags.DEFINE_bool("readme", False, "Also rewrite the README's speed section.")
 flags.DEFINE_string("measure", None, "Internal: measure one official variant in this process, "
                     "given as 'mode,batch,compiled,depth,frames,classes,crop,root'.")
 
@@ -148,6 +152,17 @@ def measure_cases(root: str) -> list[tuple[str, str, list[str], dict]]:
     return cases
 
 
+def speed_table(results: list[dict]) -> str:
+    """Markdown: clips/s of every variant per mode, and ours as a multiple of each."""
+    lines = ["| mode | model | clips/s | ours / this |", "|---|---|---|---|"]
+    for mode, batch in (("infer", FLAGS.infer_batch), ("train", FLAGS.train_batch)):
+        ours = next(r for r in results if r["mode"] == mode and r["name"] == "ours")
+        for other in (r for r in results if r["mode"] == mode):
+            lines.append(f"| {'inference' if mode == 'infer' else 'train step'}, batch {batch} | {other['name']} "
+                         f"| {other['clips_per_s']:.3f} | {ours['clips_per_s'] / other['clips_per_s']:.2f}x |")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
     if FLAGS.measure:
@@ -164,10 +179,12 @@ def main(argv):
             results.append({"name": name, "mode": mode, **result})
             print(f"{mode:5s} {name:38s} {result['clips_per_s']:6.3f} clips/s "
                   f"(median {result['median_s'] * 1e3:.0f} ms)", flush=True)
-    for mode in ("infer", "train"):
-        ours = next(r for r in results if r["mode"] == mode and r["name"] == "ours")
-        for other in (r for r in results if r["mode"] == mode and r["name"] != "ours"):
-            print(f"{mode}: ours / {other['name']}: {ours['clips_per_s'] / other['clips_per_s']:.2f}x")
+    table = speed_table(results)
+    print(table)
+    if FLAGS.readme:
+        command = " ".join(["python -m benchmarks.official"] + sys.argv[1:])
+        report.update_readme("speed", f"`{command}` on {report.machine()}, fp32, 224x224, one process "
+                             f"per measurement, median of {FLAGS.repeats} calls:\n\n{table}")
     if FLAGS.json:
         print(json.dumps(results))
 

@@ -25,9 +25,10 @@ def check_model(model_config, crop_size: int) -> None:
                           f"use at least {MIN_CROP_SIZE} (224 in the paper; 112, 160, ... work too)")
 
 
-def check_data(data_config) -> None:
+def check_data(data_config, splits=("train", "val")) -> None:
+    """The data paths of `splits` exist."""
     if data_config.source == "frames":
-        for field in ("root", "train_list", "val_list"):
+        for field in ("root",) + tuple(f"{split}_list" for split in splits):
             path = data_config[field]
             if field != "root" and path and not os.path.isabs(path):
                 path = os.path.join(data_config.root, path)
@@ -74,3 +75,9 @@ def check_training(config) -> None:
     check_data(config.data)
     if config.init_from:
         check_init_from(config)
+
+
+def check_evaluation(config) -> None:
+    """What evaluating a checkpoint needs: the model and the validation data."""
+    check_model(config.model, config.data.crop_size)
+    check_data(config.data, splits=("val",))

@@ -70,17 +70,19 @@ def train_step_bytes(model: nnx.Module, video_shape: tuple) -> dict:
     return steps.memory_figures(compiled)
 
 
-def summarize(config, with_memory: bool = True) -> dict:
-    """`{'params', 'gmacs', 'train_step_bytes', ...}` for the model of `config` at its crop size."""
+def summarize(config, with_memory: bool = True, batch_size: int = 1) -> dict:
+    """`{'params', 'gmacs', 'train_step_bytes', ...}` for the model of `config` at its crop size:
+    GMACs per clip, train-step memory at `batch_size` clips."""
     model_config = config.model
     video_shape = (1, model_config.num_frames, config.data.crop_size, config.data.crop_size,
                    model_config.input_channels)
     model = nnx.eval_shape(lambda: create_model(model_config, rngs=nnx.Rngs(0)))
     result = {"model": model_config.name, "depth": model_config.depth,
               "num_frames": model_config.num_frames, "crop_size": config.data.crop_size,
-              "params": count_params(model), "gmacs": count_macs(model, video_shape) / 1e9}
+              "params": count_params(model), "gmacs": count_macs(model, video_shape) / 1e9,
+              "batch_size": batch_size}
     if with_memory:
-        memory = train_step_bytes(create_model(model_config, rngs=nnx.Rngs(0)), video_shape)
+        memory = train_step_bytes(create_model(model_config, rngs=nnx.Rngs(0)), (batch_size,) + video_shape[1:])
         result["train_step_bytes"] = memory.pop("step_bytes")
         result.update(memory)
     return result

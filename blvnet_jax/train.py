@@ -209,8 +209,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def evaluate_checkpoint(config, workdir: str) -> dict:
     """Evaluates the latest checkpoint in `workdir` with `config`'s data and views."""
-    config_check.check_model(config.model, config.data.crop_size)
-    config_check.check_data(config.data)
+    config_check.check_evaluation(config)
     model, metadata = checkpoint.restore_model(workdir, config=config)
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     mesh = create_mesh(config.mesh_shape)

@@ -1,4 +1,8 @@
 """Config validation: each impossible setting fails before any compile, naming its field."""
+import os
+import subprocess
+import sys
+
 import pytest
 from flax import nnx
 
@@ -88,3 +92,23 @@ def test_frame_axis_must_divide_devices_and_frames(monkeypatch):
     config.model.num_frames = 6
     with pytest.raises(config_check.ConfigError, match="config.model.num_frames=6 is not a multiple of 4"):
         config_check.check_training(config)
+
+
+def test_evaluation_needs_only_the_validation_list(tmp_path):
+    config = ssv1_8x2.get_config()
+    (tmp_path / "val.txt").write_text("video 1 8 0\n")
+    config.data.update(root=str(tmp_path), train_list="absent_train.txt", val_list="val.txt")
+    config_check.check_evaluation(config)
+    with pytest.raises(config_check.ConfigError, match="config.data.train_list='absent_train.txt'"):
+        config_check.check_training(config)
+
+
+def test_main_stops_on_a_bad_config_with_the_field_and_no_traceback(tmp_path):
+    command = [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={tmp_path}",
+               "--config.model.num_frames=7"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "Config error (configs/demo.py with its --config.* overrides): config.model.num_frames=7")
+    assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
