@@ -172,6 +172,7 @@ def main(argv):
         return
     if not FLAGS.official_repo:
         raise app.UsageError("--official_repo=PATH (a clone of IBM/bLVNet-TAM) is required")
+    start_load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as workdir:
         results = []
         for name, mode, command, env in measure_cases(official_package_root(FLAGS.official_repo, workdir)):
@@ -184,7 +185,9 @@ def main(argv):
     if FLAGS.readme:
         command = " ".join(["python -m benchmarks.official"] + sys.argv[1:])
         report.update_readme("speed", f"`{command}` on {report.machine()}, fp32, 224x224, one process "
-                             f"per measurement, median of {FLAGS.repeats} calls:\n\n{table}")
+                             f"per measurement, median of {FLAGS.repeats} calls; load average {start_load:.1f} "
+                             f"at the start, {os.getloadavg()[0]:.1f} at the end (a loaded machine slows "
+                             f"PyTorch's threads more than XLA's):\n\n{table}")
     if FLAGS.json:
         print(json.dumps(results))
 
