@@ -1,6 +1,6 @@
 """Clips per second per core of training decode + augmentation, ours against the official loader.
 
-    python -m input_pipeline.benchmark [--cores=1] [--seconds=10] [--rounds=3] [--json]
+    python -m input_pipeline.benchmark [--cores=1] [--seconds=10] [--rounds=3] [--json] [--readme]
 
 Writes its own data to a temporary folder: `--videos` videos of `--video_frames` frames of
 340x256 JPEG at quality 90 (the official frame-folder format), as frame folders and as record
@@ -12,6 +12,8 @@ figure is the median of `--rounds` runs of `--seconds` each after warm-up:
 - PIL baseline: the official shape, one Python process: per frame `Image.open(...)
   .convert('RGB')`, TSN's GroupMultiScaleCrop (the same scales, aspect jitter and 13 corners)
   and bilinear resize, flip, then the float tensor normalised with the ImageNet mean and std.
+'x PIL' is the ratio of the medians; 'x PIL/round' the median of each round's ratio, which
+cancels more of a load that drifts between rounds.
 """
 import json
 import os
@@ -165,7 +167,8 @@ def _run_measurement(source, data_dir):
 
 
 def run_all():
-    """{source: clips/s per core} medians over rounds, with the per-round figures."""
+    """{source: clips/s per core} medians over rounds, with the per-round figures and the median
+    of the per-round ratios to PIL."""
     rounds = {source: [] for source in SOURCES}
     with tempfile.TemporaryDirectory() as data_dir:
         write_data(data_dir, FLAGS.videos, FLAGS.video_frames)
@@ -173,7 +176,9 @@ def run_all():
             for source in SOURCES:
                 cores = 1 if source == "pil" else FLAGS.cores
                 rounds[source].append(_run_measurement(source, data_dir) / cores)
-    return {source: {"clips_per_s_per_core": statistics.median(values), "rounds": values}
+    return {source: {"clips_per_s_per_core": statistics.median(values), "rounds": values,
+                     "x_pil_per_round": statistics.median(
+                         rate / pil for rate, pil in zip(values, rounds["pil"]))}
             for source, values in rounds.items()}
 
 
@@ -182,17 +187,28 @@ def main(argv):
     if FLAGS.measure:
         os.sched_setaffinity(0, [int(cpu) for cpu in FLAGS.cpus])
         print(measure(FLAGS.measure, FLAGS.data_dir, FLAGS.video_frames, FLAGS.seconds,
-                      FLAGS.batch_size))
-        return
+                      FLAGS.batch_size), flush=True)
+        # The figure is out; a normal exit can hang while tf.data threads still run.
+        os._exit(0)
+    start_load = os.getloadavg()[0]
     results = run_all()
     baseline = results["pil"]["clips_per_s_per_core"]
-    print(f"16-frame clips at {CROP_SIZE} from 340x256 q90 JPEG, {FLAGS.cores} core(s) for "
-          f"tf.data, 1 for PIL, median of {FLAGS.rounds} x {FLAGS.seconds} s")
-    print(f"{'source':<14}{'clips/s/core':>14}{'x PIL':>8}")
     names = {"frames": "frames", "records": "records", "pil": "PIL baseline"}
+    lines = ["| source | clips/s/core | x PIL | x PIL, median of per-round ratios |", "|---|---|---|---|"]
     for source in SOURCES:
         rate = results[source]["clips_per_s_per_core"]
-        print(f"{names[source]:<14}{rate:>14.1f}{rate / baseline:>8.2f}")
+        lines.append(f"| {names[source]} | {rate:.1f} | {rate / baseline:.2f} | {results[source]['x_pil_per_round']:.2f} |")
+    table = "\n".join(lines)
+    print(f"16-frame clips at {CROP_SIZE} from 340x256 q90 JPEG, {FLAGS.cores} core(s) for "
+          f"tf.data, 1 for PIL, median of {FLAGS.rounds} x {FLAGS.seconds} s\n{table}")
+    if FLAGS.readme:
+        from benchmarks import report  # noqa: PLC0415 - only this option writes outside the pipeline.
+        command = " ".join(["python -m input_pipeline.benchmark"] + sys.argv[1:])
+        report.update_readme("input_benchmark", (
+            f"`{command}` on {report.machine()}: 16-frame training clips at {CROP_SIZE} from 340x256 JPEG "
+            f"(q90), tf.data pinned to {FLAGS.cores} core(s), PIL in one process, median of {FLAGS.rounds} "
+            f"runs of {FLAGS.seconds} s; load average {start_load:.1f} at the start, "
+            f"{os.getloadavg()[0]:.1f} at the end:\n\n{table}"))
     if FLAGS.json:
         print(json.dumps({"cores": FLAGS.cores, "results": results}))
 
@@ -206,6 +222,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("video_frames", 48, "Frames per generated video.")
     flags.DEFINE_integer("batch_size", 8, "Clips per batch of the tf.data pipelines.")
     flags.DEFINE_bool("json", False, "Also print the results as one JSON line.")
+    flags.DEFINE_bool("readme", False, "Also write the table into the README's input pipeline section.")
     flags.DEFINE_string("measure", None, "Internal: measure this source in this process.")
     flags.DEFINE_string("data_dir", None, "Internal: the generated data.")
     flags.DEFINE_list("cpus", [], "Internal: the CPUs to pin this process to.")

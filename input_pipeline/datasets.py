@@ -277,7 +277,7 @@ def create_eval_dataset(data_config, *, num_frames, batch_size, process_index=0,
         return skipping.first_readable(tf.data.Dataset.from_tensors(0), load_view,
                                        lambda: missing(video_index))
 
-    dataset = skipping.interleave_examples(videos, example, config.num_parallel_calls)
+    dataset = skipping.map_examples(videos, example, config.num_parallel_calls)
     padding = tf.data.Dataset.from_tensors(missing(tf.constant(-1, tf.int64)))
     dataset = dataset.concatenate(padding.repeat(num_padding))
     dataset = dataset.batch(batch_size).prefetch(config.prefetch)

@@ -7,8 +7,6 @@ other until one loads; a lazily built fallback marks the example when all of the
 Candidates after the first are only read when the ones before fail, so a clean dataset pays one
 decode per example.
 """
-import os
-
 import tensorflow as tf
 
 
@@ -23,8 +21,12 @@ def first_readable(candidates, load, fallback):
     return loaded.concatenate(gave_up).take(1)
 
 
-def interleave_examples(examples, to_dataset, num_parallel_calls):
+def map_examples(examples, to_dataset, num_parallel_calls):
     """`examples` mapped through `to_dataset` (element -> one-element dataset) in parallel, in
-    order; `num_parallel_calls` -1 = tf.data.AUTOTUNE."""
-    return examples.interleave(to_dataset, cycle_length=max(4, os.cpu_count()), block_length=1,
-                               num_parallel_calls=num_parallel_calls, deterministic=True)
+    order; `num_parallel_calls` -1 = tf.data.AUTOTUNE.
+
+    Each one-element dataset is read inside a parallel map rather than by `interleave`, which
+    costs less per example for the same elements.
+    """
+    return examples.map(lambda *element: to_dataset(*element).get_single_element(),
+                        num_parallel_calls=num_parallel_calls, deterministic=True)

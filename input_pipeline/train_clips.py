@@ -114,7 +114,7 @@ def frames_train_clips(config, folders, *, num_frames, seed, start_step, global_
             "video": empty, "label": tf.constant(-1), "attempt": tf.constant(tries),
             "slot": element["slot"]})
 
-    clips = skipping.interleave_examples(candidates, example, config.num_parallel_calls)
+    clips = skipping.map_examples(candidates, example, config.num_parallel_calls)
     return clips, order
 
 
@@ -148,4 +148,4 @@ def encoded_train_clips(config, *, num_frames, seed, start_step, process_index,
             "video": empty, "label": tf.constant(-1), "attempt": tf.constant(tries),
             "slot": slot, "ids": window["video_id"]})
 
-    return skipping.interleave_examples(windows, example, config.num_parallel_calls)
+    return skipping.map_examples(windows, example, config.num_parallel_calls)

@@ -122,3 +122,12 @@ def test_training_resize_is_close_to_the_official_pil_bilinear(side):
     official = np.asarray(Image.fromarray(image).resize((224, 224), Image.BILINEAR))
     assert ours.dtype == np.uint8 and ours.shape == (224, 224, 3)
     assert np.mean(np.abs(ours.astype(float) - official)) < 1.0
+
+
+@pytest.mark.parametrize("height, width", [(168, 192), (192, 168), (224, 256), (256, 224), (256, 256)])
+def test_training_resize_equals_the_uint8_kernel(height, width):
+    # The resize casts to float first for speed; TF's uint8 kernel gives the very same pixels.
+    image = np.random.default_rng(height + width).integers(0, 256, (height, width, 3), np.uint8)
+    uint8_kernel = tf.cast(tf.image.resize(tf.constant(image), [224, 224]) + 0.5, tf.uint8)
+    np.testing.assert_array_equal(transforms.resize_uint8(tf.constant(image), 224, 224),
+                                  uint8_kernel)
