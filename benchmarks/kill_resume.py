@@ -125,13 +125,15 @@ def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int,
         for step in complete:
             final_state(workdir, step)  # raises if a complete checkpoint does not restore
         figures.append({"moment": moment, "killed": killed, "seconds": time.perf_counter() - started,
-                        "reached_step": reached_step(workdir), "complete_checkpoints": complete,
+                        "reached_step": reached_step(workdir, offset), "complete_checkpoints": complete,
                         "partial_checkpoints": partial})
         if not killed:
             break
     run_to_end(command, env, f"{workdir}.{len(figures)}.log")
-    for attempt, kill in enumerate(figures, start=1):
-        kill["resumed_from"] = resumed_step(f"{workdir}.{attempt}.log")
+    for attempt, kill in enumerate(figures):
+        # An attempt killed before it logged a step reached the step it had resumed from.
+        kill["reached_step"] = max(kill["reached_step"], resumed_step(f"{workdir}.{attempt}.log"))
+        kill["resumed_from"] = resumed_step(f"{workdir}.{attempt + 1}.log")
         kill["redone_steps"] = kill["reached_step"] - kill["resumed_from"]
         kill["last_complete"] = max(kill["complete_checkpoints"], default=0)
     return figures
