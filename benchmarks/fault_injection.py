@@ -33,14 +33,13 @@ import sys
 import tempfile
 import time
 
-import av
 import numpy as np
 from absl import app, flags
 from PIL import Image
 
 import input_pipeline
 from configs import data_defaults
-from input_pipeline import datasets, prepare, sampling, sources, synthetic, video_list
+from input_pipeline import datasets, prepare, sampling, sources, synthetic, video_files, video_list
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FRAMES = 4  # Frames of a clip; videos have NUM_FRAMES + 1 .. 2 * NUM_FRAMES - 1 frames.
@@ -163,16 +162,6 @@ def write_faulty_dataset(out_dir, train_videos, val_videos, *, few, corrupt_frac
     return {"paths": paths, "plans": plans, "broken": broken}
 
 
-def write_mp4(path, frames):
-    """Writes uint8 (n, h, w, 3) frames as an MPEG-4 file (PyAV)."""
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=12)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
 def prepare_video_files(out_dir, dataset, per_class=2):
     """Writes `per_class` clean training videos of each class as mp4 files (a folder per class),
     plus an empty and a truncated mp4, and runs `prepare.prepare` on them; returns its figures."""
@@ -187,7 +176,7 @@ def prepare_video_files(out_dir, dataset, per_class=2):
         frames = np.stack([np.asarray(Image.open(os.path.join(root, video_dir, f"{n:05d}.jpg")))
                            for n in range(1, int(end) + 1)])
         os.makedirs(os.path.join(folder, f"class{label}"), exist_ok=True)
-        write_mp4(os.path.join(folder, f"class{label}", os.path.basename(video_dir) + ".mp4"), frames)
+        video_files.write_video(os.path.join(folder, f"class{label}", os.path.basename(video_dir) + ".mp4"), frames)
     empty, truncated = os.path.join(folder, "class0", "empty.mp4"), os.path.join(folder, "class0", "truncated.mp4")
     open(empty, "wb").close()
     shutil.copy(os.path.join(folder, f"class{clean[0][3]}", os.path.basename(clean[0][0]) + ".mp4"), truncated)
@@ -236,7 +225,7 @@ def metrics_fault_counts(workdir):
     """{kind: count} of the last training log line of `metrics.jsonl` (its `faults_*` scalars)."""
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
         logged = [json.loads(line) for line in f if '"unreadable_videos"' in line]
-    counts = {kind: int(logged[-1].get("faults_" + kind.replace(" ", "_"), 0)) for kind in datasets.FAULT_KINDS}
+    counts = {kind: int(logged[-1].get(datasets.fault_metric(kind), 0)) for kind in datasets.FAULT_KINDS}
     return {kind: count for kind, count in counts.items() if count}
 
 

@@ -33,6 +33,11 @@ FAULT_KINDS = (video_list.MALFORMED, video_list.LABEL_OUT_OF_RANGE, sources.EMPT
                sources.UNREADABLE_VIDEO)
 
 
+def fault_metric(kind):
+    """The metric name under which faults of `kind` are logged: 'faults_corrupt_frame', ..."""
+    return "faults_" + kind.replace(" ", "_")
+
+
 @dataclasses.dataclass
 class InputStats:
     """Faults of one split's input met so far.
@@ -83,7 +88,7 @@ class InputStats:
     def scalars(self):
         """{'unreadable_videos': n, 'faults_<kind>': count} with the kinds met, for the metrics."""
         return {"unreadable_videos": self.unreadable, **{
-            "faults_" + kind.replace(" ", "_"): self.kinds[kind] for kind in FAULT_KINDS
+            fault_metric(kind): self.kinds[kind] for kind in FAULT_KINDS
             if self.kinds[kind]}}
 
     def report(self):

@@ -1,4 +1,4 @@
-"""Video files decoded with PyAV (no ffmpeg binary) into JPEG frames."""
+"""Video files decoded with PyAV (no ffmpeg binary) into JPEG frames, and written from frames."""
 import io
 
 import av
@@ -6,6 +6,17 @@ from PIL import Image
 
 # What decoding an unreadable or unsupported file raises.
 DECODE_ERRORS = (av.error.FFmpegError, ValueError, OSError)
+
+
+def write_video(path, frames, codec="mpeg4", fps=12):
+    """Writes uint8 `(n, height, width, 3)` frames as a video file with PyAV (codec e.g. 'mpeg4',
+    'libx264', 'libvpx' for webm); the synthetic data and the tests make real video files with it."""
+    with av.open(path, "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
 
 
 def decode_video(path, short_side, quality):

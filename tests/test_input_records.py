@@ -22,15 +22,6 @@ VIDEOS = [("a.mp4", "mpeg4", 0, 9), ("b.webm", "libvpx", 0, 12), ("c.mp4", "libx
           ("d.webm", "libvpx", 1, 11)]
 
 
-def _write_video(path, codec, frames):
-    with av.open(path, "w") as container:
-        stream = container.add_stream(codec, rate=12)
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
-
-
 @pytest.fixture(scope="module")
 def record_dir(tmp_path_factory):
     """Shards of 4 generated videos (48x64, labels 0 and 1) plus one unreadable file."""
@@ -38,7 +29,7 @@ def record_dir(tmp_path_factory):
     for name, codec, label, length in VIDEOS:
         os.makedirs(folder / f"class{label}", exist_ok=True)
         frames = synthetic.render_video(label, length, 48, 64, np.random.default_rng(length))
-        _write_video(str(folder / f"class{label}" / name), codec, frames)
+        video_files.write_video(str(folder / f"class{label}" / name), frames, codec)
     (folder / "class1" / "e.mp4").write_bytes(b"not a video")
     videos, classes = prepare.videos_by_class_folder(str(folder))
     assert classes == ["class0", "class1"]

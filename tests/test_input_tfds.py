@@ -12,7 +12,7 @@ import input_pipeline
 from input_pipeline import check_data
 from input_pipeline import synthetic
 from input_pipeline import tfds_builders
-from tests.test_input_records import _write_video
+from input_pipeline import video_files
 
 # (split, class, file name, frames)
 VIDEOS = [("train", "falling", "a.mp4", 9), ("train", "falling", "b.webm", 8),
@@ -29,8 +29,8 @@ def prepared(tmp_path_factory):
         (manual / split / name).mkdir(parents=True, exist_ok=True)
         label = 2 if name == "falling" else 3  # Synthetic 'moving down' / 'moving up'.
         frames = synthetic.render_video(label, length, 32, 40, np.random.default_rng(length))
-        _write_video(str(manual / split / name / file_name), CODECS[file_name.rsplit(".", 1)[1]],
-                     frames)
+        video_files.write_video(str(manual / split / name / file_name), frames,
+                                CODECS[file_name.rsplit(".", 1)[1]])
     (manual / "train" / "rising" / "broken.mp4").write_bytes(b"not a video")
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     builder = tfds_builders.build("video_folder", str(manual), data_dir)
@@ -153,7 +153,7 @@ def _write_videos(download, path_of, codec):
     for video in download.videos:
         path = path_of(video)
         path.parent.mkdir(parents=True, exist_ok=True)
-        _write_video(str(path), codec, _frames(video))
+        video_files.write_video(str(path), _frames(video), codec)
 
 
 def _write_something_something_v1(manual, download):

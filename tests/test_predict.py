@@ -1,7 +1,6 @@
 """Prediction on a video file and on a frame folder, through the evaluation transforms."""
 import os
 
-import av
 import numpy as np
 from flax import nnx
 from PIL import Image
@@ -9,7 +8,7 @@ from PIL import Image
 from blvnet_jax import checkpoint, predict
 from blvnet_jax.models import create_model
 from configs import demo
-from input_pipeline import sampling
+from input_pipeline import sampling, video_files
 
 
 def write_workdir(path):
@@ -43,12 +42,7 @@ def test_predict_frame_folder_and_video_file(tmp_path):
     np.testing.assert_array_equal(result["indices"], sampling.uniform_eval_indices(11, 4, 2))
 
     video = str(tmp_path / "clip.mp4")
-    with av.open(video, "w") as container:
-        stream = container.add_stream("mpeg4", rate=12)
-        stream.width, stream.height, stream.pix_fmt = 48, 40, "yuv420p"
-        for frame in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-        container.mux(stream.encode())
+    video_files.write_video(video, frames)
     from_video = predict.predict(str(tmp_path / "run"), video, top_k=1)
     assert len(from_video["top"]) == 1
     assert np.abs(from_video["views"].astype(int) - result["views"].astype(int)).mean() < 12
