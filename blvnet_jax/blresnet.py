@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from blvnet_jax.layers import Conv, avg_pool_3x3_s2, batch_norm, upsample_nearest
+from blvnet_jax.layers import Conv, avg_pool_3x3_s2, batch_norm, call_recomputed, upsample_nearest
 
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (4, 8, 18, 3), 152: (5, 12, 30, 3)}
 
@@ -134,6 +134,25 @@ class BigLittleModule(nnx.Module):
         return run_blocks(self.fusion, jax.nn.relu(big + little))
 
 
+def stem_branches(modules, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The stem from conv1's output `(clips * frames, h, w, c)` to the first convolution of each
+    branch: big `(clips * frames // 2, h / 2, w / 2, c)` (odd frames), little
+    `(clips * frames // 2, h, w, c / alpha)` (even frames), with the stem's temporal module
+    (None: the frames of each pair as they are).
+
+    `modules`: `(bn1, stem_temporal, b_conv0, l_conv0)`. `BLVNet` calls it through
+    `call_recomputed`: of its 112x112 tensors only conv1's output is kept for the backward pass.
+    """
+    bn1, temporal, b_conv0, l_conv0 = modules
+    x = jax.nn.relu(bn1(x))
+    if temporal is None:
+        frame_pairs = x.reshape((-1, 2) + x.shape[1:])
+        little, big = frame_pairs[:, 0], frame_pairs[:, 1]
+    else:
+        little, big = temporal.by_parity(x)
+    return b_conv0(big), l_conv0(little)
+
+
 class BLVNet(nnx.Module):
     """bLVNet on bLResNet-`depth`: `(clips, num_frames, h, w, input_channels)` -> pooled features
     `(clips, num_frames // 2, 32 * width)`, one per frame pair (layer4 runs on one frame per pair).
@@ -175,14 +194,10 @@ class BLVNet(nnx.Module):
     def __call__(self, video: jax.Array) -> jax.Array:
         clips, frames = video.shape[:2]
         x = video.reshape((clips * frames,) + video.shape[2:])
-        x = jax.nn.relu(self.bn1(self.conv1(x)))
-        if self.stem_temporal is None:
-            frame_pairs = x.reshape((clips * frames // 2, 2) + x.shape[1:])
-            little, big = frame_pairs[:, 0], frame_pairs[:, 1]
-        else:
-            little, big = self.stem_temporal.by_parity(x)
-        big = self.bn_b0(self.b_conv0(big))
-        little = jax.nn.relu(self.bn_l0(self.l_conv0(little)))
+        big, little = call_recomputed(
+            stem_branches, (self.bn1, self.stem_temporal, self.b_conv0, self.l_conv0), self.conv1(x))
+        big = self.bn_b0(big)
+        little = jax.nn.relu(self.bn_l0(little))
         little = jax.nn.relu(self.bn_l1(self.l_conv1(little)))
         little = self.bn_l2(self.l_conv2(little))
         x = jax.nn.relu(big + little)

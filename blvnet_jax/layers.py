@@ -266,3 +266,43 @@ def upsample_nearest(x: jax.Array, height: int, width: int) -> jax.Array:
         return x.reshape(n, height, width, c)
     x = jnp.take(x, nearest_indices(in_h, height), axis=1)
     return jnp.take(x, nearest_indices(in_w, width), axis=2)
+
+
+def recompute_after_gradient(fn):
+    """`fn` (array pytrees -> array pytree, no side effects) with a backward pass that keeps only
+    its inputs and recomputes it once the gradient of its outputs has arrived.
+
+    Unlike `jax.checkpoint`, the recomputation reads its inputs plus zero times one element of
+    each output gradient, so XLA cannot schedule it in the forward pass, where the recomputed
+    tensors would stay live through the whole backward pass (an `optimization_barrier` does not
+    do it: XLA:CPU removes barriers before scheduling; docs/performance.md, step 5). Same values
+    and gradients as `fn` (NaN where an output gradient's first element is not finite).
+    """
+    @jax.custom_vjp
+    def recomputed(*args):
+        return fn(*args)
+
+    def forward(*args):
+        return fn(*args), args
+
+    def backward(args, grads):
+        zero = sum(grad.reshape(-1)[0] for grad in jax.tree.leaves(grads)) * 0
+        args = jax.tree.map(lambda arg: arg + zero.astype(arg.dtype), args)
+        return jax.vjp(fn, *args)[1](grads)
+
+    recomputed.defvjp(forward, backward)
+    return recomputed
+
+
+def call_recomputed(fn, modules, *args):
+    """`fn(modules, *args)` differentiated by `recompute_after_gradient`: the backward pass keeps
+    only `args` and the modules' state; batch-norm statistics update as in a plain call."""
+    graphdef, state = nnx.split(modules)
+
+    def pure(state, *args):
+        merged = nnx.merge(graphdef, state)
+        return fn(merged, *args), nnx.state(merged, nnx.BatchStat)
+
+    outputs, batch_stats = recompute_after_gradient(pure)(state, *args)
+    nnx.update(modules, batch_stats)
+    return outputs
