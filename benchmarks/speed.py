@@ -4,8 +4,10 @@
         --mode=infer|train --batch_size=N [--repeats=5] [--json]
 
 `infer`: the eval-mode forward pass (uint8 clips in, logits out, normalisation included).
-`train`: forward, loss, backward and the SGD-momentum update, state donated. Inputs are put on
-the device once, before timing (host-to-device transfer excluded). Prints the median of
+`train`: forward, loss, backward and the SGD-momentum update, state donated, on a batch as the
+input pipeline makes it (with `config.data.resize_on_device`, the resize and flip of the crop
+windows are part of the step). Inputs are put on the device once, before timing (host-to-device
+transfer excluded). Prints the median of
 `--repeats` timed calls and the achieved GFLOP/s from XLA's cost analysis of the compiled
 program; with `--json` the last line is `{"clips_per_s", "median_s", "gflops_per_s", ...}`.
 
@@ -28,6 +30,7 @@ from absl import app, flags  # noqa: E402
 from flax import nnx  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
+import input_pipeline  # noqa: E402
 from blvnet_jax import steps  # noqa: E402
 from blvnet_jax.models import create_model  # noqa: E402
 
@@ -52,14 +55,24 @@ def time_calls(run, repeats: int, warmup: int) -> list[float]:
     return times
 
 
-def random_batch(config, batch_size: int) -> dict:
-    """uint8 clips `(batch, frames, crop, crop, channels)` and int32 labels `(batch,)`, on device."""
+def random_batch(config, batch_size: int, mode: str) -> dict:
+    """Random inputs of one call, on the device. `infer`: uint8 clips `(batch, frames, crop,
+    crop, channels)`; `train`: a batch as the input pipeline makes it for `config.data`
+    (`input_pipeline.train_batch_shapes`), with `resize_on_device` decoded windows of random
+    sizes between 0.66 and 1 of their square, which the train step resizes and flips."""
     model_config = config.model
     rng = np.random.default_rng(0)
-    shape = (batch_size, model_config.num_frames, config.data.crop_size, config.data.crop_size,
-             model_config.input_channels)
-    return {"video": jax.device_put(rng.integers(0, 256, shape, dtype=np.uint8)),
-            "label": jax.device_put(rng.integers(0, model_config.num_classes, batch_size).astype(np.int32))}
+    crop = config.data.crop_size
+    if mode == "infer":
+        shape = (batch_size, model_config.num_frames, crop, crop, model_config.input_channels)
+        return {"video": jax.device_put(rng.integers(0, 256, shape, dtype=np.uint8))}
+    shapes = input_pipeline.train_batch_shapes(config.data, model_config.num_frames, batch_size)
+    side = shapes["video"][0][2]
+    batch = {"video": rng.integers(0, 256, shapes["video"][0], dtype=np.uint8),
+             "label": rng.integers(0, model_config.num_classes, batch_size).astype(np.int32),
+             "window": rng.integers(int(0.66 * side), side + 1, (batch_size, 2)).astype(np.int32),
+             "flip": np.arange(batch_size) % 2 == 0}
+    return {key: jax.device_put(batch[key]) for key in shapes}
 
 
 def build(config, mode: str, batch_size: int):
@@ -69,7 +82,7 @@ def build(config, mode: str, batch_size: int):
     call) and `run()` makes one call and waits for its result.
     """
     model = create_model(config.model, rngs=nnx.Rngs(0))
-    batch = random_batch(config, batch_size)
+    batch = random_batch(config, batch_size, mode)
     start = time.perf_counter()
     if mode == "infer":
         model.eval()
@@ -83,8 +96,8 @@ def build(config, mode: str, batch_size: int):
         optimizer = optax.sgd(0.01, momentum=0.9, nesterov=True)
         graphdef, state = steps.init_train_state(model, optimizer)
         rng = jax.random.key(0)
-        compiled = jax.jit(steps.make_train_step(graphdef, optimizer), donate_argnums=0).lower(
-            state, batch, rng).compile()
+        compiled = jax.jit(steps.make_train_step(graphdef, optimizer, crop_size=config.data.crop_size),
+                           donate_argnums=0).lower(state, batch, rng).compile()
         holder = [state]
 
         def run():

@@ -85,11 +85,11 @@ def device_memory_bytes() -> int | None:
 def compile_train_step(config, graphdef, optimizer, state, mesh):
     """Compiles the train step ahead of time, logs its memory, and fails early if it cannot fit."""
     local_batch = config.batch_size // mesh.shape["data"]
-    crop, model = config.data.crop_size, config.model
-    batch = {"video": jax.ShapeDtypeStruct((config.batch_size, model.num_frames, crop, crop, model.input_channels),
-                                           np.uint8, sharding=batch_sharding(mesh, "video")),
-             "label": jax.ShapeDtypeStruct((config.batch_size,), np.int32, sharding=batch_sharding(mesh, "label"))}
-    step_fn = steps.make_train_step(graphdef, optimizer, config.label_smoothing, config.skip_nonfinite_steps)
+    batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, key))
+             for key, (shape, dtype) in input_pipeline.train_batch_shapes(
+                 config.data, config.model.num_frames, config.batch_size).items()}
+    step_fn = steps.make_train_step(graphdef, optimizer, config.label_smoothing, config.skip_nonfinite_steps,
+                                    config.data.crop_size)
     compiled = jax.jit(step_fn, donate_argnums=0,
                        out_shardings=(replicated(mesh), replicated(mesh))).lower(
         state, batch, jax.random.key(0)).compile()

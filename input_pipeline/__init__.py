@@ -1,14 +1,17 @@
 """Video input pipeline: tf.data on the host, uint8 clips out; normalisation is the device's job.
 
 Batches hold uint8 `(batch, frames, height, width, 3)` RGB clips in [0, 255]; the device casts
-them and normalises with the ImageNet mean and std (`blvnet_jax.steps.normalize`).
+them and normalises with the ImageNet mean and std (`blvnet_jax.steps.normalize`). Training
+batches can leave the resize and flip of their crop windows to the device too
+(`config.data.resize_on_device`, `train_batch_shapes`, `blvnet_jax.steps.resize_windows`).
 """
 from input_pipeline.datasets import create_eval_dataset
 from input_pipeline.datasets import create_train_dataset
 from input_pipeline.datasets import eval_batch_count
 from input_pipeline.datasets import InputStats
 from input_pipeline.datasets import num_videos
+from input_pipeline.datasets import train_batch_shapes
 from input_pipeline.sources import class_names
 
 __all__ = ["InputStats", "class_names", "create_eval_dataset", "create_train_dataset", "eval_batch_count",
-           "num_videos"]
+           "num_videos", "train_batch_shapes"]

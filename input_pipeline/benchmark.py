@@ -7,8 +7,12 @@ Writes its own data to a temporary folder: `--videos` videos of `--video_frames`
 shards. Each measurement makes 16-frame clips at 224x224 for training (multi-scale crop, flip)
 and runs in its own process, pinned to `--cores` CPUs, alternating sources round by round; a
 figure is the median of `--rounds` runs of `--seconds` each after warm-up:
-- frames: `create_train_dataset` on the frame folders, uint8 batches out;
-- records: `create_train_dataset` on the record shards, uint8 batches out;
+- frames: `create_train_dataset` on the frame folders, uint8 batches out, the windows resized
+  and flipped later on the device (`resize_on_device`, the default);
+- records: the same on the record shards;
+- frames, host resize: the frame folders with `resize_on_device=False`, resized clips out;
+- device resize: what `frames` and `records` leave to the device, run here on the CPU: the
+  jitted `blvnet_jax.steps.resize_windows` of batches of decoded windows;
 - PIL baseline: the official shape, one Python process: per frame `Image.open(...)
   .convert('RGB')`, TSN's GroupMultiScaleCrop (the same scales, aspect jitter and 13 corners)
   and bilinear resize, flip, then the float tensor normalised with the ImageNet mean and std.
@@ -33,9 +37,12 @@ import tensorflow as tf
 from configs import data_defaults
 import input_pipeline
 from input_pipeline import records
+from input_pipeline import transforms
 
 FLAGS = flags.FLAGS
-SOURCES = ("frames", "records", "pil")
+SOURCES = ("frames", "records", "frames_host_resize", "device_resize", "pil")
+NAMES = {"frames": "frames", "records": "records", "frames_host_resize": "frames, host resize",
+         "device_resize": "device resize (on this CPU)", "pil": "PIL baseline"}
 NUM_FRAMES = 16
 CROP_SIZE = 224
 SCALES = (1.0, 0.875, 0.75, 0.66)
@@ -126,8 +133,9 @@ def _pil_clips(data_dir, video_frames):
 def _pipeline_clips(source, data_dir, batch_size):
     """Endless uint8 batches of our training pipeline; yields the clip count of each batch."""
     config = data_defaults.get_data_config()
-    config.update(source=source, crop_size=CROP_SIZE, flip=True)
-    if source == "frames":
+    config.update(source="records" if source == "records" else "frames", crop_size=CROP_SIZE,
+                  flip=True, resize_on_device=source != "frames_host_resize")
+    if config.source == "frames":
         config.update(root=os.path.join(data_dir, "frames"),
                       train_list=os.path.join(data_dir, "train.txt"))
     else:
@@ -137,9 +145,29 @@ def _pipeline_clips(source, data_dir, batch_size):
         yield batch["video"].shape[0]
 
 
+def _device_resized_clips(batch_size):
+    """Endless jitted resizes of batches of decoded 16-frame windows (TSN's window sizes of a
+    256-pixel shorter side) to 224, half of them flipped; yields the clip count of each batch."""
+    from blvnet_jax import steps  # noqa: PLC0415 - JAX only for this measurement.
+    import jax  # noqa: PLC0415
+
+    side = transforms.device_resize_side(CROP_SIZE)
+    rng = np.random.default_rng(0)
+    video = jax.device_put(rng.integers(0, 256, (batch_size, NUM_FRAMES, side, side, 3), np.uint8))
+    window = jax.device_put(rng.choice([256, 224, 192, 168], (batch_size, 2)).astype(np.int32))
+    flip = jax.device_put(np.arange(batch_size) % 2 == 0)
+    resize = jax.jit(steps.resize_windows, static_argnums=3)
+    while True:
+        resize(video, window, flip, CROP_SIZE).block_until_ready()
+        yield batch_size
+
+
 def measure(source, data_dir, video_frames, seconds, batch_size):
     """Clips per second of one source in this process, after a warm-up of 2 batches."""
-    if source == "pil":
+    if source == "device_resize":
+        clips = _device_resized_clips(batch_size)
+        warm_up = 2
+    elif source == "pil":
         clips = (1 for _ in _pil_clips(data_dir, video_frames))
         warm_up = 2 * batch_size
     else:
@@ -193,11 +221,10 @@ def main(argv):
     start_load = os.getloadavg()[0]
     results = run_all()
     baseline = results["pil"]["clips_per_s_per_core"]
-    names = {"frames": "frames", "records": "records", "pil": "PIL baseline"}
     lines = ["| source | clips/s/core | x PIL | x PIL, median of per-round ratios |", "|---|---|---|---|"]
     for source in SOURCES:
         rate = results[source]["clips_per_s_per_core"]
-        lines.append(f"| {names[source]} | {rate:.1f} | {rate / baseline:.2f} | {results[source]['x_pil_per_round']:.2f} |")
+        lines.append(f"| {NAMES[source]} | {rate:.1f} | {rate / baseline:.2f} | {results[source]['x_pil_per_round']:.2f} |")
     table = "\n".join(lines)
     print(f"16-frame clips at {CROP_SIZE} from 340x256 q90 JPEG, {FLAGS.cores} core(s) for "
           f"tf.data, 1 for PIL, median of {FLAGS.rounds} x {FLAGS.seconds} s\n{table}")

@@ -44,20 +44,40 @@ def _flip_label_table(config):
 
 
 def _train_clip_fn(config, seed):
-    """(jpegs (n,), label, example index) -> (uint8 (n, crop, crop, 3), label after flip)."""
+    """(jpegs (n,), label, example index) -> ({'video', ...}, label after flip).
+
+    With `config.resize_on_device`: {'video': uint8 (n, side, side, 3) window in the top-left
+    corner, 'window': int32 [height, width], 'flip': bool}; otherwise {'video': uint8
+    (n, crop, crop, 3)}, resized and flipped here.
+    """
     flip_table = _flip_label_table(config)
+    scales = tuple(config.train_scales)
 
     def train_clip(jpegs, label, index):
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
             tf.stack([tf.constant(seed, tf.int64), index]), 2))
         flip = tf.logical_and(config.flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
-        video = transforms.decode_train_clip(jpegs, config.crop_size, tuple(config.train_scales),
-                                             config.max_distort, crop_seed, flip)
+        if config.resize_on_device:
+            video, window = transforms.decode_train_window(jpegs, config.crop_size, scales,
+                                                           config.max_distort, crop_seed)
+            clip = {"video": video, "window": window, "flip": flip}
+        else:
+            clip = {"video": transforms.decode_train_clip(jpegs, config.crop_size, scales,
+                                                          config.max_distort, crop_seed, flip)}
         size = flip_table.shape[0]
         flipped = tf.where(label < size, tf.gather(flip_table, tf.minimum(label, size - 1)), label)
-        return video, tf.where(flip, flipped, label)
+        return clip, tf.where(flip, flipped, label)
 
     return train_clip
+
+
+def empty_clip(config, num_frames):
+    """The clip of an example none of whose videos could be read (its label is -1)."""
+    if not config.resize_on_device:
+        return {"video": tf.zeros([num_frames, config.crop_size, config.crop_size, 3], tf.uint8)}
+    side = transforms.device_resize_side(config.crop_size)
+    return {"video": tf.zeros([num_frames, side, side, 3], tf.uint8),
+            "window": tf.constant([config.crop_size] * 2), "flip": tf.constant(False)}
 
 
 def _frames_train_candidates(config, folders, order, *, num_frames, seed, tries, first_slots):
@@ -101,18 +121,17 @@ def frames_train_clips(config, folders, *, num_frames, seed, start_step, global_
     candidates = _frames_train_candidates(config, folders, order, num_frames=num_frames,
                                           seed=seed, tries=tries, first_slots=first_slots)
     train_clip = _train_clip_fn(config, seed)
-    empty = tf.zeros([num_frames, config.crop_size, config.crop_size, 3], tf.uint8)
 
     def example(element):
         def load(paths, label, attempt):
-            video, label = train_clip(sources.read_files(paths), label, element["slot"])
-            return {"video": video, "label": label, "attempt": attempt, "slot": element["slot"]}
+            clip, label = train_clip(sources.read_files(paths), label, element["slot"])
+            return {**clip, "label": label, "attempt": attempt, "slot": element["slot"]}
 
         attempts = tf.data.Dataset.from_tensor_slices(
             (element["paths"], element["label"], tf.range(tries)))
         return skipping.first_readable(attempts, load, lambda: {
-            "video": empty, "label": tf.constant(-1), "attempt": tf.constant(tries),
-            "slot": element["slot"]})
+            **empty_clip(config, num_frames), "label": tf.constant(-1),
+            "attempt": tf.constant(tries), "slot": element["slot"]})
 
     clips = skipping.map_examples(candidates, example, config.num_parallel_calls)
     return clips, order
@@ -131,21 +150,20 @@ def encoded_train_clips(config, *, num_frames, seed, start_step, process_index,
         process_count=process_count, indices_fn=lambda length, example: sampling.train_indices(
             config, length, num_frames, np.random.default_rng([seed, example])))
     train_clip = _train_clip_fn(config, seed)
-    empty = tf.zeros([num_frames, config.crop_size, config.crop_size, 3], tf.uint8)
     num_classes = sources.num_classes(config)
 
     def example(window):
         slot = window["example"][0]
 
         def load(jpegs, label, attempt):
-            video, label = train_clip(jpegs, encoded.checked_label(label, num_classes), slot)
-            return {"video": video, "label": label, "attempt": attempt, "slot": slot,
+            clip, label = train_clip(jpegs, encoded.checked_label(label, num_classes), slot)
+            return {**clip, "label": label, "attempt": attempt, "slot": slot,
                     "ids": window["video_id"]}
 
         attempts = tf.data.Dataset.from_tensor_slices(
             (window["frames"], window["label"], tf.range(tries)))
         return skipping.first_readable(attempts, load, lambda: {
-            "video": empty, "label": tf.constant(-1), "attempt": tf.constant(tries),
-            "slot": slot, "ids": window["video_id"]})
+            **empty_clip(config, num_frames), "label": tf.constant(-1),
+            "attempt": tf.constant(tries), "slot": slot, "ids": window["video_id"]})
 
     return skipping.map_examples(windows, example, config.num_parallel_calls)

@@ -1,8 +1,10 @@
 """Crops, resizes and flips of whole clips in TensorFlow, the same window for every frame.
 
-Training decodes only one crop window per frame (`tf.io.decode_and_crop_jpeg`); evaluation
-decodes whole frames, resizes the shorter side and cuts 1, 3 or 10 views, as the official code.
-All outputs are uint8.
+Training decodes only one crop window per frame (`tf.io.decode_and_crop_jpeg`), then either
+resizes and flips it here (`decode_train_clip`) or hands it on as decoded for the device to
+resize and flip (`decode_train_window`, `blvnet_jax.steps.resize_windows`); evaluation decodes
+whole frames, resizes the shorter side and cuts 1, 3 or 10 views, as the official code. All
+outputs are uint8.
 """
 import itertools
 
@@ -65,24 +67,58 @@ def resize_uint8(images, height, width):
     return tf.cast(resized + 0.5, tf.uint8)
 
 
+def _decode_frames(jpegs, window, finish):
+    """Decodes `window` of each JPEG and applies `finish` to it while it is in the CPU cache."""
+    return tf.stack([finish(tf.io.decode_and_crop_jpeg(jpegs[i], window, channels=3))
+                     for i in range(jpegs.shape[0])])
+
+
+def _clip_window(jpegs, crop_size, scales, max_distort, seed):
+    shape = tf.io.extract_jpeg_shape(jpegs[0])
+    return train_crop_window(shape[0], shape[1], crop_size, scales, max_distort, seed)
+
+
 def decode_train_clip(jpegs, crop_size, scales, max_distort, seed, flip):
     """Decodes one crop window of each JPEG: (frames,) string -> (frames, crop, crop, 3) uint8.
 
     The window, and the horizontal flip when `flip` (a bool tensor), are the same for all frames.
-    Each frame is decoded, resized and flipped on its own, while it is in the CPU cache.
     """
-    shape = tf.io.extract_jpeg_shape(jpegs[0])
-    window = train_crop_window(shape[0], shape[1], crop_size, scales, max_distort, seed)
+    window = _clip_window(jpegs, crop_size, scales, max_distort, seed)
+    resize = lambda frame: resize_uint8(frame, crop_size, crop_size)
+    flip_resized = lambda frame: tf.reverse(resize(frame), axis=[1])
+    return tf.cond(flip, lambda: _decode_frames(jpegs, window, flip_resized),
+                   lambda: _decode_frames(jpegs, window, resize))
 
-    def clip(flipped):
-        frames = []
-        for i in range(jpegs.shape[0]):
-            frame = tf.io.decode_and_crop_jpeg(jpegs[i], window, channels=3)
-            frame = resize_uint8(frame, crop_size, crop_size)
-            frames.append(tf.reverse(frame, axis=[1]) if flipped else frame)
-        return tf.stack(frames)
 
-    return tf.cond(flip, lambda: clip(True), lambda: clip(False))
+def device_resize_side(crop_size):
+    """Side of the square that carries a training window to the device: the usual shorter side
+    of the frames, int(crop_size / 0.875 + 0.5) (256 for 224)."""
+    return eval_resize_side(crop_size, resize_to_crop=False)
+
+
+def decode_train_window(jpegs, crop_size, scales, max_distort, seed):
+    """Decodes one crop window of each JPEG, to be resized on the device: (frames,) string ->
+    (uint8 (frames, side, side, 3) with the window in the top-left corner and zeros elsewhere,
+    int32 [height, width] of the window), side = `device_resize_side(crop_size)`.
+
+    A window larger than the square (frames with a shorter side above it) is resized to
+    crop_size here, as `decode_train_clip` does, and its size given as [crop_size, crop_size].
+    """
+    side = device_resize_side(crop_size)
+    window = _clip_window(jpegs, crop_size, scales, max_distort, seed)
+
+    def padded(frames, height, width):
+        return tf.pad(frames, [[0, 0], [0, side - height], [0, side - width], [0, 0]])
+
+    def as_decoded():
+        return padded(_decode_frames(jpegs, window, tf.identity), window[2], window[3]), window[2:]
+
+    def resized():
+        frames = _decode_frames(jpegs, window, lambda frame: resize_uint8(frame, crop_size, crop_size))
+        return padded(frames, crop_size, crop_size), tf.constant([crop_size, crop_size])
+
+    frames, size = tf.cond(tf.reduce_all(window[2:] <= side), as_decoded, resized)
+    return tf.ensure_shape(frames, [jpegs.shape[0], side, side, 3]), size
 
 
 def eval_resize_side(crop_size, resize_to_crop):

@@ -70,7 +70,7 @@ def test_training_replaces_and_counts_unreadable_videos(broken_config):
     iterator = input_pipeline.create_train_dataset(
         broken_config, num_frames=8, global_batch_size=4, seed=0)
     batches = [next(iterator) for _ in range(6)]  # Two epochs: each broken video met twice.
-    assert all(batch["video"].shape == (4, 8, 16, 16, 3) for batch in batches)
+    assert all(batch["video"].shape == (4, 8, 18, 18, 3) for batch in batches)  # resize_on_device
     assert iterator.stats.unreadable == 6
     assert iterator.stats.kinds == {sources.MISSING_FRAME: 1, sources.CORRUPT_FRAME: 2}  # Each video once.
     messages = "\n".join(iterator.stats.examples)

@@ -68,7 +68,8 @@ def test_tfds_source_trains_and_evaluates(prepared):
     iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=3,
                                                    seed=0)
     batches = [next(iterator) for _ in range(3)]
-    assert batches[0]["video"].shape == (3, 4, 16, 16, 3)
+    # Training windows of crop 16 travel to the device in squares of 18 (resize_on_device).
+    assert batches[0]["video"].shape == (3, 4, 18, 18, 3)
     assert batches[0]["video"].dtype == np.uint8
     assert set(np.concatenate([b["label"] for b in batches])) <= {0, 1}
     assert iterator.stats.unreadable == 0
@@ -263,7 +264,7 @@ def test_tfds_source_trains_and_evaluates_on_each_dataset(dataset):
     train_labels = sorted(video.label for video in download.videos if video.split == "train")
     train = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=3, seed=0)
     batch = next(train)
-    assert batch["video"].shape == (3, 4, 16, 16, 3)
+    assert batch["video"].shape == (3, 4, 18, 18, 3)
     assert sorted(batch["label"]) == train_labels  # The first batch is the first epoch.
     assert train.stats.unreadable == 0
     batches = list(input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=2))
