@@ -12,7 +12,8 @@ tunables when a process starts:
 - official, "as shipped": eager PyTorch, default malloc;
 - official, "same environment": eager with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, which ours
   sets for itself (`blvnet_jax.xla_env`); with `--compile` also `torch.compile` (inference);
-- ours: `python -m benchmarks.speed` in its default (shipped) setup.
+- ours: `python -m benchmarks.speed` in its default (shipped) setup, and our TSN on the same
+  input frames (the paper's baseline: 2.75x bLVNet-TAM-50 8x2's multiply-adds).
 Inference is timed at `--infer_batch` (1), the train step (forward, cross-entropy, backward,
 SGD with Nesterov momentum) at `--train_batch` (2); each figure is the median of `--repeats`
 calls after warm-up, inputs already in memory. `--readme` writes the figures into the README's
@@ -127,7 +128,7 @@ flags.DEFINE_string("measure", None, "Internal: measure one official variant in 
 
 
 def measure_cases(root: str) -> list[tuple[str, str, list[str], dict]]:
-    """(name, mode, command, env) of every measurement, ours before each official variant.
+    """(name, mode, command, env) of every measurement: ours, our TSN, then each official variant.
 
     `root` is the folder the official package imports from (`official_package_root`).
     """
@@ -144,6 +145,8 @@ def measure_cases(root: str) -> list[tuple[str, str, list[str], dict]]:
         if FLAGS.compile and mode == "infer":
             variants.append(("official torch.compile, huge pages", True, True))
         cases.append(("ours", mode, ours, environment(False)))
+        cases.append((f"ours, TSN-R{model.depth} on the same {model.num_frames} frames", mode,
+                      ours + ["--config.model.name=tsn"], environment(False)))
         for name, huge_pages, compiled in variants:
             spec = ",".join(map(str, (mode, batch, int(compiled), model.depth, model.num_frames,
                                       model.num_classes, config.data.crop_size, root)))
