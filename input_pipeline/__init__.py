@@ -10,8 +10,8 @@ from input_pipeline.datasets import create_train_dataset
 from input_pipeline.datasets import eval_batch_count
 from input_pipeline.datasets import InputStats
 from input_pipeline.datasets import num_videos
-from input_pipeline.datasets import train_batch_shapes
 from input_pipeline.sources import class_names
+from input_pipeline.train_clips import train_batch_shapes
 
 __all__ = ["InputStats", "class_names", "create_eval_dataset", "create_train_dataset", "eval_batch_count",
            "num_videos", "train_batch_shapes"]

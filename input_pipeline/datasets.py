@@ -157,7 +157,7 @@ def create_train_dataset(data_config, *, num_frames, global_batch_size, seed, pr
                          process_count=1, start_step=0):
     """An endless iterator of training batches of local_batch = global_batch_size //
     process_count clips: {'video': uint8 (local_batch, num_frames, crop, crop, 3), 'label': int32
-    (local_batch,)}, or with `resize_on_device` the windows to resize (`train_batch_shapes`).
+    (local_batch,)}, or with `resize_on_device` the windows to resize (`train_clips.train_batch_shapes`).
 
     Batches from `start_step` on equal those an uninterrupted run sees from that step. An
     unreadable video is replaced by the next candidate and counted in `iterator.stats`.
@@ -200,27 +200,8 @@ def create_train_dataset(data_config, *, num_frames, global_batch_size, seed, pr
 
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
     return BatchIterator(dataset.with_options(_options()), describe_failures,
-                         tuple(train_batch_shapes(config, num_frames, local_batch)),
+                         tuple(train_clips.train_batch_shapes(config, num_frames, local_batch)),
                          config.strict, stats)
-
-
-def train_batch_shapes(data_config, num_frames, batch_size):
-    """{key: (shape, numpy dtype)} of a training batch of `batch_size` clips.
-
-    'video' uint8 (batch, num_frames, crop, crop, 3) and 'label' int32 (batch,); with
-    `resize_on_device`, 'video' holds (batch, num_frames, side, side, 3) decoded windows in the
-    top-left corner (side = `transforms.device_resize_side(crop)`), 'window' int32 (batch, 2)
-    their [height, width], and 'flip' bool (batch,): the device resizes each window to crop x
-    crop and flips it (`blvnet_jax.steps.resize_windows`).
-    """
-    crop = data_config.crop_size
-    if not data_config.resize_on_device:
-        return {"video": ((batch_size, num_frames, crop, crop, 3), np.uint8),
-                "label": ((batch_size,), np.int32)}
-    side = transforms.device_resize_side(crop)
-    return {"video": ((batch_size, num_frames, side, side, 3), np.uint8),
-            "window": ((batch_size, 2), np.int32), "flip": ((batch_size,), np.bool_),
-            "label": ((batch_size,), np.int32)}
 
 
 def num_videos(data_config, split):

@@ -71,13 +71,31 @@ def _train_clip_fn(config, seed):
     return train_clip
 
 
+def train_batch_shapes(data_config, num_frames, batch_size):
+    """{key: (shape, numpy dtype)} of a training batch of `batch_size` clips.
+
+    'video' uint8 (batch, num_frames, crop, crop, 3) and 'label' int32 (batch,); with
+    `resize_on_device`, 'video' holds (batch, num_frames, side, side, 3) decoded windows in the
+    top-left corner (side = `transforms.device_resize_side(crop)`), 'window' int32 (batch, 2)
+    their [height, width], and 'flip' bool (batch,): the device resizes each window to crop x
+    crop and flips it (`blvnet_jax.steps.resize_windows`).
+    """
+    crop = data_config.crop_size
+    if not data_config.resize_on_device:
+        return {"video": ((batch_size, num_frames, crop, crop, 3), np.uint8),
+                "label": ((batch_size,), np.int32)}
+    side = transforms.device_resize_side(crop)
+    return {"video": ((batch_size, num_frames, side, side, 3), np.uint8),
+            "window": ((batch_size, 2), np.int32), "flip": ((batch_size,), np.bool_),
+            "label": ((batch_size,), np.int32)}
+
+
 def empty_clip(config, num_frames):
-    """The clip of an example none of whose videos could be read (its label is -1)."""
-    if not config.resize_on_device:
-        return {"video": tf.zeros([num_frames, config.crop_size, config.crop_size, 3], tf.uint8)}
-    side = transforms.device_resize_side(config.crop_size)
-    return {"video": tf.zeros([num_frames, side, side, 3], tf.uint8),
-            "window": tf.constant([config.crop_size] * 2), "flip": tf.constant(False)}
+    """Zeros in the layout of one training clip (`train_batch_shapes`, label aside): the clip of
+    an example none of whose videos could be read (its label is -1)."""
+    shapes = train_batch_shapes(config, num_frames, 1)
+    return {key: tf.zeros(shape[1:], dtype) for key, (shape, dtype) in shapes.items()
+            if key != "label"}
 
 
 def _frames_train_candidates(config, folders, order, *, num_frames, seed, tries, first_slots):
