@@ -67,10 +67,10 @@ def resize_uint8(images, height, width):
     return tf.cast(resized + 0.5, tf.uint8)
 
 
-def _decode_frames(jpegs, window, finish):
-    """Decodes `window` of each JPEG and applies `finish` to it while it is in the CPU cache."""
-    return tf.stack([finish(tf.io.decode_and_crop_jpeg(jpegs[i], window, channels=3))
-                     for i in range(jpegs.shape[0])])
+def _decoded_windows(jpegs, window, finish):
+    """A list: `window` of each JPEG, decoded, with `finish` applied while it is in the CPU cache."""
+    return [finish(tf.io.decode_and_crop_jpeg(jpegs[i], window, channels=3))
+            for i in range(jpegs.shape[0])]
 
 
 def _clip_window(jpegs, crop_size, scales, max_distort, seed):
@@ -86,8 +86,8 @@ def decode_train_clip(jpegs, crop_size, scales, max_distort, seed, flip):
     window = _clip_window(jpegs, crop_size, scales, max_distort, seed)
     resize = lambda frame: resize_uint8(frame, crop_size, crop_size)
     flip_resized = lambda frame: tf.reverse(resize(frame), axis=[1])
-    return tf.cond(flip, lambda: _decode_frames(jpegs, window, flip_resized),
-                   lambda: _decode_frames(jpegs, window, resize))
+    return tf.cond(flip, lambda: tf.stack(_decoded_windows(jpegs, window, flip_resized)),
+                   lambda: tf.stack(_decoded_windows(jpegs, window, resize)))
 
 
 def device_resize_side(crop_size):
@@ -108,12 +108,14 @@ def decode_train_window(jpegs, crop_size, scales, max_distort, seed):
     window = _clip_window(jpegs, crop_size, scales, max_distort, seed)
 
     def padded(height, width, finish):
-        # Zeros joined on with `concat` (memory copies): 2x faster than `tf.pad` here.
+        # Zeros joined on with `concat` (memory copies, 2x faster than `tf.pad` here): each frame
+        # widened to the square, then all frames with the zero rows under each in one concat.
         widened = lambda frame: tf.concat(
             [finish(frame), tf.zeros([height, side - width, 3], tf.uint8)], axis=1)
-        frames = _decode_frames(jpegs, window, widened)
-        return tf.concat([frames, tf.zeros([jpegs.shape[0], side - height, side, 3], tf.uint8)],
-                         axis=1)
+        below = tf.zeros([side - height, side, 3], tf.uint8)
+        rows = [piece for frame in _decoded_windows(jpegs, window, widened)
+                for piece in (frame, below)]
+        return tf.reshape(tf.concat(rows, axis=0), [jpegs.shape[0], side, side, 3])
 
     def as_decoded():
         return padded(window[2], window[3], tf.identity), window[2:]
