@@ -143,8 +143,8 @@ def _eval_clip_fn(config, num_frames):
     resize_side = transforms.eval_resize_side(config.crop_size, config.eval_resize_to_crop)
 
     def eval_clip(jpegs):
-        frames = tf.stack([tf.io.decode_jpeg(jpegs[i], channels=3) for i in range(jpegs.shape[0])])
-        crops = transforms.eval_views(frames, config.crop_size, resize_side, config.num_crops)
+        crops = transforms.eval_views(transforms.decode_frames(jpegs), config.crop_size,
+                                      resize_side, config.num_crops)
         crops = tf.reshape(crops, [config.num_crops, config.num_clips, num_frames,
                                    config.crop_size, config.crop_size, 3])
         return tf.reshape(tf.transpose(crops, [1, 0, 2, 3, 4, 5]),

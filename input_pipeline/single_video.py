@@ -7,11 +7,21 @@ import os
 
 import av
 import numpy as np
+from PIL import Image
 import tensorflow as tf
 
 from input_pipeline import sampling, transforms
 
 FRAME_PATTERNS = ("*.jpg", "*.jpeg", "*.png")
+
+
+def _read_image(path: str) -> np.ndarray:
+    """uint8 `(height, width, 3)` of an image file, decoded by PIL as the official loader does."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ValueError(f"{path}: PIL cannot decode it ({error})") from error
 
 
 def read_frames(path: str) -> np.ndarray:
@@ -23,8 +33,7 @@ def read_frames(path: str) -> np.ndarray:
         files = sorted(f for pattern in FRAME_PATTERNS for f in glob.glob(os.path.join(path, pattern)))
         if not files:
             raise ValueError(f"{path}: a frame folder needs {', '.join(FRAME_PATTERNS)} files; found none")
-        return np.stack([tf.io.decode_image(tf.io.read_file(f), channels=3, expand_animations=False).numpy()
-                         for f in files])
+        return np.stack([_read_image(f) for f in files])
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} is neither a video file nor a frame folder")
     try:

@@ -110,6 +110,20 @@ def test_eval_views_rejects_other_crop_counts():
         transforms.eval_views(tf.zeros([1, 100, 100, 3], tf.uint8), 100, 100, 5)
 
 
+def test_evaluation_decodes_the_pixels_pil_decodes():
+    # The official loader decodes with PIL; TF's default fast IDCT would differ by a grey level
+    # on most pixels of a textured, chroma-subsampled frame like this one.
+    rng = np.random.default_rng(0)
+    smooth = Image.fromarray(rng.integers(0, 255, (9, 12, 3), np.uint8)).resize((340, 256),
+                                                                                 Image.BICUBIC)
+    frames = [np.clip(np.asarray(smooth, np.float32) + rng.normal(0, 8, (256, 340, 3)), 0, 255)
+              .astype(np.uint8) for _ in range(2)]
+    jpegs = [_jpeg(frame) for frame in frames]
+    decoded = transforms.decode_frames(tf.constant(jpegs)).numpy()
+    official = np.stack([np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")) for jpeg in jpegs])
+    np.testing.assert_array_equal(decoded, official)
+
+
 @pytest.mark.parametrize("side", [168, 192, 256])
 def test_training_resize_is_close_to_the_official_pil_bilinear(side):
     # The official loader resizes crops with PIL's bilinear filter, which antialiases when it

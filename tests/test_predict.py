@@ -4,11 +4,12 @@ import os
 import numpy as np
 from flax import nnx
 from PIL import Image
+import pytest
 
 from blvnet_jax import checkpoint, predict
 from blvnet_jax.models import create_model
 from configs import demo
-from input_pipeline import sampling, video_files
+from input_pipeline import sampling, single_video, video_files
 
 
 def write_workdir(path):
@@ -48,3 +49,16 @@ def test_predict_frame_folder_and_video_file(tmp_path):
     assert np.abs(from_video["views"].astype(int) - result["views"].astype(int)).mean() < 12
     predict.save_png(str(tmp_path / "out.png"), from_video, video)
     assert os.path.getsize(tmp_path / "out.png") > 0
+
+
+def test_frame_folder_frames_are_pils_and_an_undecodable_one_is_named(tmp_path):
+    # Textured frames, where TF's default fast IDCT would not give PIL's pixels.
+    frames = np.random.default_rng(0).integers(0, 256, (3, 40, 48, 3), np.uint8)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(tmp_path / f"{t + 1:05d}.jpg", quality=90)
+    official = np.stack([np.asarray(Image.open(tmp_path / f"{t + 1:05d}.jpg").convert("RGB"))
+                         for t in range(3)])
+    np.testing.assert_array_equal(single_video.read_frames(str(tmp_path)), official)
+    (tmp_path / "00004.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(ValueError, match="00004.jpg: PIL cannot decode it"):
+        single_video.read_frames(str(tmp_path))
