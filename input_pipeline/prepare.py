@@ -5,7 +5,8 @@
 `--videos` is a folder with one sub-folder per class (sorted names = labels 0, 1, ...; written to
 OUT/classes.txt) holding anything PyAV decodes, or `--video_list` a file of `<path> <label>`
 lines (paths relative to its folder). Frames are resized to `--short_side` on the shorter side
-and stored as JPEG. Shards are written by parallel worker processes; a shard already on disk is
+and stored as JPEG: every frame, or at most `--max_fps` a second (long, high-rate videos such
+as Kinetics' are otherwise read whole for every clip). Shards are written by parallel worker processes; a shard already on disk is
 not redone (resumable). Unreadable videos are reported by name, listed in
 OUT/<split>-unreadable.txt, and left out.
 """
@@ -48,13 +49,13 @@ def videos_from_list(list_file):
 
 def write_shard(task):
     """Writes one shard of (path, label) videos; returns (videos written, unreadable messages)."""
-    shard_path, videos, short_side, quality = task
+    shard_path, videos, short_side, quality, max_fps = task
     unreadable = []
     written = 0
     with tf.io.TFRecordWriter(shard_path + ".partial") as writer:
         for path, label in videos:
             try:
-                jpegs = video_files.decode_video(path, short_side, quality)
+                jpegs = video_files.decode_video(path, short_side, quality, max_fps)
             except video_files.DECODE_ERRORS as e:
                 unreadable.append(f"{path}: {e}")
                 continue
@@ -77,14 +78,18 @@ class _InProcess:
         return map(function, tasks)
 
 
-def prepare(videos, output_dir, split, num_shards, workers, short_side=256, quality=90):
-    """Writes the shards of `videos` [(path, label)]; returns the unreadable-video messages."""
+def prepare(videos, output_dir, split, num_shards, workers, short_side=256, quality=90,
+            max_fps=0):
+    """Writes the shards of `videos` [(path, label)]; returns the unreadable-video messages.
+
+    `max_fps` > 0 keeps at most that many frames a second of each video (0: every frame).
+    """
     os.makedirs(output_dir, exist_ok=True)
     tasks = []
     for shard in range(num_shards):
         path = os.path.join(output_dir, records.shard_name(split, shard, num_shards))
         if not os.path.exists(path):
-            tasks.append((path, videos[shard::num_shards], short_side, quality))
+            tasks.append((path, videos[shard::num_shards], short_side, quality, max_fps))
     unreadable = []
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else _InProcess()
     with pool:
@@ -109,7 +114,7 @@ def main(argv):
     else:
         videos = videos_from_list(FLAGS.video_list)
     unreadable = prepare(videos, FLAGS.output_dir, FLAGS.split, FLAGS.shards, FLAGS.workers,
-                         FLAGS.short_side, FLAGS.jpeg_quality)
+                         FLAGS.short_side, FLAGS.jpeg_quality, FLAGS.max_fps)
     for message in unreadable:
         print("unreadable:", message)
     print(f"{len(videos) - len(unreadable)} videos written, {len(unreadable)} unreadable.")
@@ -125,5 +130,6 @@ if __name__ == "__main__":
     flags.DEFINE_integer("workers", os.cpu_count(), "Parallel worker processes.")
     flags.DEFINE_integer("short_side", 256, "Shorter side of the stored frames.")
     flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames.")
+    flags.DEFINE_float("max_fps", 0, "Keep at most this many frames a second (0: every frame).")
     flags.mark_flags_as_required(["output_dir"])
     app.run(main)

@@ -1,5 +1,6 @@
 """Video files decoded with PyAV (no ffmpeg binary) into JPEG frames, and written from frames."""
 import io
+import math
 
 import av
 from PIL import Image
@@ -19,13 +20,29 @@ def write_video(path, frames, codec="mpeg4", fps=12):
         container.mux(stream.encode())
 
 
-def decode_video(path, short_side, quality):
-    """JPEG bytes of every frame of a video file, shorter side resized to `short_side`."""
+def decode_video(path, short_side, quality, max_fps=0):
+    """JPEG bytes of the frames of a video file, shorter side resized to `short_side`.
+
+    Every frame by default (as the official frame extraction); `max_fps` > 0 keeps at most that
+    many a second: the first frame at or after each 1 / max_fps step from the first frame.
+    """
     jpegs = []
+    start, next_step = None, 0
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
-        for frame in container.decode(video=0):
+        stream = container.streams.video[0]
+        # Timestamps are rounded to the stream's time base (1 ms in webm): a step that late is
+        # still on time.
+        tolerance = max_fps * float(stream.time_base or 0) + 1e-6
+        for index, frame in enumerate(container.decode(stream)):
+            if max_fps:
+                time = frame.time if frame.time is not None else index / float(stream.average_rate)
+                start = time if start is None else start
+                step = (time - start) * max_fps
+                if step < next_step - tolerance:
+                    continue
+                next_step = math.floor(step + tolerance) + 1
             image = frame.to_image()
             scale = short_side / min(image.size)
             image = image.resize((round(image.width * scale), round(image.height * scale)),

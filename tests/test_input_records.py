@@ -208,3 +208,31 @@ def test_a_file_without_video_stream_is_a_decode_error(tmp_path):
         container.mux(stream.encode())
     with pytest.raises(video_files.DECODE_ERRORS, match="no video stream"):
         video_files.decode_video(path, short_side=32, quality=90)
+
+
+@pytest.mark.parametrize("codec, fps, max_fps, kept", [
+    ("mpeg4", 24, 12, list(range(0, 36, 2))),
+    ("libvpx", 30, 12, [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28, 30, 33, 35]),
+    ("mpeg4", 24, 30, list(range(36)))])
+def test_max_fps_keeps_the_first_frame_of_each_step(tmp_path, codec, fps, max_fps, kept):
+    # 36 distinct flat frames: the JPEG of a kept frame is that frame's among all 36.
+    levels = 7 * np.arange(36)
+    frames = np.broadcast_to(levels[:, None, None, None], (36, 32, 48, 3)).astype(np.uint8)
+    path = str(tmp_path / ("video.webm" if codec == "libvpx" else "video.mp4"))
+    video_files.write_video(path, frames, codec, fps=fps)
+    every_frame = video_files.decode_video(path, short_side=32, quality=95)
+    assert len(set(every_frame)) == 36
+    jpegs = video_files.decode_video(path, short_side=32, quality=95, max_fps=max_fps)
+    assert [every_frame.index(jpeg) for jpeg in jpegs] == kept
+
+
+def test_prepare_max_fps_thins_the_stored_frames(tmp_path):
+    os.makedirs(tmp_path / "videos" / "class0")
+    frames = synthetic.render_video(0, 9, 48, 64, np.random.default_rng(0))
+    video_files.write_video(str(tmp_path / "videos" / "class0" / "a.mp4"), frames, fps=12)
+    videos, _ = prepare.videos_by_class_folder(str(tmp_path / "videos"))
+    assert prepare.prepare(videos, str(tmp_path / "out"), "train", num_shards=1, workers=1,
+                           short_side=32, max_fps=6) == []
+    example = records.parse(next(iter(tf.data.TFRecordDataset(
+        records.record_files(str(tmp_path / "out"), "train")))))
+    assert int(example["num_frames"]) == 5 and example["frames"].shape == (5,)
