@@ -6,9 +6,9 @@
 OUT/classes.txt) holding anything PyAV decodes, or `--video_list` a file of `<path> <label>`
 lines (paths relative to its folder). Frames are resized to `--short_side` on the shorter side
 and stored as JPEG: every frame, or at most `--max_fps` a second (long, high-rate videos such
-as Kinetics' are otherwise read whole for every clip). Shards are written by parallel worker processes; a shard already on disk is
-not redone (resumable). Unreadable videos are reported by name, listed in
-OUT/<split>-unreadable.txt, and left out.
+as Kinetics' are otherwise read whole for every clip). Shards are written by parallel worker
+processes; a shard already on disk is not redone (resumable). Unreadable videos are reported by
+name, listed in OUT/<split>-unreadable.txt, and left out.
 """
 import multiprocessing
 import os

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from input_pipeline import sampling, transforms
+from input_pipeline import sampling, sources, transforms
 
 FRAME_PATTERNS = ("*.jpg", "*.jpeg", "*.png")
 
@@ -20,7 +20,7 @@ def _read_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:
+    except sources.IMAGE_ERRORS as error:
         raise ValueError(f"{path}: PIL cannot decode it ({error})") from error
 
 

@@ -17,6 +17,8 @@ TRUNCATED_VIDEO = "truncated video"
 MISSING_FRAME = "missing frame"
 CORRUPT_FRAME = "corrupt frame"
 UNREADABLE_VIDEO = "unreadable video"
+# What PIL raises for a file that is not a decodable image.
+IMAGE_ERRORS = (OSError, SyntaxError, ValueError)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,7 @@ def image_problem(file):
     try:
         with Image.open(file) as image:
             image.load()
-    except (OSError, SyntaxError, ValueError) as e:
+    except IMAGE_ERRORS as e:
         return str(e)
     return ""
 
