@@ -1,6 +1,9 @@
 """The throughput benchmark: the PIL baseline's clip, and one short measurement per source."""
+import random
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from input_pipeline import benchmark
 
@@ -15,10 +18,29 @@ def data_dir(tmp_path_factory):
 
 def test_pil_baseline_clip_is_the_normalised_official_tensor(data_dir):
     paths = [f"{data_dir}/frames/video000/{i:05d}.jpg" for i in range(1, 17)]
-    clip = benchmark.pil_clip(paths)
+    box = (40, 20, 192, 168)  # x, y, width, height
+    clip = benchmark.pil_clip(paths, lambda width, height: box, flip=True).numpy()
     assert clip.shape == (48, 224, 224) and clip.dtype == np.float32
-    # ImageNet-normalised pixels lie in [-0.485 / 0.229, (1 - 0.406) / 0.225].
-    assert -2.2 < clip.min() < clip.max() < 2.7
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    for frame, path in enumerate(paths):
+        window = Image.open(path).crop((40, 20, 232, 188)).resize((224, 224), Image.BILINEAR)
+        expected = (np.asarray(window)[:, ::-1] / 255.0 - mean) / std
+        np.testing.assert_allclose(clip[3 * frame:3 * frame + 3], expected.transpose(2, 0, 1),
+                                   atol=1e-5)
+    np.testing.assert_allclose(benchmark.pil_numpy_clip(paths, lambda width, height: box, True),
+                               clip, atol=1e-6)
+
+
+def test_pil_baseline_crops_are_tsn_windows_inside_the_frame():
+    sides = [256, 224, 192, 168]  # int(256 * scale), 224 snapped to the crop size
+    allowed = {(sides[j], sides[i]) for i in range(4) for j in range(4) if abs(i - j) <= 1}
+    random.seed(0)
+    drawn = {benchmark._tsn_crop(340, 256) for _ in range(500)}
+    for x, y, width, height in drawn:
+        assert (width, height) in allowed
+        assert x % ((340 - width) // 4) == 0 and y % max(1, (256 - height) // 4) == 0
+        assert x + width <= 340 and y + height <= 256
+    assert {(w, h) for _, _, w, h in drawn} == allowed and len(drawn) > 60
 
 
 def test_every_source_measures_a_rate(data_dir):
