@@ -45,8 +45,8 @@ def check_data():
                 for problem in checker.check_split(FLAGS.config.data, split, workers=os.cpu_count())]
     if problems:
         config_file = config_flags.get_config_filename(FLAGS["config"])
-        raise SystemExit("\n".join(problems) + f"\n{len(problems)} problems in the data of {config_file}. "
-                         "Fix them, or train without --check_data to skip and count unreadable videos.")
+        raise SystemExit(f"{checker.report(problems)}\nFound in the train and val splits of {config_file}: "
+                         "fix them, or train without --check_data to skip and count unreadable videos.")
     logging.info("--check_data: no problem in the train and val splits.")
 
 

@@ -4,8 +4,10 @@
 
 Every frame of every video is opened and decoded: for 'frames' (and 'synthetic') every listed
 video; for 'records' and 'tfds' every stored video, which must also have a frame and a label in
-[0, num_classes). Exit status 1 when anything is wrong.
+[0, num_classes). Prints each problem, then how many there are of each kind (the kinds training
+counts as `faults_<kind>`); exit status 1 when anything is wrong.
 """
+import collections
 import concurrent.futures
 import io
 import os
@@ -18,26 +20,35 @@ import tqdm
 
 import tensorflow as tf
 
+from input_pipeline import datasets
 from input_pipeline import encoded
 from input_pipeline import sources
+from input_pipeline import video_list
 
 FLAGS = flags.FLAGS
 
 
+# What stops the reading of a split's stored videos (a record file failing its checksum, ...).
+UNREADABLE_FILE = "unreadable file"
+
+
 def stored_video_problems(video, num_classes):
-    """What is wrong with a stored video {'frames': JPEG bytes, 'label': int}, as strings."""
-    problems = [] if len(video["frames"]) else ["no frame"]
+    """What is wrong with a stored video {'frames': JPEG bytes, 'label': int}: (kind, message)
+    pairs."""
+    problems = [] if len(video["frames"]) else [(sources.EMPTY_VIDEO, "no frame")]
     if video["label"] < 0 or (num_classes and video["label"] >= num_classes):
-        problems.append(f"label {video['label']} outside [0, {num_classes or 'inf'})")
+        problems.append((video_list.LABEL_OUT_OF_RANGE,
+                         f"label {video['label']} outside [0, {num_classes or 'inf'})"))
     for number, jpeg in enumerate(video["frames"]):
         problem = sources.image_problem(io.BytesIO(jpeg))
         if problem:
-            problems.append(f"corrupt frame {number} ({problem})")
+            problems.append((sources.CORRUPT_FRAME, f"corrupt frame {number} ({problem})"))
     return problems
 
 
 def check_stored_split(config, split, workers):
-    """All problems of a 'records' or 'tfds' split: 'source split video id (number): ...'.
+    """All problems of a 'records' or 'tfds' split: (kind, 'source split video id (number):
+    what is wrong') pairs.
 
     `workers` videos are checked at once, in tf.data (PIL decodes without the GIL).
     """
@@ -46,8 +57,9 @@ def check_stored_split(config, split, workers):
 
     def video_problems(index, item):
         video = source.parse(item)
-        text = tf.numpy_function(lambda frames, label: "\n".join(stored_video_problems(
-            {"frames": frames, "label": label}, num_classes)).encode(),
+        text = tf.numpy_function(lambda frames, label: "\n".join(
+            f"{kind}\t{message}" for kind, message in stored_video_problems(
+                {"frames": frames, "label": label}, num_classes)).encode(),
                                  [video["frames"], video["label"]], tf.string, stateful=False)
         return index, video["video_id"], text
 
@@ -58,27 +70,40 @@ def check_stored_split(config, split, workers):
         for index, video_id, text in tqdm.tqdm(results.as_numpy_iterator(),
                                                desc=f"checking {split}", disable=None):
             name = f"{config.source} {split} video {video_id.decode()!r} ({index})"
-            problems += [f"{name}: {problem}" for problem in text.decode().splitlines()]
+            for line in text.decode().splitlines():
+                kind, message = line.split("\t", 1)
+                problems.append((kind, f"{name}: {message}"))
     except tf.errors.OpError as e:
-        problems.append(f"{config.source} {split}: stopped reading: {e.message}")
+        problems.append((UNREADABLE_FILE, f"{config.source} {split}: stopped reading: {e.message}"))
     return problems
 
 
 def check_split(data_config, split, workers):
-    """All problems of one split: 'file:line ...: what is wrong' strings (frame folders), or
-    'source split video id (number): what is wrong' (records, tfds)."""
+    """All problems of one split: (kind, message) pairs, the message 'file:line ...: what is
+    wrong' (frame folders) or 'source split video id (number): what is wrong' (records, tfds)."""
     config = sources.resolve_synthetic(data_config)
     config.strict = False
     if config.source in ("records", "tfds"):
         return check_stored_split(config, split, workers)
     folders = sources.frame_folders(config, split)
-    problems = [problem.message for problem in folders.problems]
+    problems = [(problem.kind, problem.message) for problem in folders.problems]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        results = pool.map(folders.video_problems, range(len(folders.entries)))
-        for entry, video_problems in zip(folders.entries, tqdm.tqdm(results, total=len(
+        results = pool.map(folders.video_faults, range(len(folders.entries)))
+        for entry, faults in zip(folders.entries, tqdm.tqdm(results, total=len(
             folders.entries), desc=f"checking {split}", disable=None)):
-            problems += [f"{entry.where} video {entry.video_dir!r}: {p}" for p in video_problems]
+            problems += [(kind, f"{entry.where} video {entry.video_dir!r}: {message}")
+                         for kind, message in faults]
     return problems
+
+
+def report(problems):
+    """Every problem's message, then a line counting them by kind: 'N problems: 2 corrupt frame,
+    1 empty video.' (kinds in the order training logs them)."""
+    counts = collections.Counter(kind for kind, _ in problems)
+    order = list(datasets.FAULT_KINDS) + sorted(set(counts) - set(datasets.FAULT_KINDS))
+    by_kind = ", ".join(f"{counts[kind]} {kind}" for kind in order if counts[kind])
+    return "\n".join([message for _, message in problems] +
+                      [f"{len(problems)} problems: {by_kind}." if problems else "No problem found."])
 
 
 def main(argv):
@@ -86,8 +111,7 @@ def main(argv):
     problems = []
     for split in FLAGS.split:
         problems += check_split(FLAGS.config.data, split, FLAGS.workers)
-    print("\n".join(problems) or "No problem found.")
-    print(f"{len(problems)} problems.")
+    print(report(problems))
     sys.exit(1 if problems else 0)
 
 

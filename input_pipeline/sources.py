@@ -64,10 +64,6 @@ class FrameFolders:
                                             f"{len(paths)} are missing ({paths[length]} ...)"))
         return faults
 
-    def video_problems(self, video_index):
-        """What is wrong with the frames of a video, as strings (`video_faults` messages)."""
-        return [message for _, message in self.video_faults(video_index)]
-
 
 def read_files(paths):
     """(n,) string paths -> (n,) string file contents, in TensorFlow; n is static."""

@@ -120,11 +120,16 @@ def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_pa
         f"'{tmp_path}/b/00002.jpg'); truncated video: frames 4-6 of 6 are missing ({tmp_path}/b/00004.jpg ...)")
 
 
-def test_check_data_reports_every_problem(broken_config):
+def test_check_data_reports_every_problem_and_counts_them_by_kind(broken_config):
     problems = check_data.check_split(broken_config, "train", workers=2)
-    assert len(problems) == 3
-    for problem, video_dir in zip(problems, BROKEN_DIRS):
-        assert video_dir in problem and problem.startswith(broken_config.train_list + ":")
+    assert [kind for kind, _ in problems] == [sources.MISSING_FRAME, sources.CORRUPT_FRAME,
+                                              sources.CORRUPT_FRAME]
+    for (_, message), video_dir in zip(problems, BROKEN_DIRS):
+        assert video_dir in message and message.startswith(broken_config.train_list + ":")
+    lines = check_data.report(problems).splitlines()
+    assert lines[:3] == [message for _, message in problems]
+    assert lines[3] == "3 problems: 1 missing frame, 2 corrupt frame."
+    assert check_data.report([]) == "No problem found."
 
 
 def test_missing_list_file_says_what_to_set(broken_config):

@@ -14,8 +14,10 @@ import input_pipeline
 from input_pipeline import check_data
 from input_pipeline import prepare
 from input_pipeline import records
+from input_pipeline import sources
 from input_pipeline import synthetic
 from input_pipeline import video_files
+from input_pipeline import video_list
 
 # (file name, codec, label, frames): a class folder per label.
 VIDEOS = [("a.mp4", "mpeg4", 0, 9), ("b.webm", "libvpx", 0, 12), ("c.mp4", "libx264", 1, 10),
@@ -176,11 +178,13 @@ def test_records_evaluation_masks_unreadable_videos(broken_record_dir):
 
 def test_check_data_reports_every_bad_record(broken_record_dir):
     problems = check_data.check_split(_broken_config(broken_record_dir), "train", workers=2)
-    by_video = {problem.split("'")[1]: problem for problem in problems}
+    by_video = {message.split("'")[1]: (kind, message) for kind, message in problems}
     assert sorted(by_video) == ["bad_jpeg", "bad_label", "empty"] and len(problems) == 3
-    assert "corrupt frame 3" in by_video["bad_jpeg"]
-    assert "no frame" in by_video["empty"]
-    assert "label 5 outside [0, 2)" in by_video["bad_label"]
+    assert by_video["bad_jpeg"][0] == sources.CORRUPT_FRAME
+    assert "corrupt frame 3" in by_video["bad_jpeg"][1]
+    assert by_video["empty"][0] == sources.EMPTY_VIDEO and "no frame" in by_video["empty"][1]
+    assert by_video["bad_label"][0] == video_list.LABEL_OUT_OF_RANGE
+    assert "label 5 outside [0, 2)" in by_video["bad_label"][1]
 
 
 @pytest.mark.parametrize("process_count", [2, 5])
