@@ -22,8 +22,8 @@ figure is the median of `--rounds` runs of `--seconds` each after warm-up:
 - PIL, numpy tensor steps: the same PIL work with the tensor steps in vectorised numpy (one
   normalisation over the stack), a loader faster than the official one.
 Every source makes batches of `--batch_size` clips. The baseline needs torch
-(`requirements-test.txt`). 'x PIL' is the ratio of the medians; 'x PIL/round' the median of each round's ratio, which
-cancels more of a load that drifts between rounds.
+(`requirements-test.txt`). 'x PIL' is the ratio of the medians; 'x PIL/round' the median of
+each round's ratio, which cancels more of a load that drifts between rounds.
 """
 import json
 import os
@@ -209,14 +209,11 @@ def measure(source, data_dir, video_frames, seconds, batch_size):
     """Clips per second of one source in this process, after a warm-up of 2 batches."""
     if source == "device_resize":
         clips = _device_resized_clips(batch_size)
-        warm_up = 2
     elif source.startswith("pil"):
         clips = _pil_batches(source, data_dir, video_frames, batch_size)
-        warm_up = 2
     else:
         clips = _pipeline_clips(source, data_dir, batch_size)
-        warm_up = 2
-    for _ in range(warm_up):
+    for _ in range(2):
         next(clips)
     start, count = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
