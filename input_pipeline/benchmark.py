@@ -1,6 +1,7 @@
 """Clips per second per core of training decode + augmentation, ours against the official loader.
 
-    python -m input_pipeline.benchmark [--cores=1] [--seconds=10] [--rounds=3] [--json] [--readme]
+    python -m input_pipeline.benchmark [--cores=1] [--seconds=10] [--rounds=3] \
+        [--video_frames=48] [--batch_size=8] [--json] [--readme]
 
 Writes its own data to a temporary folder: `--videos` videos of `--video_frames` frames of
 340x256 JPEG at quality 90 (the official frame-folder format), as frame folders and as record
