@@ -85,4 +85,6 @@ def get_data_config():
     # `python -m input_pipeline.prepare_tfds` into `tfds_data_dir` ('' = the TFDS default).
     config.tfds_name = ""
     config.tfds_data_dir = ""
+    # The --max_fps it was prepared with: 0 = every frame, F = at most F frames a second.
+    config.tfds_max_fps = 0
     return config

@@ -1,10 +1,11 @@
 """Prepares a TFDS dataset of `input_pipeline.tfds_builders` from its manual download.
 
     python -m input_pipeline.prepare_tfds --dataset=something_something_v2 \\
-        --manual_dir=DOWNLOADS --data_dir=TFDS_DIR
+        --manual_dir=DOWNLOADS --data_dir=TFDS_DIR [--max_fps=0]
 
-Then set `config.data.source='tfds'`, `tfds_name` and `tfds_data_dir`. The layout each dataset
-expects under `--manual_dir` is in `input_pipeline/tfds_builders.py`.
+Then set `config.data.source='tfds'`, `tfds_name`, `tfds_data_dir` and, with `--max_fps`,
+`tfds_max_fps`. The layout each dataset expects under `--manual_dir` is in
+`input_pipeline/tfds_builders.py`.
 """
 from absl import app
 from absl import flags
@@ -16,7 +17,7 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     del argv
-    builder = tfds_builders.build(FLAGS.dataset, FLAGS.manual_dir, FLAGS.data_dir)
+    builder = tfds_builders.build(FLAGS.dataset, FLAGS.manual_dir, FLAGS.data_dir, FLAGS.max_fps)
     for name, split in builder.info.splits.items():
         print(f"{name}: {split.num_examples} videos")
 
@@ -27,5 +28,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("manual_dir", None, "The downloaded dataset, laid out as "
                         "tfds_builders.py says.")
     flags.DEFINE_string("data_dir", None, "TFDS data dir to write (config.data.tfds_data_dir).")
+    flags.DEFINE_integer("max_fps", 0, "Keep at most this many frames a second of each video "
+                         "(0: every frame; config.data.tfds_max_fps).")
     flags.mark_flags_as_required(["dataset", "manual_dir", "data_dir"])
     app.run(main)

@@ -24,10 +24,15 @@ two names are given, either is read):
 - video_folder: `<split>/<class name>/<video>` for splits among train, validation and test;
   class names are the sorted sub-folders of train.
 
+Decoded videos keep every frame, as the official frame extraction does; `max_fps` > 0 (the
+builder config `max_fps_<F>`, `prepare_tfds --max_fps`, `config.data.tfds_max_fps`) keeps at
+most F frames a second, so that long, high-rate videos are not read whole for each clip.
+
 Generation runs in one process; for a large dataset the parallel, resumable
 `python -m input_pipeline.prepare` (the `records` source) is faster.
 """
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -41,10 +46,29 @@ JPEG_QUALITY = 90
 LAYOUTS_DOC = "the layouts in input_pipeline/tfds_builders.py"
 
 
+@dataclasses.dataclass(eq=False)
+class FrameRateConfig(tfds.core.BuilderConfig):
+    """The builder config that keeps at most `max_fps` frames a second of each decoded video."""
+
+    max_fps: int = 0
+
+
+def frame_rate_config(max_fps):
+    """None (the default: every frame) for `max_fps` 0, else the config 'max_fps_<max_fps>'."""
+    if max_fps < 0:
+        raise ValueError(f"max_fps={max_fps}: use 0 (every frame) or a positive frame rate.")
+    if not max_fps:
+        return None
+    return FrameRateConfig(name=f"max_fps_{max_fps}", max_fps=max_fps,
+                           description=f"At most {max_fps} frames a second of each video.")
+
+
 class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared features and example generation; subclasses list the videos of each split."""
 
     VERSION = tfds.core.Version("1.0.0")
+    # False for datasets distributed as frames, which have no timestamps to cap the rate with.
+    DECODES_VIDEOS = True
     # Our split name -> the files (or folder) that may describe it, relative to the manual dir: the
     # first one present is read; a split none of them is present for is left out.
     SPLITS = {}
@@ -96,9 +120,10 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def _generate_examples(self, split, videos):
         skipped = 0
+        max_fps = self.builder_config.max_fps if self.builder_config else 0
         for video_id, path, label in videos:
             try:
-                frames = _jpeg_frames(path)
+                frames = _jpeg_frames(path, max_fps)
             except video_files.DECODE_ERRORS as e:
                 skipped += 1
                 logging.warning("Left out video %s (%s): %s", video_id, path, e)
@@ -108,10 +133,11 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             logging.warning("%s %s: %d videos left out.", self.name, split, skipped)
 
 
-def _jpeg_frames(path):
-    """JPEG bytes of every frame: a frame folder's files as they are, or a decoded video."""
+def _jpeg_frames(path, max_fps):
+    """JPEG bytes of the frames: a frame folder's files as they are, or a decoded video's (at
+    most `max_fps` a second if > 0)."""
     if not os.path.isdir(path):
-        return video_files.decode_video(path, SHORT_SIDE, JPEG_QUALITY)
+        return video_files.decode_video(path, SHORT_SIDE, JPEG_QUALITY, max_fps)
     names = sorted(name for name in os.listdir(path) if name.lower().endswith(".jpg"))
     if not names:
         raise ValueError("no .jpg frame in the folder")
@@ -184,6 +210,7 @@ class _SomethingSomething(_VideoBuilder, skip_registration=True):
 class SomethingSomethingV1(_SomethingSomething):
     """Something-Something V1: JPEG frame folders (12 fps, 100 pixels high), 174 classes."""
 
+    DECODES_VIDEOS = False
     SPLITS = {"train": ("something-something-v1-train.csv",),
               "validation": ("something-something-v1-validation.csv",)}
     CLASS_NAMES_FILES = ("something-something-v1-labels.csv",)
@@ -295,9 +322,20 @@ BUILDERS = {builder.name: builder for builder in (
     SomethingSomethingV1, SomethingSomethingV2, Kinetics400, MomentsInTime, VideoFolder)}
 
 
-def build(dataset, manual_dir, data_dir):
-    """Prepares `dataset` (a key of BUILDERS) from `manual_dir` into `data_dir`."""
-    builder = BUILDERS[dataset](data_dir=data_dir)
+def dataset_builder(dataset, data_dir, max_fps=0):
+    """The builder of `dataset` (a key of BUILDERS) in `data_dir`: every frame, or at most
+    `max_fps` a second of each video."""
+    builder_class = BUILDERS[dataset]
+    if max_fps and not builder_class.DECODES_VIDEOS:
+        raise ValueError(f"{dataset} is distributed as frames, stored as they are: max_fps="
+                         f"{max_fps} applies only to datasets of video files; use 0.")
+    return builder_class(config=frame_rate_config(max_fps), data_dir=data_dir)
+
+
+def build(dataset, manual_dir, data_dir, max_fps=0):
+    """Prepares `dataset` (a key of BUILDERS) from `manual_dir` into `data_dir`, keeping every
+    frame or at most `max_fps` a second of each video."""
+    builder = dataset_builder(dataset, data_dir, max_fps)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     return builder

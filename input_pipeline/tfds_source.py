@@ -1,7 +1,8 @@
 """The `tfds` source: datasets written by the builders of `input_pipeline.tfds_builders`.
 
 `config.data.tfds_name` names the builder (e.g. 'something_something_v2', 'video_folder'),
-`config.data.tfds_data_dir` where it was prepared. Frames are read still encoded and only the
+`config.data.tfds_data_dir` where it was prepared, `config.data.tfds_max_fps` the frame-rate
+cap it was prepared with (0: every frame). Frames are read still encoded and only the
 sampled ones are decoded. Our split 'val' is TFDS's 'validation'.
 """
 import tensorflow as tf
@@ -17,12 +18,15 @@ def builder(config):
     if config.tfds_name not in tfds_builders.BUILDERS:
         raise ValueError(f"config.data.tfds_name={config.tfds_name!r}: use one of "
                          f"{sorted(tfds_builders.BUILDERS)}.")
-    found = tfds_builders.BUILDERS[config.tfds_name](data_dir=config.tfds_data_dir or None)
+    found = tfds_builders.dataset_builder(config.tfds_name, config.tfds_data_dir or None,
+                                          config.tfds_max_fps)
     if not found.is_prepared():
+        max_fps = f" --max_fps={config.tfds_max_fps}" if config.tfds_max_fps else ""
         raise FileNotFoundError(
             f"TFDS dataset {config.tfds_name!r} is not prepared in {found.data_dir}: run python "
-            f"-m input_pipeline.prepare_tfds --dataset={config.tfds_name} --manual_dir=... "
-            "--data_dir=... and set config.data.tfds_data_dir.")
+            f"-m input_pipeline.prepare_tfds --dataset={config.tfds_name}{max_fps} --manual_dir=... "
+            "--data_dir=... and set config.data.tfds_data_dir (and config.data.tfds_max_fps to "
+            "the --max_fps it was prepared with).")
     return found
 
 

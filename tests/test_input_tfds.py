@@ -103,6 +103,32 @@ def test_check_data_finds_no_problem_in_a_prepared_dataset(prepared):
     assert check_data.check_split(_config(data_dir), "train", workers=2) == []
 
 
+def test_max_fps_config_keeps_at_most_that_many_frames_a_second(tmp_path):
+    manual = tmp_path / "manual"
+    lengths = {"train": [9, 8], "validation": [7]}
+    for split, split_lengths in lengths.items():
+        for number, length in enumerate(split_lengths):
+            (manual / split / "falling").mkdir(parents=True, exist_ok=True)
+            frames = synthetic.render_video(2, length, 32, 40, np.random.default_rng(length))
+            video_files.write_video(str(manual / split / "falling" / f"{number}.mp4"), frames,
+                                    fps=12)
+    data_dir = str(tmp_path / "tfds")
+    builder = tfds_builders.build("video_folder", str(manual), data_dir, max_fps=6)
+    assert builder.data_dir.startswith(f"{data_dir}/video_folder/max_fps_6/")
+    # 12 fps thinned to 6: frames 0, 2, 4, ... are kept.
+    stored = sorted(example["video"].shape[0] for example in builder.as_dataset(split="train"))
+    assert stored == [4, 5]
+    config = _config(data_dir)
+    with pytest.raises(FileNotFoundError, match="not prepared"):
+        input_pipeline.num_videos(config, "train")  # Every frame was not prepared.
+    config.tfds_max_fps = 6
+    assert input_pipeline.num_videos(config, "train") == 2
+    batch = next(iter(input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=1)))
+    assert batch["video"].shape == (1, 1, 4, 16, 16, 3)
+    with pytest.raises(ValueError, match="distributed as frames"):
+        tfds_builders.build("something_something_v1", str(manual), data_dir, max_fps=6)
+
+
 class Video(typing.NamedTuple):
     """A video of a tiny manual download."""
 
