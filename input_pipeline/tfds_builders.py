@@ -18,6 +18,8 @@ two names are given, either is read):
 - kinetics400 (CVDF release): `annotations/{train,val}.csv` (`label,youtube_id,time_start,
   time_end,split` with a header; DeepMind's name `validate.csv` is read too), videos
   `{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4`; class names: the sorted train labels.
+  A video of the same name in `replacement/replacement_for_corrupted_k400/` (CVDF's
+  replacements for about 1400 corrupted clips) is read instead of the original.
 - moments_in_time: `moments_categories.txt` (`<name>,<index>` lines),
   `{trainingSet,validationSet}.csv` (`<path>,<class name>,...` lines), videos
   `training/<path>` and `validation/<path>`.
@@ -254,6 +256,7 @@ class Kinetics400(_VideoBuilder):
               "validation": ("annotations/val.csv", "annotations/validate.csv")}
     CLASS_NAMES_SOURCE = "the train annotations"
     VIDEO_FOLDERS = {"train": "train", "validation": "val"}
+    REPLACEMENTS = "replacement/replacement_for_corrupted_k400"
 
     def _rows(self, root, split):
         with open(_required(root, self.SPLITS[split])) as f:
@@ -263,12 +266,16 @@ class Kinetics400(_VideoBuilder):
         return sorted({row["label"] for row in self._rows(root, "train")})
 
     def videos(self, root, split):
+        replacements = os.path.join(root, self.REPLACEMENTS)
+        replaced = set(os.listdir(replacements)) if os.path.isdir(replacements) else set()
         videos = []
         for row in self._rows(root, split):
             video_id = (f"{row['youtube_id']}_{int(float(row['time_start'])):06d}_"
                         f"{int(float(row['time_end'])):06d}")
-            videos.append((video_id, os.path.join(root, self.VIDEO_FOLDERS[split], video_id + ".mp4"),
-                           row["label"]))
+            file_name = video_id + ".mp4"
+            folder = replacements if file_name in replaced else os.path.join(
+                root, self.VIDEO_FOLDERS[split])
+            videos.append((video_id, os.path.join(folder, file_name), row["label"]))
         return videos
 
 

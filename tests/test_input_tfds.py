@@ -324,6 +324,19 @@ def test_kinetics400_reads_deepminds_validate_csv(tmp_path):
     assert videos == [("ghi_000005_000015", str(tmp_path / "val" / "ghi_000005_000015.mp4"), "zumba")]
 
 
+def test_kinetics400_reads_cvdf_replacements_of_corrupted_videos(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    header = "label,youtube_id,time_start,time_end,split\n"
+    (tmp_path / "annotations" / "train.csv").write_text(
+        header + "zumba,abc,10,20,train\nzumba,def,0,10,train\n")
+    replacements = tmp_path / "replacement" / "replacement_for_corrupted_k400"
+    replacements.mkdir(parents=True)
+    (replacements / "def_000000_000010.mp4").write_bytes(b"")
+    _, videos = _videos(tfds_builders.Kinetics400, tmp_path, "train")
+    assert [path for _, path, _ in videos] == [str(tmp_path / "train" / "abc_000010_000020.mp4"),
+                                               str(replacements / "def_000000_000010.mp4")]
+
+
 def test_class_missing_from_the_class_names_is_an_error_naming_the_list(tmp_path):
     (tmp_path / "something-something-v1-labels.csv").write_text("Holding something\n")
     (tmp_path / "something-something-v1-train.csv").write_text("7;Dropping something\n")
