@@ -25,6 +25,14 @@ def check_model(model_config, crop_size: int) -> None:
                           f"use at least {MIN_CROP_SIZE} (224 in the paper; 112, 160, ... work too)")
 
 
+def check_input_channels(model_config) -> None:
+    """Our input pipeline and prediction read RGB frames: the model must take 3 channels."""
+    if model_config.input_channels != 3:
+        raise ConfigError(f"config.model.input_channels={model_config.input_channels}: the input pipeline reads "
+                          "RGB frames (3 channels) and has no optical-flow source; use 3 (a flow model, e.g. a "
+                          "converted official one, runs only on batches built outside input_pipeline)")
+
+
 def check_data(data_config, splits=("train", "val")) -> None:
     """The data paths of `splits` exist."""
     if data_config.source == "frames":
@@ -59,6 +67,7 @@ def check_init_from(config) -> None:
 def check_training(config) -> None:
     """Everything a training run needs, in the order a user would fix it."""
     check_model(config.model, config.data.crop_size)
+    check_input_channels(config.model)
     devices = jax.device_count()
     data, frames = config.mesh_shape
     if frames < 1 or devices % frames or (data != -1 and data * frames != devices):
@@ -80,4 +89,5 @@ def check_training(config) -> None:
 def check_evaluation(config) -> None:
     """What evaluating a checkpoint needs: the model and the validation data."""
     check_model(config.model, config.data.crop_size)
+    check_input_channels(config.model)
     check_data(config.data, splits=("val",))

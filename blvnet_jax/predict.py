@@ -12,13 +12,14 @@ from absl import app, flags
 from flax import nnx
 
 import input_pipeline.single_video
-from blvnet_jax import checkpoint, evaluation, steps
+from blvnet_jax import checkpoint, config_check, evaluation, steps
 
 
 def predict(workdir: str, video_path: str, top_k: int = 5) -> dict:
     """`{'top': [(class name, probability)], 'views' uint8, 'indices'}` for one video."""
     model, metadata = checkpoint.restore_model(workdir)
     config = ml_collections.ConfigDict(metadata["config"])
+    config_check.check_input_channels(config.model)
     views, indices = input_pipeline.single_video.eval_views(video_path, config.data, config.model.num_frames)
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     logits = jax.jit(steps.make_eval_step(graphdef))(params, batch_stats, views)

@@ -30,6 +30,13 @@ def test_model_fields(model, field):
         config_check.check_training(demo_config(**model))
 
 
+def test_flow_input_is_rejected_where_the_input_pipeline_feeds_the_model():
+    config = demo_config(input_channels=10)
+    for check in (config_check.check_training, config_check.check_evaluation):
+        with pytest.raises(config_check.ConfigError, match="config.model.input_channels=10: .* RGB"):
+            check(config)
+
+
 def test_odd_frame_count_is_fine_for_frame_models():
     config_check.check_model(demo_config(name="tsn", num_frames=15).model, 64)
 
