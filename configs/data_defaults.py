@@ -86,5 +86,5 @@ def get_data_config():
     config.tfds_name = ""
     config.tfds_data_dir = ""
     # The --max_fps it was prepared with: 0 = every frame, F = at most F frames a second.
-    config.tfds_max_fps = 0
+    config.tfds_max_fps = 0.0
     return config

@@ -28,7 +28,7 @@ if __name__ == "__main__":
     flags.DEFINE_string("manual_dir", None, "The downloaded dataset, laid out as "
                         "tfds_builders.py says.")
     flags.DEFINE_string("data_dir", None, "TFDS data dir to write (config.data.tfds_data_dir).")
-    flags.DEFINE_integer("max_fps", 0, "Keep at most this many frames a second of each video "
+    flags.DEFINE_float("max_fps", 0, "Keep at most this many frames a second of each video "
                          "(0: every frame; config.data.tfds_max_fps).")
     flags.mark_flags_as_required(["dataset", "manual_dir", "data_dir"])
     app.run(main)

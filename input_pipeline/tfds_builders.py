@@ -52,7 +52,7 @@ LAYOUTS_DOC = "the layouts in input_pipeline/tfds_builders.py"
 class FrameRateConfig(tfds.core.BuilderConfig):
     """The builder config that keeps at most `max_fps` frames a second of each decoded video."""
 
-    max_fps: int = 0
+    max_fps: float = 0
 
 
 def frame_rate_config(max_fps):
@@ -61,8 +61,8 @@ def frame_rate_config(max_fps):
         raise ValueError(f"max_fps={max_fps}: use 0 (every frame) or a positive frame rate.")
     if not max_fps:
         return None
-    return FrameRateConfig(name=f"max_fps_{max_fps}", max_fps=max_fps,
-                           description=f"At most {max_fps} frames a second of each video.")
+    return FrameRateConfig(name=f"max_fps_{max_fps:g}", max_fps=max_fps,
+                           description=f"At most {max_fps:g} frames a second of each video.")
 
 
 class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -335,7 +335,7 @@ def dataset_builder(dataset, data_dir, max_fps=0):
     builder_class = BUILDERS[dataset]
     if max_fps and not builder_class.DECODES_VIDEOS:
         raise ValueError(f"{dataset} is distributed as frames, stored as they are: max_fps="
-                         f"{max_fps} applies only to datasets of video files; use 0.")
+                         f"{max_fps:g} applies only to datasets of video files; use 0.")
     return builder_class(config=frame_rate_config(max_fps), data_dir=data_dir)
 
 

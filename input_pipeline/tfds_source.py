@@ -5,6 +5,8 @@
 cap it was prepared with (0: every frame). Frames are read still encoded and only the
 sampled ones are decoded. Our split 'val' is TFDS's 'validation'.
 """
+import functools
+
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
@@ -18,13 +20,19 @@ def builder(config):
     if config.tfds_name not in tfds_builders.BUILDERS:
         raise ValueError(f"config.data.tfds_name={config.tfds_name!r}: use one of "
                          f"{sorted(tfds_builders.BUILDERS)}.")
-    found = tfds_builders.dataset_builder(config.tfds_name, config.tfds_data_dir or None,
-                                          config.tfds_max_fps)
+    return _prepared_builder(config.tfds_name, config.tfds_data_dir or None, config.tfds_max_fps)
+
+
+@functools.lru_cache(maxsize=None)
+def _prepared_builder(name, data_dir, max_fps):
+    """The builder, opened once per (name, data dir, frame-rate cap): its metadata is read from
+    disk when it is made. Not cached when it is not prepared."""
+    found = tfds_builders.dataset_builder(name, data_dir, max_fps)
     if not found.is_prepared():
-        max_fps = f" --max_fps={config.tfds_max_fps}" if config.tfds_max_fps else ""
+        cap = f" --max_fps={max_fps:g}" if max_fps else ""
         raise FileNotFoundError(
-            f"TFDS dataset {config.tfds_name!r} is not prepared in {found.data_dir}: run python "
-            f"-m input_pipeline.prepare_tfds --dataset={config.tfds_name}{max_fps} --manual_dir=... "
+            f"TFDS dataset {name!r} is not prepared in {found.data_dir}: run python "
+            f"-m input_pipeline.prepare_tfds --dataset={name}{cap} --manual_dir=... "
             "--data_dir=... and set config.data.tfds_data_dir (and config.data.tfds_max_fps to "
             "the --max_fps it was prepared with).")
     return found
