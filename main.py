@@ -5,9 +5,10 @@
 `train` resumes from the latest checkpoint in DIR and evaluates periodically; `eval` evaluates the
 latest checkpoint (e.g. a converted official one) with the config's crops x clips. `--check_data`
 first opens every frame of both splits and stops with the list of all problems, if there are any
-(training alone skips and counts unreadable videos). Several hosts:
-pass --coordinator_address, --num_processes and --process_id (or set them in the environment
-that jax.distributed reads).
+(training alone skips and counts unreadable videos). Several hosts: the same command on every
+host with `--distributed` (a TPU slice, SLURM and Open MPI tell JAX the coordinator) or with
+`--coordinator_address`, `--num_processes` and `--process_id`; the workdir must be one directory
+shared by all hosts (e.g. `gs://bucket/run`).
 """
 import logging as logging_std
 import os
@@ -25,6 +26,8 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and result
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (with periodic evaluation) or evaluate only.")
 flags.DEFINE_bool("check_data", False, "Before anything else, check every video of the train and val splits "
                   "(input_pipeline.check_data) and stop with the list of problems if there are any.")
+flags.DEFINE_bool("distributed", False, "Several hosts: jax.distributed.initialize() finds the coordinator itself "
+                  "(TPU slices, SLURM, Open MPI); elsewhere pass the three flags below.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0, for multi-host runs.")
 flags.DEFINE_integer("num_processes", None, "Number of processes (hosts), for multi-host runs.")
 flags.DEFINE_integer("process_id", None, "This process's index, for multi-host runs.")
@@ -56,7 +59,7 @@ def main(argv):
     if FLAGS.check_data:
         check_data()
     import jax
-    if FLAGS.coordinator_address or FLAGS.num_processes:
+    if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from blvnet_jax import config_check
     try:
@@ -65,13 +68,16 @@ def main(argv):
     except config_check.ConfigError as error:
         raise SystemExit(f"Config error ({config_flags.get_config_filename(FLAGS['config'])} with its "
                          f"--config.* overrides): {error}") from None
-    from blvnet_jax import train
-    logging.info("JAX %s: %d processes, %d devices (%s)", jax.__version__, jax.process_count(),
-                 jax.device_count(), jax.devices()[0].platform)
-    if FLAGS.mode == "train":
-        results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    else:
-        results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+    from blvnet_jax import hosts, train
+    logging.info("JAX %s: process %d of %d, %d devices in all (%d here: %s)", jax.__version__, jax.process_index(),
+                 jax.process_count(), jax.device_count(), jax.local_device_count(), jax.local_devices()[0].device_kind)
+    try:
+        if FLAGS.mode == "train":
+            results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        else:
+            results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+    except hosts.NotSharedError as error:
+        raise SystemExit(f"Workdir error (--workdir={FLAGS.workdir}): {error}") from None
     logging.info("Evaluation: %s", results)
 
 

@@ -1,17 +1,20 @@
-"""Kill -9 a demo run at random moments, restart it each time, and check it ends bit-identical.
+"""Kill a demo run at random moments, restart it each time, and check it ends bit-identical.
 
-    python -m benchmarks.kill_resume [--kills=5] [--seed=0] [--workdir=/tmp/blvnet_kill_resume] \\
-        [--override=num_train_steps=60 ...]
+    python -m benchmarks.kill_resume [--kills=5] [--sigterms=1] [--seed=0] \\
+        [--workdir=/tmp/blvnet_kill_resume] [--override=num_train_steps=60 ...]
 
 First an uninterrupted run of `main.py --config=configs/demo.py` (with `--override`s, by default
-a 60-step demo with a checkpoint every 10 steps). Then the same command again, killed with
-SIGKILL `--kills` times and restarted after each kill: once while a checkpoint is being written
-(an Orbax temporary folder exists), otherwise when the run reaches a random step. After each kill
-it prints the step the run had reached, the complete checkpoints on disk (each is restored to
-prove it readable; partial ones are Orbax temporaries, which a restart ignores), and, from the
-restart's log, the step it resumed from: the work redone is the steps since the last complete
-checkpoint, no more. Finally the killed run's parameters and batch-norm statistics are compared
-with the uninterrupted run's, bit for bit. Ends with a JSON line of the figures.
+a 60-step demo with a checkpoint every 10 steps). Then the same command again, stopped `--kills`
+times and restarted after each stop: once with SIGKILL while a checkpoint is being written (an
+Orbax temporary folder exists), otherwise when the run reaches a random step, `--sigterms` of
+these with SIGTERM (a preemption notice: the run saves the step in flight and exits 0, and the
+time from the signal to the exit is printed against a platform's ~30 s of grace), the others
+with SIGKILL. After each stop it prints the step the run had reached, the complete checkpoints
+on disk (each is restored to prove it readable; partial ones are Orbax temporaries, which a
+restart ignores), and, from the restart's log, the step it resumed from: the work redone is the
+steps since the last complete checkpoint (none after a SIGTERM). Finally the stopped run's
+parameters and batch-norm statistics are compared with the uninterrupted run's, bit for bit.
+Ends with a JSON line of the figures.
 """
 import json
 import os
@@ -59,21 +62,24 @@ def checkpoint_folders(workdir: str) -> tuple[list[int], list[str]]:
     return sorted(int(name) for name in names if name.isdigit()), sorted(n for n in names if not n.isdigit())
 
 
-def run_and_kill(command: list[str], env: dict, ready, log_path: str, timeout: float = 900) -> bool:
-    """Runs `command` (its output written to `log_path`) and SIGKILLs it once `ready()` holds.
+def run_and_stop(command: list[str], env: dict, ready, log_path: str, stop_signal: int = signal.SIGKILL,
+                 timeout: float = 900) -> dict | None:
+    """Runs `command` (its output written to `log_path`) and sends it `stop_signal` once `ready()` holds.
 
-    Returns whether it was killed (False: it finished first)."""
+    Returns `{'exit_code', 'exit_seconds'}` (seconds from the signal to the exit), or None when the
+    run finished first."""
     with open(log_path, "w") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while process.poll() is None and time.time() < deadline:
             if ready():
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                return True
+                process.send_signal(stop_signal)
+                signalled = time.perf_counter()
+                exit_code = process.wait()
+                return {"exit_code": exit_code, "exit_seconds": time.perf_counter() - signalled}
             time.sleep(0.005)
         process.wait()
-    return False
+    return None
 
 
 def run_to_end(command: list[str], env: dict, log_path: str) -> None:
@@ -101,30 +107,37 @@ def final_state(workdir: str, step: int | None = None) -> tuple[int, dict]:
     return metadata["step"], {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in leaves}
 
 
-def kill_moments(total_steps: int, kills: int, rng: np.random.Generator) -> list:
-    """Sorted random steps to kill at, with the string 'checkpoint' at a random place among them."""
+def kill_moments(total_steps: int, kills: int, sigterms: int, rng: np.random.Generator) -> list[tuple]:
+    """`(moment, signal name)` pairs: sorted random steps, `sigterms` of them for SIGTERM, and the
+    string 'checkpoint' (SIGKILL) at a random place among them."""
     steps = sorted(rng.choice(np.arange(1, total_steps), kills - 1, replace=False).tolist())
-    steps.insert(int(rng.integers(0, kills)), "checkpoint")
-    return steps
+    terminated = set(rng.choice(len(steps), min(sigterms, len(steps)), replace=False).tolist())
+    moments = [(step, "SIGTERM" if i in terminated else "SIGKILL") for i, step in enumerate(steps)]
+    moments.insert(int(rng.integers(0, kills)), ("checkpoint", "SIGKILL"))
+    return moments
 
 
-def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int, seed: int) -> list[dict]:
-    """Kills and restarts the run `kills` times, then lets it finish; one dict of figures per kill."""
+def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int, seed: int,
+               sigterms: int = 1) -> list[dict]:
+    """Stops and restarts the run `kills` times, then lets it finish; one dict of figures per stop."""
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     command = demo_command(workdir, overrides)
     figures = []
-    for attempt, moment in enumerate(kill_moments(total_steps, kills, np.random.default_rng(seed))):
+    for attempt, (moment, signal_name) in enumerate(
+            kill_moments(total_steps, kills, sigterms, np.random.default_rng(seed))):
         offset, old_partial = metrics_lines(workdir)[1], set(checkpoint_folders(workdir)[1])
         if moment == "checkpoint":
             ready = lambda old_partial=old_partial: bool(set(checkpoint_folders(workdir)[1]) - old_partial)
         else:
             ready = lambda moment=moment, offset=offset: reached_step(workdir, offset) >= moment
         started = time.perf_counter()
-        killed = run_and_kill(command, env, ready, f"{workdir}.{attempt}.log")
+        stopped = run_and_stop(command, env, ready, f"{workdir}.{attempt}.log", getattr(signal, signal_name))
+        killed = stopped is not None
         complete, partial = checkpoint_folders(workdir)
         for step in complete:
             final_state(workdir, step)  # raises if a complete checkpoint does not restore
-        figures.append({"moment": moment, "killed": killed, "seconds": time.perf_counter() - started,
+        figures.append({"moment": moment, "signal": signal_name, "killed": killed,
+                        "seconds": time.perf_counter() - started, **(stopped or {}),
                         "reached_step": reached_step(workdir, offset), "complete_checkpoints": complete,
                         "partial_checkpoints": partial})
         if not killed:
@@ -149,11 +162,14 @@ def main(argv):
     straight_seconds = time.perf_counter() - started
     total_steps, straight_state = final_state(straight)
     print(f"uninterrupted run: {total_steps} steps in {straight_seconds:.0f} s")
-    figures = killed_run(killed, FLAGS.override, total_steps, FLAGS.kills, FLAGS.seed)
+    figures = killed_run(killed, FLAGS.override, total_steps, FLAGS.kills, FLAGS.seed, FLAGS.sigterms)
     for number, kill in enumerate(figures, start=1):
         moment = "while writing a checkpoint" if kill["moment"] == "checkpoint" else f"at step {kill['moment']}"
-        print(f"kill {number} {moment}: reached step {kill['reached_step']}, complete checkpoints "
-              f"{kill['complete_checkpoints']} (all restored), partial {kill['partial_checkpoints'] or 'none'}; "
+        exit_figures = (f", exit status {kill['exit_code']} {kill['exit_seconds']:.1f} s after the signal"
+                        if kill["killed"] else " (the run ended first)")
+        print(f"{kill['signal']} {number} {moment}{exit_figures}: reached step {kill['reached_step']}, "
+              f"complete checkpoints {kill['complete_checkpoints']} (all restored), partial "
+              f"{kill['partial_checkpoints'] or 'none'}; "
               f"restart resumed from step {kill['resumed_from']}, redoing {kill['redone_steps']} steps")
     final_step, killed_state = final_state(killed)
     mismatched = [name for name, array in straight_state.items() if not np.array_equal(array, killed_state[name])]
@@ -168,7 +184,9 @@ def main(argv):
 
 if __name__ == "__main__":
     # Flags are defined only when run as a program, so importing this module (tests do) defines none.
-    flags.DEFINE_integer("kills", 5, "How many times the run is killed (one of them while a checkpoint is written).")
+    flags.DEFINE_integer("kills", 5, "How many times the run is stopped (one of them while a checkpoint is written).")
+    flags.DEFINE_integer("sigterms", 1, "How many of the stops at a random step are SIGTERM (preemption) "
+                         "rather than SIGKILL.")
     flags.DEFINE_integer("seed", 0, "Seed of the random kill moments.")
     flags.DEFINE_string("workdir", "/tmp/blvnet_kill_resume", "Holds the two runs' workdirs (emptied first).")
     flags.DEFINE_multi_string("override", ["num_train_steps=60", "checkpoint_every_steps=10"],

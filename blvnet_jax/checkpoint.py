@@ -7,20 +7,22 @@ and the converter only need the three above.
 """
 import dataclasses
 import json
-import os
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from etils import epath
 from flax import nnx
 
+from blvnet_jax import hosts
 from blvnet_jax.models import create_model
 from blvnet_jax.sharding import create_mesh, replicated
 
 
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), "checkpoints")
+def checkpoint_dir(workdir: str) -> epath.Path:
+    """`{workdir}/checkpoints`, for a local workdir or a URL (`gs://...`)."""
+    return hosts.workdir_path(workdir) / "checkpoints"
 
 
 def open_manager(workdir: str, options: ocp.CheckpointManagerOptions | None = None) -> ocp.CheckpointManager:
@@ -59,10 +61,16 @@ def save_train_state(manager: ocp.CheckpointManager, step: int, state, config: m
         metrics={k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))} or None)
 
 
+def latest_step(manager: ocp.CheckpointManager) -> int | None:
+    """The latest complete step as process 0 sees it; every process must see it too
+    (`hosts.agreed_step`)."""
+    return hosts.agreed_step(manager.latest_step(), list(manager.all_steps()), str(manager.directory))
+
+
 def restore_latest_train_state(manager: ocp.CheckpointManager, state):
     """`(state, step)` from the latest checkpoint, restored into `state`'s shapes and shardings;
     `(state, 0)` when there is none."""
-    step = manager.latest_step()
+    step = latest_step(manager)
     if step is None:
         return state, 0
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
@@ -110,7 +118,7 @@ def save_model(workdir: str, step: int, model: nnx.Module, config: ml_collection
             batch_stats=ocp.args.StandardSave(items["batch_stats"]),
             metadata=ocp.args.JsonSave(metadata)), force=True)
         manager.wait_until_finished()
-    return os.path.join(checkpoint_dir(workdir), str(step))
+    return str(checkpoint_dir(workdir) / str(step))
 
 
 def flat_shapes(tree) -> dict[str, tuple]:
@@ -145,7 +153,7 @@ def restore_model(workdir: str, step: int | None = None,
     """
     directory = checkpoint_dir(workdir)
     with open_manager(workdir) as manager:
-        step = manager.latest_step() if step is None else step
+        step = latest_step(manager) if step is None else step
         if step is None:
             raise FileNotFoundError(f"no checkpoint under {directory}: train or convert one first")
         metadata = manager.restore(step, args=metadata_restore_args())["metadata"]
@@ -155,7 +163,7 @@ def restore_model(workdir: str, step: int | None = None,
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
                                 model_items(model))
         stored = manager.item_metadata(step)
-        where = os.path.join(directory, str(step))
+        where = str(directory / str(step))
         for name in ("params", "batch_stats"):
             check_same_shapes(abstract[name], stored[name], where)
         restored = manager.restore(step, args=ocp.args.Composite(

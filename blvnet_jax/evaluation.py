@@ -5,14 +5,14 @@ Writes into the workdir: `eval_results.json` (top1, top5, loss, num_videos, crop
 """
 import csv
 import json
-import os
 
 import jax
 import numpy as np
+from etils import epath
 from jax.experimental import multihost_utils
 
 import input_pipeline
-from blvnet_jax import steps
+from blvnet_jax import hosts, steps
 from blvnet_jax.sharding import global_batch
 
 
@@ -43,6 +43,23 @@ def confusion_matrix(predictions: np.ndarray, labels: np.ndarray, num_classes: i
     return matrix
 
 
+VIEW_FIELDS = ("label", "video_index", "mask")
+
+
+def views_to_videos(rows: dict, views: int) -> dict:
+    """Rows of views in any order -> one row per video, ordered by video index.
+
+    rows: `logits` `(rows, classes)`, `label`, `video_index`, `mask` `(rows,)`, each kept video
+    having `views` rows. Returns `probabilities` `(videos, classes)` (softmax averaged over the
+    views, float64), `labels` int64 and `video_index`.
+    """
+    keep = rows["mask"].astype(bool)
+    order = np.argsort(rows["video_index"][keep], kind="stable")
+    kept = {key: value[keep][order] for key, value in rows.items()}
+    return {"probabilities": average_views(kept["logits"].astype(np.float64), views),
+            "labels": kept["label"][::views].astype(np.int64), "video_index": kept["video_index"][::views]}
+
+
 class Evaluator:
     """Runs the eval split through the jitted eval step, across all hosts, every video once."""
 
@@ -57,7 +74,13 @@ class Evaluator:
                              f"divisible by the {mesh.shape['data']} devices of the data axis")
 
     def predict(self, params, batch_stats) -> dict:
-        """`{'probabilities' (videos, classes), 'labels', 'video_index'}` over the whole eval split."""
+        """`{'probabilities' (videos, classes), 'labels', 'video_index'}` over the whole eval split,
+        ordered by video index.
+
+        Every view travels as one row with its own label, mask and video index, all sharded as the
+        video, so each logit meets its own label whatever the mesh's device order (on multi-host
+        TPU slices the data axis interleaves the hosts' devices).
+        """
         config = self.config
         dataset = input_pipeline.create_eval_dataset(
             config.data, num_frames=config.model.num_frames,
@@ -66,19 +89,15 @@ class Evaluator:
         parts = []
         for batch in dataset:
             video = batch["video"]
-            flat = video.reshape((-1,) + video.shape[2:])
-            logits = self.eval_step(params, batch_stats, global_batch({"video": flat}, self.mesh)["video"])
-            logits = multihost_utils.process_allgather(logits, tiled=True)
-            local = {k: multihost_utils.process_allgather(np.asarray(batch[k]), tiled=True)
-                     for k in ("label", "video_index", "mask")}
-            parts.append((average_views(np.asarray(logits, np.float64), self.views), local))
-        probabilities = np.concatenate([p for p, _ in parts])
-        fields = {k: np.concatenate([local[k] for _, local in parts]) for k in ("label", "video_index", "mask")}
-        keep = fields["mask"].astype(bool)
-        return {"probabilities": probabilities[keep], "labels": fields["label"][keep].astype(np.int64),
-                "video_index": fields["video_index"][keep]}
+            rows = {"video": video.reshape((-1,) + video.shape[2:])}
+            rows.update({key: np.repeat(np.asarray(batch[key]), self.views) for key in VIEW_FIELDS})
+            rows = global_batch(rows, self.mesh)
+            rows["logits"] = self.eval_step(params, batch_stats, rows.pop("video"))
+            parts.append(multihost_utils.process_allgather(rows, tiled=True))
+        rows = {key: np.concatenate([part[key] for part in parts]) for key in ("logits",) + VIEW_FIELDS}
+        return views_to_videos(rows, self.views)
 
-    def evaluate(self, params, batch_stats, step: int, workdir: str) -> dict:
+    def evaluate(self, params, batch_stats, step: int, workdir: str | epath.Path) -> dict:
         """Evaluates, writes the result files (process 0) and returns `eval_results.json`'s content."""
         predictions = self.predict(params, batch_stats)
         probabilities, labels = predictions["probabilities"], predictions["labels"]
@@ -89,14 +108,17 @@ class Evaluator:
         return results
 
 
-def write_results(workdir: str, results: dict, predictions: dict, class_names: list[str] | None) -> None:
+def write_results(workdir: str | epath.Path, results: dict, predictions: dict,
+                  class_names: list[str] | None) -> None:
+    """The result files of one evaluation, into a local workdir or a URL."""
+    workdir = hosts.workdir_path(str(workdir))
     probabilities, labels = predictions["probabilities"], predictions["labels"]
     num_classes = probabilities.shape[1]
     names = class_names or [str(i) for i in range(num_classes)]
     predicted = probabilities.argmax(axis=1)
-    with open(os.path.join(workdir, "eval_results.json"), "w") as f:
+    with (workdir / "eval_results.json").open("w") as f:
         json.dump(results, f, indent=2)
-    with open(os.path.join(workdir, "eval_predictions.csv"), "w", newline="") as f:
+    with (workdir / "eval_predictions.csv").open("w") as f:
         writer = csv.writer(f)
         writer.writerow(["video_index", "label", "predicted", "probability", "top5"])
         for index, label, row in zip(predictions["video_index"], labels, probabilities):
@@ -104,16 +126,16 @@ def write_results(workdir: str, results: dict, predictions: dict, class_names: l
             writer.writerow([int(index), names[label], names[top5[0]], f"{row[top5[0]]:.4f}",
                              " ".join(names[c] for c in top5)])
     matrix = confusion_matrix(predicted, labels, num_classes)
-    with open(os.path.join(workdir, "eval_per_class.csv"), "w", newline="") as f:
+    with (workdir / "eval_per_class.csv").open("w") as f:
         writer = csv.writer(f)
         writer.writerow(["class", "videos", "top1"])
         for c in range(num_classes):
             total = matrix[c].sum()
             writer.writerow([names[c], int(total), f"{matrix[c, c] / total:.4f}" if total else ""])
-    plot_confusion(matrix, names, os.path.join(workdir, "eval_confusion.png"))
+    plot_confusion(matrix, names, workdir / "eval_confusion.png")
 
 
-def plot_confusion(matrix: np.ndarray, names: list[str], path: str) -> None:
+def plot_confusion(matrix: np.ndarray, names: list[str], path: epath.Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -127,5 +149,6 @@ def plot_confusion(matrix: np.ndarray, names: list[str], path: str) -> None:
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with path.open("wb") as f:
+        figure.savefig(f, format="png", dpi=100)
     plt.close(figure)

@@ -9,6 +9,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
+from etils import epath
 from flax import nnx
 
 import input_pipeline.single_video
@@ -30,7 +31,8 @@ def predict(workdir: str, video_path: str, top_k: int = 5) -> dict:
 
 
 def save_png(path: str, result: dict, video_path: str) -> None:
-    """The first view's sampled frames in a row, and the top-k probabilities as bars."""
+    """The first view's sampled frames in a row, and the top-k probabilities as bars (`path` may be
+    a URL)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -50,7 +52,8 @@ def save_png(path: str, result: dict, video_path: str) -> None:
     bars.set_xlabel("probability")
     figure.suptitle(video_path, fontsize=9)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with epath.Path(path).open("wb") as f:
+        figure.savefig(f, format="png", dpi=100)
     plt.close(figure)
 
 

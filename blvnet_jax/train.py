@@ -8,17 +8,17 @@ that resume exactly (same step, optimizer state and data position), logs to Tens
 import json
 import logging
 import math
-import os
 import time
 
 import jax
 import numpy as np
 import optax
 from clu import metric_writers, periodic_actions
+from etils import epath
 from flax import nnx
 
 import input_pipeline
-from blvnet_jax import checkpoint, config_check, evaluation, steps
+from blvnet_jax import checkpoint, config_check, evaluation, hosts, steps
 from blvnet_jax.sharding import batch_sharding, create_mesh, global_batch, replicated
 from blvnet_jax.models import create_model
 
@@ -111,9 +111,9 @@ def compile_train_step(config, graphdef, optimizer, state, mesh):
 class MetricLogger:
     """Scalars to TensorBoard and the log (clu) and to `{workdir}/metrics.jsonl`, by process 0."""
 
-    def __init__(self, workdir: str):
-        self.writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-        self.jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a") if jax.process_index() == 0 else None
+    def __init__(self, workdir: epath.Path):
+        self.writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
+        self.jsonl = (workdir / "metrics.jsonl").open("a") if jax.process_index() == 0 else None
 
     def write(self, step: int, metrics: dict) -> None:
         self.writer.write_scalars(step, metrics)
@@ -141,7 +141,9 @@ def check_finite(step: int, metrics: list[dict], manager) -> None:
 def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics."""
     config_check.check_training(config)
-    os.makedirs(workdir, exist_ok=True)
+    workdir = hosts.workdir_path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    hosts.check_shared_workdir(workdir)
     mesh = create_mesh(config.mesh_shape)
     epoch_steps = steps_per_epoch(config)
     total_steps = total_train_steps(config, epoch_steps)
@@ -151,10 +153,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state = jax.device_put(state, replicated(mesh))
     class_names = input_pipeline.class_names(config.data)
 
-    manager = checkpoint.open_training_manager(workdir, config)
+    manager = checkpoint.open_training_manager(str(workdir), config)
     state, start_step = checkpoint.restore_latest_train_state(manager, state)
     if start_step:
-        logging.info("Resumed from %s at step %d", checkpoint.checkpoint_dir(workdir), start_step)
+        logging.info("Resumed from %s at step %d", manager.directory, start_step)
 
     train_step = compile_train_step(config, graphdef, optimizer, state, mesh)
     evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)
@@ -170,6 +172,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
     train_metrics, last_eval, last_log_time, skipped_steps = [], {}, time.time(), 0
+    preemption = hosts.PreemptionWatch()
     try:
         for step in range(start_step + 1, total_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -177,8 +180,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 state, metrics = train_step(state, batch, rng)
             train_metrics.append(metrics)
             progress(step)
+            preempted = preemption.reached(step)
             is_last = step == total_steps
-            save_now = step % config.checkpoint_every_steps == 0 or is_last
+            save_now = step % config.checkpoint_every_steps == 0 or is_last or preempted
             if step % config.log_every_steps == 0 or save_now:
                 if not config.skip_nonfinite_steps:
                     check_finite(step, train_metrics, manager)
@@ -193,14 +197,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 summary.update(dataset.stats.report())  # unreadable_videos, faults_<kind>: counts
                 logger.write(step, summary)
                 train_metrics = []
-            eval_now = step % eval_every == 0 or is_last
+            eval_now = (step % eval_every == 0 or is_last) and not preempted
             if eval_now:
                 last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir)
                 logger.write(step, {f"eval_{k}": last_eval[k] for k in ("top1", "top5", "loss", "num_videos")})
                 last_log_time = time.time()  # clips/s counts training only
             if save_now:
                 checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None)
+            if preempted:
+                logging.warning("Preempted: stopped at step %d with its checkpoint in %s; the same command "
+                                "resumes from it", step, manager.directory)
+                break
     finally:  # an interrupted run keeps every checkpoint it started writing
+        preemption.close()
         manager.wait_until_finished()
         manager.close()
         logger.close()

@@ -1,4 +1,4 @@
-"""Kill -9 during training, restart, and end bit-identical to an uninterrupted run."""
+"""Kill -9 and SIGTERM during training, restart, and end bit-identical to an uninterrupted run."""
 import os
 
 import numpy as np
@@ -19,6 +19,9 @@ def test_kill_anywhere_and_resume_bit_identically(tmp_path):
     assert sum(kill["killed"] for kill in kills) >= 2, "the runs ended before they could be killed"
     for kill in kills:  # a restart resumes from the newest complete checkpoint: only later steps are redone
         assert kill["resumed_from"] == kill["last_complete"] <= kill["reached_step"]
+    preempted = [kill for kill in kills if kill["signal"] == "SIGTERM"]
+    assert len(preempted) == 1 and preempted[0]["killed"]
+    assert preempted[0]["exit_code"] == 0 and preempted[0]["redone_steps"] == 0  # it saved the step it reached
     step_a, state_a = kill_resume.final_state(str(straight))
     step_b, state_b = kill_resume.final_state(str(tmp_path / "killed"))
     assert step_a == step_b == 8

@@ -1,6 +1,7 @@
 """The training loop: learning, exact resume, multi-device equivalence, evaluation math."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -70,12 +71,19 @@ class Preempted(Exception):
     pass
 
 
-def test_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(tmp_path, monkeypatch):
-    data_root = tmp_path / "data"
-    train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "straight"))
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """`tiny_config` trained without interruption: (data root, workdir)."""
+    root = tmp_path_factory.mktemp("straight")
+    train.train_and_evaluate(tiny_config(root / "data"), str(root / "run"))
+    return root / "data", root / "run"
+
+
+def serving_batches(count, then):
+    """A `create_train_dataset` that serves `count` batches, then calls `then()` before each next one."""
     create_train_dataset = train.input_pipeline.create_train_dataset
 
-    def preempted_after_two_batches(*args, **kwargs):
+    def create(*args, **kwargs):
         dataset = create_train_dataset(*args, **kwargs)
 
         class Interrupted:
@@ -84,27 +92,50 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(tmp_path, monk
 
             def __next__(self):
                 self.served += 1
-                if self.served > 2:
-                    raise Preempted
+                if self.served > count:
+                    then()
                 return next(dataset)
         return Interrupted()
+    return create
+
+
+def test_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(straight_run, tmp_path, monkeypatch):
+    data_root, straight = straight_run
+
+    def preempt():
+        raise Preempted
 
     with monkeypatch.context() as patch:
-        patch.setattr(train.input_pipeline, "create_train_dataset", preempted_after_two_batches)
+        patch.setattr(train.input_pipeline, "create_train_dataset", serving_batches(2, preempt))
         with pytest.raises(Preempted):
             train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "resumed"))
     assert checkpoint.open_manager(str(tmp_path / "resumed")).latest_step() == 2
     results = train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "resumed"))
-    step_a, straight = final_params(tmp_path / "straight")
+    step_a, straight_state = final_params(straight)
     step_b, resumed = final_params(tmp_path / "resumed")
     assert step_a == step_b == 4
-    jax.tree.map(np.testing.assert_array_equal, straight, resumed)
+    jax.tree.map(np.testing.assert_array_equal, straight_state, resumed)
     with open(tmp_path / "resumed" / "eval_results.json") as f:
         written = json.load(f)
     assert written == results and written["num_videos"] == 4 and written["step"] == 4
     for name in ("eval_predictions.csv", "eval_per_class.csv", "eval_confusion.png", "metrics.jsonl"):
         assert os.path.getsize(tmp_path / "resumed" / name) > 0
     assert train.evaluate_checkpoint(tiny_config(data_root), str(tmp_path / "resumed")) == results
+
+
+def test_sigterm_saves_the_step_in_flight_and_stops_and_the_restart_ends_exactly(straight_run, tmp_path,
+                                                                                  monkeypatch):
+    data_root, straight = straight_run
+    handler = signal.getsignal(signal.SIGTERM)
+    with monkeypatch.context() as patch:  # the notice comes while the third batch is being read
+        patch.setattr(train.input_pipeline, "create_train_dataset",
+                      serving_batches(2, lambda: os.kill(os.getpid(), signal.SIGTERM)))
+        assert train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "run")) == {}
+    assert signal.getsignal(signal.SIGTERM) == handler
+    assert sorted(checkpoint.open_manager(str(tmp_path / "run")).all_steps()) == [2, 3]
+    assert not os.path.exists(tmp_path / "run" / "eval_results.json")
+    train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "run"))
+    jax.tree.map(np.testing.assert_array_equal, final_params(straight), final_params(tmp_path / "run"))
 
 
 LOSS_CURVE = """

@@ -1,0 +1,119 @@
+"""What the processes of a multi-host run must agree on, and how they find out.
+
+- The workdir: a local path or a URL (`gs://bucket/run`), one directory that every host reads and
+  writes (Orbax writes each host's shards there and every host lists it on resume).
+  `check_shared_workdir` proves it at start-up: process 0 writes a token, every process reads it.
+- The step to resume from: process 0 decides (`agreed_step`), the others follow.
+- The step to stop at on preemption (`PreemptionWatch`).
+In a single process each of these is trivially true and costs nothing.
+"""
+import os
+import secrets
+import signal
+import socket
+import threading
+
+import jax
+import numpy as np
+from etils import epath
+from jax.experimental import multihost_utils
+
+HOST_NAME_BYTES = 64
+
+
+class NotSharedError(RuntimeError):
+    """The processes of one run do not see the same workdir or checkpoints."""
+
+
+def workdir_path(workdir: str) -> epath.Path:
+    """`workdir` as a path every library here can use: URLs as they are, local paths absolute."""
+    return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
+
+
+def process_names() -> list[str]:
+    """`['process 0 on host-a', 'process 1 on host-b', ...]`, the same list on every process."""
+    name = np.zeros(HOST_NAME_BYTES, np.uint8)
+    encoded = socket.gethostname().encode()[:HOST_NAME_BYTES]
+    name[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+    names = np.asarray(multihost_utils.process_allgather(name)).reshape(-1, HOST_NAME_BYTES)
+    hosts = [bytes(row).rstrip(b"\0").decode(errors="replace") for row in names]
+    return [f"process {i} on {host}" for i, host in enumerate(hosts)]
+
+
+def failing_processes(ok: bool) -> list[str]:
+    """Names of the processes whose `ok` is False (every process gets the same answer)."""
+    flags = np.asarray(multihost_utils.process_allgather(np.int32(ok))).reshape(-1)
+    names = process_names()
+    return [names[i] for i in np.flatnonzero(flags == 0)]
+
+
+def check_shared_workdir(workdir: epath.Path) -> None:
+    """Raises `NotSharedError` on every process unless all of them see the file process 0 wrote
+    into `workdir` (a per-host local disk fails here, before any training)."""
+    if jax.process_count() == 1:
+        return
+    token = int(multihost_utils.broadcast_one_to_all(np.int64(secrets.randbits(62))))
+    marker = workdir / ".shared_by_all_hosts"
+    if jax.process_index() == 0:
+        marker.write_text(str(token))
+    multihost_utils.sync_global_devices("blvnet_jax: workdir token written")
+    try:
+        seen = marker.read_text() == str(token)
+    except (FileNotFoundError, OSError):
+        seen = False
+    missing = failing_processes(seen)
+    multihost_utils.sync_global_devices("blvnet_jax: workdir token read")
+    if jax.process_index() == 0:
+        marker.unlink(missing_ok=True)
+    if missing:
+        raise NotSharedError(
+            f"the workdir {workdir} is not shared by all hosts: {', '.join(missing)} cannot see the file "
+            f"process 0 wrote there. Use one directory every host reads and writes (e.g. gs://bucket/run).")
+
+
+def agreed_step(local_step: int | None, local_steps: list[int], where: str) -> int | None:
+    """Process 0's `local_step` (None: no checkpoint), checked against every process's `local_steps`.
+
+    Raises `NotSharedError`, naming the processes that do not have the step, when they differ.
+    """
+    if jax.process_count() == 1:
+        return local_step
+    step = int(multihost_utils.broadcast_one_to_all(np.int64(-1 if local_step is None else local_step)))
+    step = None if step < 0 else step
+    missing = failing_processes(step is None or step in local_steps)
+    if missing:
+        raise NotSharedError(f"process 0 resumes from checkpoint {step} in {where} but {', '.join(missing)} "
+                             "cannot see it: the workdir must be one directory shared by all hosts")
+    return step
+
+
+class PreemptionWatch:
+    """Tells the training loop at which step to save and stop when the run is preempted.
+
+    One process: SIGTERM sets a flag (the handler is this object's until `close`; a loop run
+    outside the main thread, where Python cannot take signals, is not watched). Several
+    processes (`jax.distributed`): JAX's preemption service, which receives SIGTERM (or the
+    platform's notice) on any host and agrees with all of them on the next common step;
+    `reached(step)` must then be called at every step by every process.
+    """
+
+    def __init__(self):
+        self.distributed = jax.process_count() > 1
+        self.noticed = False
+        watch_signal = not self.distributed and threading.current_thread() is threading.main_thread()
+        self.previous_handler = signal.signal(signal.SIGTERM, self._notice) if watch_signal else None
+
+    def _notice(self, signum, frame):
+        del signum, frame
+        self.noticed = True
+
+    def reached(self, step: int) -> bool:
+        """True at the step where every process should save a checkpoint and stop."""
+        if self.distributed:
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self.noticed
+
+    def close(self) -> None:
+        if self.previous_handler is not None:
+            signal.signal(signal.SIGTERM, self.previous_handler)
+            self.previous_handler = None

@@ -1,0 +1,200 @@
+"""Several processes as on a pod: jax.distributed on localhost with CPU collectives.
+
+Each test starts real processes; the mesh of the evaluation test interleaves the processes'
+devices along the data axis, as `jax.make_mesh` does on multi-host TPU slices.
+"""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from input_pipeline import sources, video_list
+from test_train import final_params, main_command, tiny_config
+
+EVALUATE = """
+import json, os, sys
+import jax, numpy as np
+args = json.loads(sys.argv[1])
+if args["processes"] > 1:
+    jax.distributed.initialize(f"localhost:{args['port']}", args["processes"], args["process_id"])
+from flax import nnx
+from blvnet_jax import evaluation
+from blvnet_jax.models import create_model
+from blvnet_jax.sharding import replicated
+from test_multihost import views_config
+config = views_config(args["data"])
+by_process = [[d for d in jax.devices() if d.process_index == p] for p in range(jax.process_count())]
+interleaved = [device for group in zip(*by_process) for device in group]
+mesh = jax.sharding.Mesh(np.array(interleaved).reshape(-1, 1), ("data", "frames"),
+                         axis_types=(jax.sharding.AxisType.Auto,) * 2)
+graphdef, params, batch_stats = nnx.split(create_model(config.model, rngs=nnx.Rngs(0)), nnx.Param, nnx.BatchStat)
+params, batch_stats = jax.device_put((params, batch_stats), replicated(mesh))
+evaluator = evaluation.Evaluator(config, graphdef, mesh, None)
+os.makedirs(args["workdir"], exist_ok=True)
+results = evaluator.evaluate(params, batch_stats, 0, args["workdir"])
+predictions = evaluator.predict(params, batch_stats)
+if jax.process_index() == 0:
+    np.savez(args["output"], mesh_processes=[d.process_index for d in mesh.devices.flat], **predictions)
+"""
+
+
+def views_config(data_root):
+    """Two views per video, three videos per host and batch: a video's views straddle two devices."""
+    config = tiny_config(data_root, eval_batch_size=6)
+    config.data.update(dict(num_crops=1, num_clips=2))
+    config.data.synthetic.val_videos_per_class = 5
+    return config
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def environment(devices_per_process: int) -> dict:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.join(os.getcwd(), "tests")]),
+                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
+
+
+def run_processes(commands: list[list[str]], env: dict, timeout: int = 900) -> list[subprocess.CompletedProcess]:
+    """Starts every command at once and waits for all of them."""
+    processes = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for command in commands]
+    finished = []
+    for command, process in zip(commands, processes):
+        stdout, stderr = process.communicate(timeout=timeout)
+        finished.append(subprocess.CompletedProcess(command, process.returncode, stdout, stderr))
+    return finished
+
+
+def evaluate_with(processes: int, devices_per_process: int, tmp_path, name: str) -> dict:
+    port = free_port()
+    commands = [[sys.executable, "-c", EVALUATE, json.dumps(dict(
+        processes=processes, process_id=i, port=port, data=str(tmp_path / "data"),
+        workdir=str(tmp_path / name), output=str(tmp_path / f"{name}.npz")))] for i in range(processes)]
+    for result in run_processes(commands, environment(devices_per_process)):
+        assert result.returncode == 0, result.stderr[-3000:]
+    with open(tmp_path / name / "eval_results.json") as f:
+        return dict(np.load(tmp_path / f"{name}.npz"), results=json.load(f))
+
+
+def test_interleaved_devices_score_every_video_with_its_own_label(tmp_path):
+    """2 processes x 2 devices, mesh order p0 p1 p0 p1, give the one-process results exactly."""
+    one = evaluate_with(1, 4, tmp_path, "one")
+    two = evaluate_with(2, 2, tmp_path, "two")
+    assert list(one["mesh_processes"]) == [0, 0, 0, 0] and list(two["mesh_processes"]) == [0, 1, 0, 1]
+    np.testing.assert_array_equal(one["video_index"], np.arange(10))
+    np.testing.assert_array_equal(two["video_index"], one["video_index"])
+    np.testing.assert_array_equal(two["labels"], one["labels"])
+    entries, _ = video_list.read_video_list(sources.resolve_synthetic(views_config(tmp_path / "data").data).val_list)
+    np.testing.assert_array_equal(one["labels"], [entry.label for entry in entries])
+    np.testing.assert_allclose(two["probabilities"], one["probabilities"], rtol=1e-6)
+    assert two["results"] == one["results"] and one["results"]["num_videos"] == 10
+
+
+def test_a_workdir_not_shared_by_the_hosts_is_refused_naming_them(tmp_path):
+    """Each process gets its own directory, as a workdir on each host's local disk would be."""
+    env = environment(1)
+    single = subprocess.run(main_command(tmp_path / "warmup", tmp_path / "data", "--config.num_train_steps=1"),
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]  # the data exists before two processes read it
+    port = free_port()
+    results = run_processes([main_command(tmp_path / f"host{i}", tmp_path / "data",
+                                          f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                                          f"--process_id={i}") for i in range(2)], env, timeout=600)
+    expected = (f"Workdir error (--workdir={tmp_path / 'host0'}): the workdir {tmp_path / 'host0'} is not shared "
+                f"by all hosts: process 1 on {socket.gethostname()} cannot see the file process 0 wrote there.")
+    assert results[0].returncode == 1
+    assert any(line.startswith(expected) for line in results[0].stderr.splitlines()), results[0].stderr[-2000:]
+    assert results[1].returncode == 1 and "is not shared by all hosts: process 1 on" in results[1].stderr
+    assert "Traceback" not in results[0].stderr + results[1].stderr
+    assert not os.path.exists(tmp_path / "host0" / "checkpoints" / "1")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """The tiny synthetic dataset, generated once before any process reads it."""
+    root = tmp_path_factory.mktemp("pod") / "data"
+    sources.resolve_synthetic(tiny_config(root).data)
+    return root
+
+
+POD_STEPS = 40
+
+
+def pod_command(workdir, data_root, process_id, port):
+    return main_command(workdir, data_root, f"--config.num_train_steps={POD_STEPS}", "--config.eval_every_steps=1000",
+                        f"--config.checkpoint_every_steps={POD_STEPS}", "--config.log_every_steps=1",
+                        "--alsologtostderr", f"--coordinator_address=localhost:{port}", "--num_processes=2",
+                        f"--process_id={process_id}")
+
+
+def train_two_processes(workdir, data_root):
+    port = free_port()
+    for result in run_processes([pod_command(workdir, data_root, i, port) for i in range(2)], environment(1)):
+        assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_sigterm_on_one_host_stops_both_at_one_checkpoint_and_the_restart_ends_exactly(tmp_path, data_root):
+    train_two_processes(tmp_path / "straight", data_root)
+
+    port = free_port()
+    with open(tmp_path / "process0.log", "w") as log0:
+        processes = [subprocess.Popen(pod_command(tmp_path / "preempted", data_root, i, port), env=environment(1),
+                                      stdout=subprocess.DEVNULL, stderr=log0 if i == 0 else subprocess.PIPE,
+                                      text=True) for i in range(2)]
+        logged_steps = 0
+        for line in processes[1].stderr:  # process 1 logs every step; preempt it, and only it, at its third
+            logged_steps += "train_loss=" in line
+            if logged_steps == 3:
+                processes[1].send_signal(signal.SIGTERM)
+                break
+        stderr = [None, processes[1].communicate(timeout=600)[1]]
+        processes[0].wait(timeout=600)
+    stderr[0] = (tmp_path / "process0.log").read_text()
+    assert [p.returncode for p in processes] == [0, 0], stderr[0][-3000:] + stderr[1][-3000:]
+    stopped = [int(text.split("Preempted: stopped at step ")[1].split()[0]) for text in stderr]
+    assert stopped[0] == stopped[1] < POD_STEPS
+    checkpoints = sorted(int(name) for name in os.listdir(tmp_path / "preempted" / "checkpoints") if name.isdigit())
+    assert checkpoints == [stopped[0]]
+
+    train_two_processes(tmp_path / "preempted", data_root)
+    step_straight, straight = final_params(tmp_path / "straight")
+    step_resumed, resumed = final_params(tmp_path / "preempted")
+    assert step_straight == step_resumed == POD_STEPS
+    jax.tree.map(np.testing.assert_array_equal, straight, resumed)
+
+
+def test_result_files_go_to_a_url_workdir_through_epath(tmp_path, monkeypatch):
+    """`gs://` paths stay URLs (never `<cwd>/gs:/...`); the evaluation files are written through
+    epath, here redirected from the bucket to a local folder."""
+    from etils import epath
+    from etils.epath import gpath
+    from etils.epath import testing as epath_testing
+    monkeypatch.setattr(gpath, "_is_tf_installed", lambda: False)  # else epath bypasses its mock for gs://
+
+    from blvnet_jax import checkpoint, evaluation
+    assert str(checkpoint.checkpoint_dir("gs://bucket/run")) == "gs://bucket/run/checkpoints"
+    local = lambda path: os.fspath(path).replace("gs://", f"{tmp_path}/", 1)
+    opened = []
+
+    def open_locally(original, path, *args, **kwargs):
+        opened.append(os.fspath(path))
+        return original(local(path), *args, **kwargs)
+
+    predictions = {"probabilities": np.array([[0.9, 0.1], [0.2, 0.8]]), "labels": np.array([0, 0]),
+                   "video_index": np.array([0, 1])}
+    os.makedirs(tmp_path / "bucket" / "run")
+    with epath_testing.mock_epath(open=open_locally):
+        evaluation.write_results(epath.Path("gs://bucket/run"), {"top1": 0.5}, predictions, ["a", "b"])
+    names = ("eval_results.json", "eval_predictions.csv", "eval_per_class.csv", "eval_confusion.png")
+    assert sorted(opened) == sorted(f"gs://bucket/run/{name}" for name in names)
+    with open(tmp_path / "bucket" / "run" / "eval_per_class.csv") as f:
+        assert f.read().splitlines() == ["class,videos,top1", "a,2,0.5000", "b,0,"]
