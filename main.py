@@ -68,7 +68,7 @@ def main(argv):
     except config_check.ConfigError as error:
         raise SystemExit(f"Config error ({config_flags.get_config_filename(FLAGS['config'])} with its "
                          f"--config.* overrides): {error}") from None
-    from blvnet_jax import hosts, train
+    from blvnet_jax import checkpoint, hosts, recipe, train, workdir_lock
     logging.info("JAX %s: process %d of %d, %d devices in all (%d here: %s)", jax.__version__, jax.process_index(),
                  jax.process_count(), jax.device_count(), jax.local_device_count(), jax.local_devices()[0].device_kind)
     try:
@@ -76,8 +76,12 @@ def main(argv):
             results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         else:
             results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
-    except hosts.NotSharedError as error:
+    except (hosts.NotSharedError, workdir_lock.WorkdirBusyError, checkpoint.NoCheckpointError) as error:
         raise SystemExit(f"Workdir error (--workdir={FLAGS.workdir}): {error}") from None
+    except recipe.RecipeChangedError as error:
+        raise SystemExit(f"Resume error (--workdir={FLAGS.workdir}): {error}") from None
+    except checkpoint.SaveError as error:
+        raise SystemExit(f"Checkpoint error: {error}") from None
     logging.info("Evaluation: %s", results)
 
 

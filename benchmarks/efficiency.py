@@ -6,9 +6,10 @@
 For each model and frame count (one clip, 224x224, 174 classes): parameters, GMACs per clip
 (multiply-adds of every convolution and product, the paper's "FLOPs"), and XLA's memory analysis
 of one compiled train step at `--batch_size` clips (arguments + outputs + temporaries - aliased;
-SGD with momentum). Writes `efficiency.md` (figures, ratios against TSN-R50 at the same frame
-count, the paper's figures) and two PNGs: training memory vs frames (the paper's Fig. 3b) and
-params / GMACs (Table 1); with `--readme`, also the README's efficiency section. Every train step
+the training program of `steps.build_train_step`, with the config's optimizer). Writes
+`efficiency.md` (figures, ratios against TSN-R50 at the same frame count, the paper's figures)
+and two PNGs: training memory vs frames (the paper's Fig. 3b) and params / GMACs (Table 1); with
+`--readme`, also the README's efficiency section. Every train step
 is compiled, 10-100 s each on 2 cores (4-10 minutes for the default sweep); `--memory_frames=8,16`
 halves that.
 """
@@ -69,7 +70,8 @@ def markdown(rows: list[dict], command: str) -> str:
         "# Efficiency: parameters, multiply-adds and training memory", "",
         f"Written by `{command}` ({jax.__version__=}, {jax.devices()[0].device_kind}).", "",
         "GMACs: multiply-adds per clip at 224x224 (the paper's \"FLOPs\"). Memory: XLA's analysis of one "
-        f"compiled train step (forward, loss, backward, SGD-momentum update) at batch {rows[0]['batch_size']}, fp32: "
+        "compiled train step (forward, loss, backward, SGD + Nesterov momentum + weight decay) at batch "
+        f"{rows[0]['batch_size']}, fp32: "
         "arguments + outputs + temporaries - aliased. Ratios are against TSN-R50 at the same number "
         "of input frames. The paper's figures are its Table 1 (params, GFLOPs); its Fig. 3b claims "
         "about half of TSN's training memory.", "",
@@ -101,8 +103,8 @@ def readme_section(rows: list[dict], command: str) -> str:
         lines.append(f"| {label(r['model'], r['depth'])} | {r['num_frames']} | {r['params'] / 1e6:.2f} "
                      f"| {r['gmacs']:.1f} | {r['train_step_bytes'] / 2**20:.0f} | {r['gmacs_ratio']:.2f}x "
                      f"| {r['train_step_bytes_ratio']:.2f}x | {f'{paper[0]} / {paper[1]}' if paper else '-'} |")
-    lines += ["", f"Memory: XLA's analysis of one compiled fp32 train step at batch {rows[0]['batch_size']} (arguments + "
-              "outputs + temporaries); the paper's claim is about half of TSN's."]
+    lines += ["", f"Memory: XLA's analysis of one compiled fp32 train step at batch {rows[0]['batch_size']} "
+              "(arguments + outputs + temporaries); the paper's claim is about half of TSN's."]
     return "\n".join(lines)
 
 

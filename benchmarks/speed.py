@@ -4,15 +4,15 @@
         --mode=infer|train --batch_size=N [--repeats=5] [--json]
 
 `infer`: the eval-mode forward pass (uint8 clips in, logits out, normalisation included).
-`train`: forward, loss, backward and the SGD-momentum update, state donated, on a batch as the
-input pipeline makes it (with `config.data.resize_on_device`, the resize and flip of the crop
-windows are part of the step). Inputs are put on the device once, before timing (host-to-device
-transfer excluded). Prints the median of
-`--repeats` timed calls and the achieved GFLOP/s from XLA's cost analysis of the compiled
-program; with `--json` the last line is `{"clips_per_s", "median_s", "gflops_per_s", ...}`.
+`train`: the training program (`steps.build_train_step`: forward, loss, backward and the config's
+optimizer update, state donated) on a batch as the input pipeline makes it (with
+`config.data.resize_on_device`, the resize and flip of the crop windows are part of the step).
+Inputs are put on the device once, before timing (host-to-device transfer excluded). Prints the
+median of `--repeats` timed calls and the achieved GFLOP/s from XLA's cost analysis of the
+compiled program; with `--json` the last line is `{"clips_per_s", "median_s", "gflops_per_s", ...}`.
 
-The XLA:CPU flags and huge pages of `blvnet_jax.xla_env` are applied first (the process restarts
-itself once to get huge pages); `BLVNET_XLA_ENV=0` measures XLA's defaults instead.
+On a CPU run the XLA:CPU flags and huge pages of `blvnet_jax.xla_env` are applied first (the
+process restarts itself once to get huge pages); `BLVNET_XLA_ENV=0` measures XLA's defaults instead.
 """
 from blvnet_jax import xla_env
 
@@ -25,14 +25,11 @@ import time  # noqa: E402
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
 from absl import app, flags  # noqa: E402
-from flax import nnx  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 import input_pipeline  # noqa: E402
-from blvnet_jax import steps  # noqa: E402
-from blvnet_jax.models import create_model  # noqa: E402
+from benchmarks import programs  # noqa: E402
 
 
 def compiled_flops(compiled) -> float:
@@ -81,30 +78,9 @@ def build(config, mode: str, batch_size: int):
     Returns `(info, run)`: `info` describes the program (model, compile time, XLA's FLOPs per
     call) and `run()` makes one call and waits for its result.
     """
-    model = create_model(config.model, rngs=nnx.Rngs(0))
     batch = random_batch(config, batch_size, mode)
     start = time.perf_counter()
-    if mode == "infer":
-        model.eval()
-        graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-        compiled = jax.jit(steps.make_eval_step(graphdef)).lower(
-            params, batch_stats, batch["video"]).compile()
-
-        def run():
-            compiled(params, batch_stats, batch["video"]).block_until_ready()
-    elif mode == "train":
-        optimizer = optax.sgd(0.01, momentum=0.9, nesterov=True)
-        graphdef, state = steps.init_train_state(model, optimizer)
-        rng = jax.random.key(0)
-        compiled = jax.jit(steps.make_train_step(graphdef, optimizer, crop_size=config.data.crop_size),
-                           donate_argnums=0).lower(state, batch, rng).compile()
-        holder = [state]
-
-        def run():
-            holder[0], metrics = compiled(holder[0], batch, rng)
-            jax.block_until_ready((holder[0], metrics))
-    else:
-        raise ValueError(f"--mode must be infer or train, got {mode!r}")
+    _, compiled, run = programs.compile_program(config, mode, batch)
     info = {"model": config.model.name, "depth": config.model.depth,
             "num_frames": config.model.num_frames, "crop_size": config.data.crop_size,
             "dtype": config.model.dtype, "mode": mode, "batch_size": batch_size,

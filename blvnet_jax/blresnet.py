@@ -30,25 +30,26 @@ class Bottleneck(nnx.Module):
     `pool_shortcut`: the bLResNet shortcut (3x3 average pool, then 1x1 conv) instead of
     torchvision's strided 1x1 convolution. As in the official code, a TAM's output also feeds a
     projection shortcut (an identity shortcut carries the input unmixed); a temporal shift (TSM)
-    stays in the residual branch.
+    stays in the residual branch. `pointwise_as_dot`: 1x1 convolutions as dots (`layers.conv2d`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *,
                  last_relu: bool = True, temporal: nnx.Module | None = None,
-                 pool_shortcut: bool = True, dtype=jnp.float32, rngs: nnx.Rngs):
+                 pool_shortcut: bool = True, dtype=jnp.float32, pointwise_as_dot: bool = True,
+                 rngs: nnx.Rngs):
         mid = out_channels // 4
         self.temporal = temporal
-        self.conv1 = Conv(in_channels, mid, 1, dtype=dtype, rngs=rngs)
+        self.conv1 = Conv(in_channels, mid, 1, dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs)
         self.bn1 = batch_norm(mid, dtype=dtype, rngs=rngs)
         self.conv2 = Conv(mid, mid, 3, stride, dtype=dtype, rngs=rngs)
         self.bn2 = batch_norm(mid, dtype=dtype, rngs=rngs)
-        self.conv3 = Conv(mid, out_channels, 1, dtype=dtype, rngs=rngs)
+        self.conv3 = Conv(mid, out_channels, 1, dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs)
         self.bn3 = batch_norm(out_channels, zero_scale=True, dtype=dtype, rngs=rngs)
         self.shortcut_pool = pool_shortcut and stride != 1
         project = in_channels != out_channels or (stride != 1 and not pool_shortcut)
         conv_stride = 1 if pool_shortcut else stride
-        self.shortcut_conv = (Conv(in_channels, out_channels, 1, conv_stride, dtype=dtype, rngs=rngs)
-                              if project else None)
+        self.shortcut_conv = (Conv(in_channels, out_channels, 1, conv_stride, dtype=dtype,
+                                   pointwise_as_dot=pointwise_as_dot, rngs=rngs) if project else None)
         self.shortcut_bn = batch_norm(out_channels, dtype=dtype, rngs=rngs) if project else None
         self.last_relu = last_relu
 
@@ -88,7 +89,8 @@ def apply_stage(stage, x: jax.Array, remat: bool) -> jax.Array:
 
 def make_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int = 1, *,
                last_relu: bool = True, temporal: TemporalFactory | None = None,
-               num_frames: int = 0, pool_shortcut: bool = True, dtype, rngs: nnx.Rngs) -> nnx.List:
+               num_frames: int = 0, pool_shortcut: bool = True, dtype, pointwise_as_dot: bool = True,
+               rngs: nnx.Rngs) -> nnx.List:
     """`num_blocks` bottlenecks; the first changes channels and resolution.
 
     `last_relu=False` drops the final ReLU of a stage of more than one block (the official big
@@ -101,7 +103,7 @@ def make_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int
             block_in, out_channels, stride if index == 0 else 1,
             last_relu=last_relu or num_blocks == 1 or index < num_blocks - 1,
             temporal=temporal(block_in, num_frames) if temporal else None,
-            pool_shortcut=pool_shortcut, dtype=dtype, rngs=rngs))
+            pool_shortcut=pool_shortcut, dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs))
     return nnx.List(blocks)
 
 
@@ -109,15 +111,15 @@ class BigLittleModule(nnx.Module):
     """One bL stage: a big branch at half resolution, a little one at full resolution, fused."""
 
     def __init__(self, in_channels: int, out_channels: int, num_blocks: int, alpha: int, beta: int,
-                 stride: int, *, temporal: nnx.Module | None, dtype, rngs: nnx.Rngs):
+                 stride: int, *, temporal: nnx.Module | None, dtype, pointwise_as_dot: bool = True,
+                 rngs: nnx.Rngs):
+        convs = dict(dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs)
         self.temporal = temporal
-        self.big = make_stage(in_channels, out_channels, num_blocks - 1, 2, last_relu=False,
-                              dtype=dtype, rngs=rngs)
-        self.little = make_stage(in_channels, out_channels // alpha, max(1, num_blocks // beta - 1),
-                                 dtype=dtype, rngs=rngs)
-        self.little_expand = Conv(out_channels // alpha, out_channels, 1, dtype=dtype, rngs=rngs)
+        self.big = make_stage(in_channels, out_channels, num_blocks - 1, 2, last_relu=False, **convs)
+        self.little = make_stage(in_channels, out_channels // alpha, max(1, num_blocks // beta - 1), **convs)
+        self.little_expand = Conv(out_channels // alpha, out_channels, 1, **convs)
         self.little_expand_bn = batch_norm(out_channels, dtype=dtype, rngs=rngs)
-        self.fusion = make_stage(out_channels, out_channels, 1, stride, dtype=dtype, rngs=rngs)
+        self.fusion = make_stage(out_channels, out_channels, 1, stride, **convs)
 
     def __call__(self, pairs: jax.Array) -> jax.Array:
         """pairs: `(clips * pairs_per_clip, h, w, in_channels)`, one feature per frame pair.
@@ -140,8 +142,9 @@ def stem_branches(modules, x: jax.Array) -> tuple[jax.Array, jax.Array]:
     `(clips * frames // 2, h, w, c / alpha)` (even frames), with the stem's temporal module
     (None: the frames of each pair as they are).
 
-    `modules`: `(bn1, stem_temporal, b_conv0, l_conv0)`. `BLVNet` calls it through
-    `call_recomputed`: of its 112x112 tensors only conv1's output is kept for the backward pass.
+    `modules`: `(bn1, stem_temporal, b_conv0, l_conv0)`. `BLVNet(recompute_stem=True)` calls it
+    through `call_recomputed`: of its 112x112 tensors only conv1's output is kept for the backward
+    pass.
     """
     bn1, temporal, b_conv0, l_conv0 = modules
     x = jax.nn.relu(bn1(x))
@@ -159,15 +162,20 @@ class BLVNet(nnx.Module):
 
     `temporal` builds the module used at every temporal position (TAM for bLVNet-TAM, a shift
     for bLVNet+TSM, None for plain bLVNet). The classifier head lives in `models.VideoClassifier`.
+    `pointwise_as_dot` (1x1 convolutions as dots) and `recompute_stem` (`stem_branches` through
+    `call_recomputed`) make XLA:CPU fast; either off gives the same values.
     """
 
     def __init__(self, depth: int, alpha: int, beta: int, num_frames: int, *, width: int = 64,
                  input_channels: int = 3, temporal: TemporalFactory | None = None,
-                 remat: bool = False, dtype=jnp.float32, rngs: nnx.Rngs):
+                 remat: bool = False, dtype=jnp.float32, pointwise_as_dot: bool = True,
+                 recompute_stem: bool = True, rngs: nnx.Rngs):
         blocks = BLOCKS_PER_STAGE[depth]
         temporal = temporal or (lambda channels, frames: None)
+        convs = dict(dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs)
         self.num_frames = num_frames
         self.remat = remat
+        self.recompute_stem = recompute_stem
         c = width
         self.conv1 = Conv(input_channels, c, 7, 2, dtype=dtype, rngs=rngs)
         self.bn1 = batch_norm(c, dtype=dtype, rngs=rngs)
@@ -178,24 +186,27 @@ class BLVNet(nnx.Module):
         self.bn_l0 = batch_norm(c // alpha, dtype=dtype, rngs=rngs)
         self.l_conv1 = Conv(c // alpha, c // alpha, 3, 2, dtype=dtype, rngs=rngs)
         self.bn_l1 = batch_norm(c // alpha, dtype=dtype, rngs=rngs)
-        self.l_conv2 = Conv(c // alpha, c, 1, dtype=dtype, rngs=rngs)
+        self.l_conv2 = Conv(c // alpha, c, 1, **convs)
         self.bn_l2 = batch_norm(c, dtype=dtype, rngs=rngs)
-        self.bl_init = Conv(c, c, 1, dtype=dtype, rngs=rngs)
+        self.bl_init = Conv(c, c, 1, **convs)
         self.bn_bl_init = batch_norm(c, dtype=dtype, rngs=rngs)
         stage_channels = [c, 4 * c, 8 * c, 16 * c]
         self.layer1, self.layer2, self.layer3 = (
             BigLittleModule(stage_channels[i], stage_channels[i + 1], blocks[i], alpha, beta, stride,
-                            temporal=temporal(stage_channels[i], num_frames), dtype=dtype, rngs=rngs)
+                            temporal=temporal(stage_channels[i], num_frames), **convs)
             for i, stride in enumerate((2, 2, 1)))
         self.layer4 = make_stage(16 * c, 32 * c, blocks[3], 2, temporal=temporal,
-                                 num_frames=num_frames // 2, dtype=dtype, rngs=rngs)
+                                 num_frames=num_frames // 2, **convs)
         self.num_features = 32 * c
 
     def __call__(self, video: jax.Array) -> jax.Array:
         clips, frames = video.shape[:2]
         x = video.reshape((clips * frames,) + video.shape[2:])
-        big, little = call_recomputed(
-            stem_branches, (self.bn1, self.stem_temporal, self.b_conv0, self.l_conv0), self.conv1(x))
+        stem = (self.bn1, self.stem_temporal, self.b_conv0, self.l_conv0)
+        if self.recompute_stem:
+            big, little = call_recomputed(stem_branches, stem, self.conv1(x))
+        else:
+            big, little = stem_branches(stem, self.conv1(x))
         big = self.bn_b0(big)
         little = jax.nn.relu(self.bn_l0(little))
         little = jax.nn.relu(self.bn_l1(self.l_conv1(little)))

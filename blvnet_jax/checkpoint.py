@@ -3,10 +3,13 @@
 Layout: `{workdir}/checkpoints/<step>/` with the items `params` and `batch_stats` (nested dicts of
 arrays keyed like the model's attributes) and `metadata` (JSON: the config, the class names).
 Training adds its own items (optimizer state, data position) beside these; evaluation, prediction
-and the converter only need the three above.
+and the converter only need the three above. Evaluation and prediction open checkpoints read-only
+(`open_reader`) and create nothing. A failed asynchronous save surfaces as `SaveError` at the next
+`confirm_saved`, naming the step, the path, the cause and the intact steps.
 """
 import dataclasses
 import json
+import logging
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +28,14 @@ def checkpoint_dir(workdir: str) -> epath.Path:
     return hosts.workdir_path(workdir) / "checkpoints"
 
 
+class NoCheckpointError(FileNotFoundError):
+    """The workdir has no checkpoint to read."""
+
+
+class SaveError(OSError):
+    """An asynchronous save failed (disk full, permission); the message names the step, path and cause."""
+
+
 def open_manager(workdir: str, options: ocp.CheckpointManagerOptions | None = None) -> ocp.CheckpointManager:
     """A manager that knows how each item is stored, so it can read their metadata."""
     return ocp.CheckpointManager(checkpoint_dir(workdir), options=options, item_handlers={
@@ -32,14 +43,38 @@ def open_manager(workdir: str, options: ocp.CheckpointManagerOptions | None = No
         "opt_state": ocp.StandardCheckpointHandler(), "metadata": ocp.JsonCheckpointHandler()})
 
 
+def open_reader(workdir: str) -> ocp.CheckpointManager:
+    """A read-only manager; raises `NoCheckpointError` naming the path, creating nothing, when the
+    workdir has no `checkpoints/`."""
+    directory = checkpoint_dir(workdir)
+    if not directory.exists():
+        raise NoCheckpointError(f"no checkpoint under {directory}: train or convert one first "
+                                "(or check --workdir)")
+    return open_manager(workdir, ocp.CheckpointManagerOptions(read_only=True, create=False))
+
+
+def stored_metadata(workdir: str) -> tuple[int | None, dict | None]:
+    """`(step, metadata)` of the latest checkpoint in `workdir` (read-only); `(None, None)` if none."""
+    try:
+        manager = open_reader(workdir)
+    except NoCheckpointError:
+        return None, None
+    with manager:
+        step = latest_step(manager)
+        if step is None:
+            return None, None
+        return step, manager.restore(step, args=metadata_restore_args())["metadata"]
+
+
 def open_training_manager(workdir: str, config: ml_collections.ConfigDict) -> ocp.CheckpointManager:
-    """Asynchronous saves; keeps the last `config.keep_checkpoints` plus the best by eval top-1."""
+    """Asynchronous saves; keeps the last `config.keep_checkpoints` plus the best by eval top-1;
+    removes the partial files of a save that failed (only one run holds the workdir: `workdir_lock`)."""
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         ocp.checkpoint_managers.LatestN(n=config.keep_checkpoints),
         ocp.checkpoint_managers.BestN(get_metric_fn=lambda metrics: metrics["top1"], reverse=False, n=1,
                                       keep_checkpoints_without_metrics=False)])
     return open_manager(workdir, ocp.CheckpointManagerOptions(
-        preservation_policy=policy, enable_async_checkpointing=True, create=True))
+        preservation_policy=policy, enable_async_checkpointing=True, create=True, cleanup_tmp_directories=True))
 
 
 def metadata_of(config: ml_collections.ConfigDict, class_names: list[str] | None, **extra) -> dict:
@@ -51,14 +86,67 @@ def metadata_restore_args() -> ocp.args.Composite:
 
 
 def save_train_state(manager: ocp.CheckpointManager, step: int, state, config: ml_collections.ConfigDict,
-                     class_names: list[str] | None, metrics: dict | None) -> None:
-    """Starts an asynchronous save of a `steps.TrainState`; the data position is the step."""
-    manager.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(nnx.to_pure_dict(state.params)),
-        batch_stats=ocp.args.StandardSave(nnx.to_pure_dict(state.batch_stats)),
-        opt_state=ocp.args.StandardSave(state.opt_state),
-        metadata=ocp.args.JsonSave(metadata_of(config, class_names, data_position=step))),
-        metrics={k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))} or None)
+                     class_names: list[str] | None, metrics: dict | None, **extra_metadata) -> None:
+    """Starts an asynchronous save of a `steps.TrainState`; the data position is the step.
+    `extra_metadata` (JSON) goes into the metadata item. Raises `SaveError` if the save cannot start;
+    call `confirm_saved` first so that a failure of the previous save is named as such."""
+    try:
+        manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(nnx.to_pure_dict(state.params)),
+            batch_stats=ocp.args.StandardSave(nnx.to_pure_dict(state.batch_stats)),
+            opt_state=ocp.args.StandardSave(state.opt_state),
+            metadata=ocp.args.JsonSave(metadata_of(config, class_names, data_position=step, **extra_metadata))),
+            metrics={k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float))} or None)
+    except Exception as error:  # noqa: BLE001 - any failure to write is reported the same way
+        raise save_error(manager, step, error) from error
+
+
+def saves_failed(manager: ocp.CheckpointManager, wait: bool) -> BaseException | None:
+    """The error of the last asynchronous save, if it failed; `wait=False` only looks at a save that
+    has ended (no blocking)."""
+    if not wait and manager.is_saving_in_progress():
+        return None
+    try:
+        manager.wait_until_finished()
+        manager.check_for_errors()
+    except Exception as error:  # noqa: BLE001
+        return error
+    return None
+
+
+def confirm_saved(manager: ocp.CheckpointManager, step: int | None, wait: bool = True) -> None:
+    """Raises `SaveError` if the save of `step` (the last one started; None: none) failed; with
+    `wait=False` only once it has ended. Every process of a multi-host run raises together."""
+    if step is None:
+        return
+    error = saves_failed(manager, wait)
+    if jax.process_count() > 1:
+        failed = hosts.failing_processes(error is None)
+        if failed and error is None:
+            error = RuntimeError(f"{', '.join(failed)} could not write it (see its log)")
+    if error is not None:
+        raise save_error(manager, step, error)
+
+
+def save_error(manager: ocp.CheckpointManager, step: int, error: BaseException) -> SaveError:
+    """A one-line `SaveError` for the failed save of `step`: the path, the cause, and the earlier
+    steps, confirmed intact by reading back the latest one. The step's partial files (`<step>.orbax-
+    checkpoint-tmp`, never listed as a step) are removed when training restarts."""
+    directory = manager.directory
+    cause = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+    try:
+        manager.reload()
+        intact = sorted(s for s in manager.all_steps() if s != step)
+        if intact:
+            manager.restore(intact[-1], args=metadata_restore_args())
+        earlier = (f"intact: step(s) {', '.join(map(str, intact))}, the latest read back; free space or fix "
+                   f"permissions and run the same command to resume from step {intact[-1]}"
+                   if intact else "no earlier checkpoint exists: a restart begins again from step 0")
+    except Exception as check:  # noqa: BLE001
+        earlier = f"the earlier checkpoints could not be read back either ({str(check).strip()[:200]})"
+    logging.error("Checkpoint save of step %d failed: %r", step, error)
+    return SaveError(f"could not save the checkpoint of step {step} to {directory / str(step)}: {cause} "
+                     f"({type(error).__name__}); training stopped. In {directory}, {earlier}")
 
 
 def latest_step(manager: ocp.CheckpointManager) -> int | None:
@@ -152,10 +240,10 @@ def restore_model(workdir: str, step: int | None = None,
     Returns the model in eval mode and the metadata (`config`, `class_names`, `step`).
     """
     directory = checkpoint_dir(workdir)
-    with open_manager(workdir) as manager:
+    with open_reader(workdir) as manager:
         step = latest_step(manager) if step is None else step
         if step is None:
-            raise FileNotFoundError(f"no checkpoint under {directory}: train or convert one first")
+            raise NoCheckpointError(f"no checkpoint under {directory}: train or convert one first")
         metadata = manager.restore(step, args=metadata_restore_args())["metadata"]
         config = config or ml_collections.ConfigDict(metadata["config"])
         model = nnx.eval_shape(lambda: create_model(config.model, rngs=nnx.Rngs(0)))

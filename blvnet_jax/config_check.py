@@ -51,17 +51,34 @@ def check_data(data_config, splits=("train", "val")) -> None:
 def check_init_from(config) -> None:
     """`config.init_from` must be a workdir with a checkpoint of the same architecture."""
     from blvnet_jax import checkpoint  # Orbax only when there is something to read
-    with checkpoint.open_manager(config.init_from) as manager:
-        step = manager.latest_step()
-        if step is None:
-            raise ConfigError(f"config.init_from={config.init_from!r} has no checkpoint under "
-                              f"{checkpoint.checkpoint_dir(config.init_from)}")
-        stored = manager.restore(step, args=checkpoint.metadata_restore_args())["metadata"]["config"]["model"]
+    step, metadata = checkpoint.stored_metadata(config.init_from)  # read-only: creates nothing there
+    if step is None:
+        raise ConfigError(f"config.init_from={config.init_from!r} has no checkpoint under "
+                          f"{checkpoint.checkpoint_dir(config.init_from)}")
+    stored = metadata["config"]["model"]
     for field in SHAPE_FIELDS:
         if stored[field] != config.model[field]:
             raise ConfigError(f"config.init_from={config.init_from!r} holds model.{field}={json.dumps(stored[field])} "
                               f"but this config has model.{field}={json.dumps(config.model[field])}: "
                               "initialise from a checkpoint of the same architecture")
+
+
+def check_frame_split(model_config, frames: int) -> None:
+    """Each of `frames` devices holds an equal block of every clip's frames (bLVNet: of its frame
+    pairs, also at layer4, which runs on one frame per pair), and a temporal module reaches at
+    most into the neighbouring block."""
+    bigger_little = model_config.name.startswith("blvnet")
+    unit = 2 * frames if bigger_little else frames
+    if model_config.num_frames % unit:
+        raise ConfigError(f"config.mesh_shape splits frames over {frames} devices but config.model.num_frames="
+                          f"{model_config.num_frames} is not a multiple of {unit}"
+                          + (" (bLVNet splits frame pairs)" if bigger_little else ""))
+    block = model_config.num_frames // unit
+    reach = 1 if model_config.name in ("tsm", "blvnet_tsm") else model_config.blending_frames // 2
+    if model_config.name not in ("tsn", "blvnet") and block < reach:
+        raise ConfigError(f"config.mesh_shape splits frames over {frames} devices: blocks of {block} "
+                          f"{'frame pairs' if bigger_little else 'frames'} are shorter than the temporal "
+                          f"module's reach of {reach}; split over fewer devices or use more frames")
 
 
 def check_training(config) -> None:
@@ -73,9 +90,8 @@ def check_training(config) -> None:
     if frames < 1 or devices % frames or (data != -1 and data * frames != devices):
         raise ConfigError(f"config.mesh_shape={tuple(config.mesh_shape)} must multiply to the {devices} devices "
                           "(-1 for data takes the rest)")
-    if config.model.num_frames % frames:
-        raise ConfigError(f"config.mesh_shape splits frames over {frames} devices but config.model.num_frames="
-                          f"{config.model.num_frames} is not a multiple of {frames}")
+    if frames > 1:
+        check_frame_split(config.model, frames)
     data_devices = devices // frames
     for field in ("batch_size", "eval_batch_size"):
         if config[field] < 1 or config[field] % data_devices:

@@ -67,7 +67,7 @@ class Evaluator:
         self.config = config
         self.mesh = mesh
         self.class_names = class_names
-        self.eval_step = jax.jit(steps.make_eval_step(graphdef))
+        self.eval_step = jax.jit(steps.make_eval_step(graphdef, mesh))
         self.views = config.data.num_crops * config.data.num_clips
         if (config.eval_batch_size * self.views) % mesh.shape["data"]:
             raise ValueError(f"config.eval_batch_size={config.eval_batch_size} x {self.views} views must be "

@@ -2,7 +2,13 @@
 
 Feature maps are `(n, height, width, channels)` with `n = clips * frames`, frame-major inside a
 clip, as in the official code. Temporal operations reshape to `(clips, frames, ...)` themselves.
+
+With `config.mesh_shape=(data, frames > 1)` the model runs inside `steps.split_frames`'s
+`shard_map`: each device holds a contiguous block of every clip's frames of its clips, temporal
+operations take their neighbouring frames from the next and previous blocks' devices (a halo of
+one frame per tap, `shifted`), and batch norm averages its statistics over all devices.
 """
+import functools
 from collections.abc import Sequence
 
 import flax.linen
@@ -18,34 +24,80 @@ def kaiming_fan_out(key, shape, dtype=jnp.float32):
     return jax.random.normal(key, shape, dtype) * np.sqrt(2.0 / (out_channels * kernel_h * kernel_w))
 
 
-def conv2d(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+def conv2d(x: jax.Array, kernel: jax.Array, stride: int, pointwise_as_dot: bool = True) -> jax.Array:
     """Bias-free convolution of `(n, h, w, in)` by `(k, k, in, out)`, torch padding `k // 2`.
 
-    1x1 kernels run as a dot product (strided ones subsample first), which XLA:CPU executes much
-    faster than a convolution, forward and backward.
+    The kernel (float32) is cast to x's dtype; its gradient comes out in the kernel's dtype
+    (`convolution`, `pointwise`). With `pointwise_as_dot`, 1x1 kernels run as a dot product
+    (strided ones subsample first), which XLA:CPU executes much faster than a convolution,
+    forward and backward.
     """
-    kernel_size = kernel.shape[0]
-    if kernel_size == 1:
+    if kernel.shape[0] == 1 and pointwise_as_dot:
         if stride > 1:
             x = x[:, ::stride, ::stride, :]
         return pointwise(x, kernel[0, 0])
-    pad = kernel_size // 2
+    return convolution(x, kernel, stride)
+
+
+def _conv(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    pad = kernel.shape[0] // 2
     return jax.lax.conv_general_dilated(
         x, kernel, window_strides=(stride, stride), padding=((pad, pad), (pad, pad)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def convolution(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """`(n, h, w, in)` by a `(k, k, in, out)` kernel cast to x's dtype, torch padding `k // 2`:
+    `(n, ceil(h / stride), ceil(w / stride), out)` in x's dtype.
+
+    The kernel gradient is accumulated and returned in the kernel's dtype (`kernel_gradient`), so a
+    bfloat16 model reduces float32 weight gradients over devices; autodiff would produce them in
+    bfloat16 and convert after the reduction.
+    """
+    return _conv(x, kernel.astype(x.dtype), stride)
+
+
+def _convolution_fwd(x, kernel, stride):
+    return convolution(x, kernel, stride), (x, kernel)
+
+
+def _convolution_bwd(stride, residuals, grad):
+    x, kernel = residuals
+    x_grad, = jax.vjp(lambda x: _conv(x, kernel.astype(x.dtype), stride), x)[1](grad)
+    return x_grad, kernel_gradient(x, grad, kernel.shape[0], stride, kernel.dtype)
+
+
+convolution.defvjp(_convolution_fwd, _convolution_bwd)
+
+
+def kernel_gradient(x: jax.Array, grad: jax.Array, kernel_size: int, stride: int, dtype) -> jax.Array:
+    """The kernel gradient `(k, k, in, out)` of `convolution` from its input `(n, h, w, in)` and
+    output gradient `(n, oh, ow, out)`, accumulated and returned in `dtype`.
+
+    The convolution JAX's transpose rule builds (x's channels as the batch, its `n` contracted,
+    the output gradient dilated by the stride), with `preferred_element_type=dtype`.
+    """
+    pad = kernel_size // 2
+    padding = [(pad, stride * (out - 1) + 1 - size + kernel_size - 1 - pad)
+               for size, out in zip(x.shape[1:3], grad.shape[1:3])]
+    return jax.lax.conv_general_dilated(
+        x, grad, window_strides=(1, 1), padding=padding, rhs_dilation=(stride, stride),
+        dimension_numbers=("CHWN", "IHWO", "HWNC"), preferred_element_type=dtype)
+
+
 @jax.custom_vjp
 def pointwise(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """A 1x1 convolution as a dot: `(n, h, w, in)` x `(in, out)` -> `(n, h, w, out)`.
+    """A 1x1 convolution as a dot: `(n, h, w, in)` x `(in, out)` (cast to x's dtype) -> `(n, h, w, out)`.
 
-    Same values as `jnp.einsum`; the backward pass computes the kernel gradient
-    `x^T grad` with the operand of fewer channels on the transposed (left) side. Left to
-    autodiff, the product transposes the output gradient whatever its size, and XLA:CPU fuses
-    that transpose with the batch-norm backward that produced it, recomputing it element by
-    element in transposed order: a quarter of the bLVNet-TAM train step (docs/performance.md).
+    Same values as `jnp.einsum`; the backward pass computes the kernel gradient `x^T grad`,
+    accumulated and returned in the kernel's dtype, with the operand of fewer channels on the
+    transposed (left) side. Left to autodiff, the product transposes the output gradient whatever
+    its size, and XLA:CPU fuses that transpose with the batch-norm backward that produced it,
+    recomputing it element by element in transposed order: a quarter of the bLVNet-TAM train step
+    (docs/performance.md).
     """
-    return jnp.einsum("nhwi,io->nhwo", x, kernel)
+    return jnp.einsum("nhwi,io->nhwo", x, kernel.astype(x.dtype))
 
 
 def _pointwise_fwd(x, kernel):
@@ -57,50 +109,123 @@ def _pointwise_bwd(residuals, grad):
     pixels_in, pixels_grad = x.reshape(-1, x.shape[-1]), grad.reshape(-1, grad.shape[-1])
     contract_pixels = (((0,), (0,)), ((), ()))
     if x.shape[-1] <= grad.shape[-1]:
-        kernel_grad = jax.lax.dot_general(pixels_in, pixels_grad, contract_pixels)
+        kernel_grad = jax.lax.dot_general(pixels_in, pixels_grad, contract_pixels,
+                                          preferred_element_type=kernel.dtype)
     else:
-        kernel_grad = jax.lax.dot_general(pixels_grad, pixels_in, contract_pixels).T
-    return jnp.einsum("nhwo,io->nhwi", grad, kernel), kernel_grad.astype(kernel.dtype)
+        kernel_grad = jax.lax.dot_general(pixels_grad, pixels_in, contract_pixels,
+                                          preferred_element_type=kernel.dtype).T
+    return jnp.einsum("nhwo,io->nhwi", grad, kernel.astype(x.dtype)), kernel_grad
 
 
 pointwise.defvjp(_pointwise_fwd, _pointwise_bwd)
 
 
 class Conv(nnx.Module):
-    """Bias-free 2-D convolution with torch-style symmetric padding `kernel_size // 2` (`conv2d`)."""
+    """Bias-free 2-D convolution with torch-style symmetric padding `kernel_size // 2` (`conv2d`);
+    a float32 kernel, computed in `dtype`."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, *,
-                 dtype=jnp.float32, rngs: nnx.Rngs):
+                 dtype=jnp.float32, pointwise_as_dot: bool = True, rngs: nnx.Rngs):
         self.kernel = nnx.Param(kaiming_fan_out(
             rngs.params(), (kernel_size, kernel_size, in_channels, out_channels)))
         self.kernel_size = kernel_size
         self.stride = stride
         self.dtype = dtype
+        self.pointwise_as_dot = pointwise_as_dot
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """x: `(n, h, w, in)` -> `(n, ceil(h / stride), ceil(w / stride), out)`."""
-        return conv2d(x.astype(self.dtype), self.kernel[...].astype(self.dtype), self.stride)
+        """x: `(n, h, w, in)` -> `(n, ceil(h / stride), ceil(w / stride), out)` in `dtype`."""
+        return conv2d(x.astype(self.dtype), self.kernel[...], self.stride, self.pointwise_as_dot)
+
+
+class Float32BatchNorm(nnx.BatchNorm):
+    """Batch norm computed in float32 whatever the input's dtype, output cast to `output_dtype`.
+
+    Statistics, scale and bias are never rounded to a bfloat16 compute dtype, and the gradients
+    of scale and bias are produced in float32 (flax's `dtype=bfloat16` casts them, and XLA then
+    reduces the bfloat16 gradients over devices).
+    """
+
+    def __init__(self, channels: int, *, output_dtype, **kwargs):
+        super().__init__(channels, dtype=jnp.float32, **kwargs)
+        self.output_dtype = output_dtype
+
+    def __call__(self, x: jax.Array, use_running_average: bool | None = None) -> jax.Array:
+        """x: `(..., channels)` -> same shape, in `output_dtype`; statistics over every device's
+        examples when the frames are split (`frame_blocks`)."""
+        self.axis_name = BATCH_AXES if frame_blocks() > 1 else None
+        return super().__call__(x, use_running_average).astype(self.output_dtype)
 
 
 def batch_norm(channels: int, *, zero_scale: bool = False, dtype=jnp.float32,
-               rngs: nnx.Rngs) -> nnx.BatchNorm:
-    """Batch norm with PyTorch's defaults (momentum 0.1, eps 1e-5); `zero_scale` for a block's last BN."""
-    return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, dtype=dtype,
-                         scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
-                         rngs=rngs)
+               rngs: nnx.Rngs) -> Float32BatchNorm:
+    """Batch norm with PyTorch's defaults (momentum 0.1, eps 1e-5), output in `dtype`;
+    `zero_scale` for a block's last BN."""
+    return Float32BatchNorm(channels, output_dtype=dtype, momentum=0.9, epsilon=1e-5,
+                            scale_init=nnx.initializers.zeros if zero_scale else nnx.initializers.ones,
+                            rngs=rngs)
+
+
+@jax.custom_vjp
+def scale_channels(x: jax.Array, weight: jax.Array) -> jax.Array:
+    """`x * weight` for x `(..., channels)` and `weight` `(channels,)` cast to x's dtype.
+
+    The weight gradient is accumulated and returned in the weight's dtype (float32); autodiff
+    would sum the products in x's dtype.
+    """
+    return x * weight.astype(x.dtype)
+
+
+def _scale_channels_fwd(x, weight):
+    return scale_channels(x, weight), (x, weight)
+
+
+def _scale_channels_bwd(residuals, grad):
+    x, weight = residuals
+    weight_grad = jnp.sum(x.astype(weight.dtype) * grad.astype(weight.dtype), axis=tuple(range(x.ndim - 1)))
+    return grad * weight.astype(x.dtype), weight_grad
+
+
+scale_channels.defvjp(_scale_channels_fwd, _scale_channels_bwd)
+
+
+FRAME_AXIS = "frames"
+BATCH_AXES = ("data", "frames")
+
+
+def frame_blocks() -> int:
+    """Over how many devices each clip's frames are split: the size of the mesh axis `frames`
+    inside `steps.split_frames`, 1 elsewhere."""
+    try:
+        return jax.lax.axis_size(FRAME_AXIS)
+    except NameError:
+        return 1
 
 
 def shifted(x: jax.Array, offset: int) -> jax.Array:
-    """`out[:, t] = x[:, t + offset]`, zero where `t + offset` falls outside the frame axis 1."""
-    frames = x.shape[1]
+    """`out[:, t] = x[:, t + offset]`, zero where `t + offset` falls outside the clip's frames.
+
+    x: `(clips, frames, ...)`; with the frames split over devices (`frame_blocks() > 1`), `frames`
+    is this device's block and the `|offset|` frames beyond its edge come from the neighbouring
+    block's device (`ppermute`; zero past the clip's first and last block).
+    """
+    frames, blocks = x.shape[1], frame_blocks()
     if offset == 0:
         return x
-    if abs(offset) >= frames:
+    if blocks == 1 and abs(offset) >= frames:
         return jnp.zeros_like(x)
-    zeros = jnp.zeros_like(x[:, :abs(offset)])
+    if abs(offset) > frames:
+        raise ValueError(f"a temporal offset of {offset} frames reaches past the neighbouring device's "
+                         f"{frames} frames: split the frames over fewer devices (config.mesh_shape)")
+    if blocks == 1:
+        beyond = jnp.zeros_like(x[:, :abs(offset)])
+    elif offset > 0:  # block b needs the first frames of block b + 1
+        beyond = jax.lax.ppermute(x[:, :offset], FRAME_AXIS, [(b + 1, b) for b in range(blocks - 1)])
+    else:  # block b needs the last frames of block b - 1
+        beyond = jax.lax.ppermute(x[:, offset:], FRAME_AXIS, [(b - 1, b) for b in range(1, blocks)])
     if offset > 0:
-        return jnp.concatenate([x[:, offset:], zeros], axis=1)
-    return jnp.concatenate([zeros, x[:, :offset]], axis=1)
+        return jnp.concatenate([x[:, offset:], beyond], axis=1)
+    return jnp.concatenate([beyond, x[:, :offset]], axis=1)
 
 
 def temporal_mix(x: jax.Array, weights: jax.Array, offsets: Sequence[int]) -> jax.Array:
@@ -110,8 +235,7 @@ def temporal_mix(x: jax.Array, weights: jax.Array, offsets: Sequence[int]) -> ja
     Written as zero-filled shifted slices, which XLA fuses into a single pass without a padded
     copy; never a depthwise convolution (slow on XLA:CPU) and never a wrap-around roll.
     """
-    weights = weights.astype(x.dtype)
-    return sum(shifted(x, offset) * weights[tap] for tap, offset in enumerate(offsets))
+    return sum(scale_channels(shifted(x, offset), weights[tap]) for tap, offset in enumerate(offsets))
 
 
 def parity_mix(x: jax.Array, weights: jax.Array, num_frames: int) -> tuple[jax.Array, jax.Array]:
@@ -124,10 +248,10 @@ def parity_mix(x: jax.Array, weights: jax.Array, num_frames: int) -> tuple[jax.A
     streams = x.reshape((-1, num_frames // 2, 2) + x.shape[1:])
     parities = (streams[:, :, 0], streams[:, :, 1])
     half = weights.shape[0] // 2
-    weights = weights.astype(x.dtype)
     outputs = []
     for parity in (0, 1):
-        terms = [shifted(parities[(parity + offset) % 2], (parity + offset) // 2) * weights[offset + half]
+        terms = [scale_channels(shifted(parities[(parity + offset) % 2], (parity + offset) // 2),
+                                weights[offset + half])
                  for offset in range(-half, half + 1)]
         outputs.append(sum(terms).reshape((-1,) + x.shape[1:]))
     return outputs[0], outputs[1]
@@ -173,13 +297,13 @@ class TAM(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: `(clips * num_frames, height, width, channels)` -> same shape."""
         half = self.blending_frames // 2
-        clips = x.reshape((-1, self.num_frames) + x.shape[1:])
+        clips = x.reshape((-1, self.num_frames // frame_blocks()) + x.shape[1:])
         out = temporal_mix(clips, self.weight[...], range(-half, half + 1))
         return jax.nn.relu(out).reshape(x.shape)
 
     def by_parity(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The TAM's output at the even and at the odd frames of x (see `parity_mix`)."""
-        even, odd = parity_mix(x, self.weight[...], self.num_frames)
+        even, odd = parity_mix(x, self.weight[...], self.num_frames // frame_blocks())
         return jax.nn.relu(even), jax.nn.relu(odd)
 
     def paired(self, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -189,7 +313,7 @@ class TAM(nnx.Module):
         Returns the outputs at the little (even) frames and at the big (odd) frames, each shaped
         like `pairs`.
         """
-        clips = pairs.reshape((-1, self.num_frames // 2) + pairs.shape[1:])
+        clips = pairs.reshape((-1, self.num_frames // 2 // frame_blocks()) + pairs.shape[1:])
         return tuple(jax.nn.relu(temporal_mix(clips, w, offsets)).reshape(pairs.shape)
                      for w, offsets in pair_taps(self.weight[...]))
 
@@ -221,20 +345,20 @@ class TemporalShift(nnx.Module):
 
     def __call__(self, x: jax.Array) -> jax.Array:
         """x: `(clips * num_frames, height, width, channels)` -> same shape."""
-        clips = x.reshape((-1, self.num_frames) + x.shape[1:])
-        zero = jnp.zeros_like(clips[:, :1])
+        clips = x.reshape((-1, self.num_frames // frame_blocks()) + x.shape[1:])
         fold = x.shape[-1] // self.fold_div
-        from_next = jnp.concatenate([clips[:, 1:, ..., :fold], zero[..., :fold]], axis=1)
-        from_prev = jnp.concatenate([zero[..., fold:2 * fold], clips[:, :-1, ..., fold:2 * fold]], axis=1)
+        from_next = shifted(clips[..., :fold], 1)
+        from_prev = shifted(clips[..., fold:2 * fold], -1)
         return jnp.concatenate([from_next, from_prev, clips[..., 2 * fold:]], axis=-1).reshape(x.shape)
 
     def by_parity(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The shift's output at the even and at the odd frames of x (see `parity_mix`)."""
-        return parity_mix(x, jnp.asarray(shift_weights(x.shape[-1], self.fold_div)), self.num_frames)
+        return parity_mix(x, jnp.asarray(shift_weights(x.shape[-1], self.fold_div)),
+                          self.num_frames // frame_blocks())
 
     def paired(self, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
         """The shift over a clip of duplicated pairs (see `TAM.paired`)."""
-        clips = pairs.reshape((-1, self.num_frames // 2) + pairs.shape[1:])
+        clips = pairs.reshape((-1, self.num_frames // 2 // frame_blocks()) + pairs.shape[1:])
         weights = jnp.asarray(shift_weights(pairs.shape[-1], self.fold_div))
         return tuple(temporal_mix(clips, w, offsets).reshape(pairs.shape)
                      for w, offsets in pair_taps(weights))

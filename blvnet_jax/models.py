@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from blvnet_jax.blresnet import BLOCKS_PER_STAGE, BLVNet
-from blvnet_jax.layers import TAM, TemporalShift
+from blvnet_jax.layers import FRAME_AXIS, TAM, TemporalShift, frame_blocks
 from blvnet_jax.resnet import FrameResNet
 
 MODEL_NAMES = ("blvnet_tam", "blvnet", "blvnet_tsm", "tsn", "tsm", "tsn_tam")
@@ -37,8 +37,10 @@ class VideoClassifier(nnx.Module):
 
     def __call__(self, video: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
         """`rngs` needs a `dropout` stream in training mode when dropout > 0."""
-        features = self.dropout(self.backbone(video).astype(jnp.float32), rngs=rngs)
-        return self.head(features.mean(axis=1))
+        features = self.dropout(self.backbone(video).astype(jnp.float32), rngs=rngs).mean(axis=1)
+        if frame_blocks() > 1:  # each device holds one block of every clip's frames
+            features = jax.lax.pmean(features, FRAME_AXIS)
+        return self.head(features)
 
 
 def check_model_config(model_config) -> None:
@@ -72,10 +74,12 @@ def create_model(model_config, *, rngs: nnx.Rngs) -> VideoClassifier:
         None: None,
     }[{"blvnet_tam": "tam", "tsn_tam": "tam", "blvnet_tsm": "tsm", "tsm": "tsm"}.get(name)]
     common = dict(width=model_config.width, input_channels=model_config.input_channels,
-                  temporal=temporal, remat=model_config.get("remat", False), dtype=dtype, rngs=rngs)
+                  temporal=temporal, remat=model_config.get("remat", False), dtype=dtype,
+                  pointwise_as_dot=model_config.get("pointwise_as_dot", True), rngs=rngs)
     if name.startswith("blvnet"):
         backbone = BLVNet(model_config.depth, model_config.alpha, model_config.beta,
-                          model_config.num_frames, **common)
+                          model_config.num_frames, recompute_stem=model_config.get("recompute_stem", True),
+                          **common)
     else:
         backbone = FrameResNet(model_config.depth, model_config.num_frames, **common)
     return VideoClassifier(backbone, model_config.num_classes, model_config.dropout, rngs=rngs)

@@ -70,7 +70,10 @@ def define_flags():
 
 def main(argv):
     del argv
-    result = predict(FLAGS.workdir, FLAGS.video, FLAGS.top_k)
+    try:
+        result = predict(FLAGS.workdir, FLAGS.video, FLAGS.top_k)
+    except checkpoint.NoCheckpointError as error:
+        raise SystemExit(f"Workdir error (--workdir={FLAGS.workdir}): {error}") from None
     for name, probability in result["top"]:
         print(f"{probability:7.2%}  {name}")
     if FLAGS.save_png:

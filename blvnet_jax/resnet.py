@@ -15,12 +15,12 @@ class FrameResNet(nnx.Module):
     """`(clips, num_frames, h, w, input_channels)` -> pooled features `(clips, num_frames, 32 * width)`.
 
     `temporal` builds the module at the input of every bottleneck (TSM: a shift in the residual
-    branch; TSN+TAM: a TAM); None gives TSN.
+    branch; TSN+TAM: a TAM); None gives TSN. `pointwise_as_dot`: 1x1 convolutions as dots.
     """
 
     def __init__(self, depth: int, num_frames: int, *, width: int = 64, input_channels: int = 3,
                  temporal: TemporalFactory | None = None, remat: bool = False, dtype=jnp.float32,
-                 rngs: nnx.Rngs):
+                 pointwise_as_dot: bool = True, rngs: nnx.Rngs):
         blocks = BLOCKS_PER_STAGE[depth]
         c = width
         self.remat = remat
@@ -29,7 +29,8 @@ class FrameResNet(nnx.Module):
         stage_in = [c, 4 * c, 8 * c, 16 * c]
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             make_stage(stage_in[i], 4 * c * 2 ** i, blocks[i], 1 if i == 0 else 2, temporal=temporal,
-                       num_frames=num_frames, pool_shortcut=False, dtype=dtype, rngs=rngs)
+                       num_frames=num_frames, pool_shortcut=False, dtype=dtype,
+                       pointwise_as_dot=pointwise_as_dot, rngs=rngs)
             for i in range(4))
         self.num_features = 32 * c
 

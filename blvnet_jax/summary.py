@@ -4,8 +4,8 @@
 
 Multiply-adds ("FLOPs" in the paper) are counted from the traced forward pass: every convolution
 and matrix product at `config.data.crop_size`, one clip. The memory figure is XLA's analysis of
-one compiled train step (forward, loss, backward, SGD update) at batch 1: arguments + outputs +
-temporaries.
+the compiled training program (`steps.build_train_step`: forward, loss, backward and the config's
+optimizer update) at batch 1: arguments + outputs + temporaries - aliased.
 """
 import json
 
@@ -13,7 +13,6 @@ import jax
 import jax.extend
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
@@ -58,16 +57,23 @@ def count_macs(model: nnx.Module, video_shape: tuple) -> int:
     return jaxpr_macs(closed.jaxpr)
 
 
-def train_step_bytes(model: nnx.Module, video_shape: tuple) -> dict:
-    """XLA memory analysis of one compiled SGD train step at the batch in `video_shape`."""
-    optimizer = optax.sgd(0.01, momentum=0.9, nesterov=True)
-    graphdef, state = steps.init_train_state(model, optimizer)
-    batch = {"video": jax.ShapeDtypeStruct(video_shape, jnp.uint8),
-             "label": jax.ShapeDtypeStruct(video_shape[:1], jnp.int32)}
+def compiled_train_step(config, batch_size: int):
+    """`config`'s training program (`steps.build_train_step`, `steps.measurement_schedule`)
+    compiled for `batch_size` uint8 clips `(batch, frames, crop, crop, channels)` and their labels:
+    the batches of `config.data.resize_on_device=False` (with it, the step also resizes windows)."""
+    model = create_model(config.model, rngs=nnx.Rngs(0))
+    _, state, train_step = steps.build_train_step(config, model, steps.measurement_schedule(config))
+    crop = config.data.crop_size
+    batch = {"video": jax.ShapeDtypeStruct(
+                 (batch_size, config.model.num_frames, crop, crop, config.model.input_channels), jnp.uint8),
+             "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32)}
     abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
-    compiled = jax.jit(steps.make_train_step(graphdef, optimizer), donate_argnums=0).lower(
-        abstract_state, batch, jax.ShapeDtypeStruct((2,), jnp.uint32)).compile()
-    return steps.memory_figures(compiled)
+    return train_step.lower(abstract_state, batch, jax.random.key(0)).compile()
+
+
+def train_step_bytes(config, batch_size: int) -> dict:
+    """XLA memory analysis (`steps.memory_figures`) of `compiled_train_step(config, batch_size)`."""
+    return steps.memory_figures(compiled_train_step(config, batch_size))
 
 
 def summarize(config, with_memory: bool = True, batch_size: int = 1) -> dict:
@@ -82,7 +88,7 @@ def summarize(config, with_memory: bool = True, batch_size: int = 1) -> dict:
               "params": count_params(model), "gmacs": count_macs(model, video_shape) / 1e9,
               "batch_size": batch_size}
     if with_memory:
-        memory = train_step_bytes(create_model(model_config, rngs=nnx.Rngs(0)), (batch_size,) + video_shape[1:])
+        memory = train_step_bytes(config, batch_size)
         result["train_step_bytes"] = memory.pop("step_bytes")
         result.update(memory)
     return result

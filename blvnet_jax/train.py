@@ -12,42 +12,14 @@ import time
 
 import jax
 import numpy as np
-import optax
 from clu import metric_writers, periodic_actions
 from etils import epath
 from flax import nnx
 
 import input_pipeline
-from blvnet_jax import checkpoint, config_check, evaluation, hosts, steps
+from blvnet_jax import checkpoint, config_check, evaluation, hosts, recipe, steps, workdir_lock
 from blvnet_jax.sharding import batch_sharding, create_mesh, global_batch, replicated
 from blvnet_jax.models import create_model
-
-
-def learning_rate_schedule(config, steps_per_epoch: int, total_steps: int) -> optax.Schedule:
-    """Warm-up, then cosine to 0 or x`lr_decay_factor` at each epoch of `lr_decay_epochs`."""
-    warmup_steps = int(config.warmup_epochs * steps_per_epoch)
-    if config.lr_schedule == "cosine":
-        main = optax.cosine_decay_schedule(config.learning_rate, max(1, total_steps - warmup_steps))
-    elif config.lr_schedule == "multistep":
-        main = optax.piecewise_constant_schedule(config.learning_rate, {
-            int(epoch * steps_per_epoch) - warmup_steps: config.lr_decay_factor for epoch in config.lr_decay_epochs})
-    else:
-        raise ValueError(f"config.lr_schedule={config.lr_schedule!r}: use 'cosine' or 'multistep'")
-    if not warmup_steps:
-        return main
-    warmup = optax.linear_schedule(0.0, config.learning_rate, warmup_steps)
-    return optax.join_schedules([warmup, main], [warmup_steps])
-
-
-def make_optimizer(config, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """SGD with Nesterov momentum and L2 weight decay on every parameter, as the official code."""
-    parts = [optax.clip_by_global_norm(config.grad_clip_norm)] if config.grad_clip_norm > 0 else []
-    parts += [optax.add_decayed_weights(config.weight_decay),
-              optax.sgd(schedule, momentum=config.momentum, nesterov=True)]
-    optimizer = optax.chain(*parts)
-    if config.grad_accumulation_steps > 1:
-        optimizer = optax.MultiSteps(optimizer, every_k_schedule=config.grad_accumulation_steps)
-    return optimizer
 
 
 def steps_per_epoch(config) -> int:
@@ -82,17 +54,14 @@ def device_memory_bytes() -> int | None:
         return None
 
 
-def compile_train_step(config, graphdef, optimizer, state, mesh):
-    """Compiles the train step ahead of time, logs its memory, and fails early if it cannot fit."""
+def compile_train_step(config, jitted_step, state, mesh):
+    """Compiles `jitted_step` (`steps.build_train_step`'s) ahead of time for the config's batches on
+    `mesh`, logs its memory, and fails early if it cannot fit."""
     local_batch = config.batch_size // mesh.shape["data"]
     batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, key))
              for key, (shape, dtype) in input_pipeline.train_batch_shapes(
                  config.data, config.model.num_frames, config.batch_size).items()}
-    step_fn = steps.make_train_step(graphdef, optimizer, config.label_smoothing, config.skip_nonfinite_steps,
-                                    config.data.crop_size)
-    compiled = jax.jit(step_fn, donate_argnums=0,
-                       out_shardings=(replicated(mesh), replicated(mesh))).lower(
-        state, batch, jax.random.key(0)).compile()
+    compiled = jitted_step.lower(state, batch, jax.random.key(0)).compile()
     if compiled.memory_analysis() is None:
         return compiled
     needed = steps.memory_figures(compiled)["step_bytes"]
@@ -139,17 +108,38 @@ def check_finite(step: int, metrics: list[dict], manager) -> None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-    """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics."""
+    """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics.
+
+    Raises `workdir_lock.WorkdirBusyError` if another training holds the workdir,
+    `recipe.RecipeChangedError` if the checkpoint was trained with another recipe, and
+    `checkpoint.SaveError` at a save that failed."""
     config_check.check_training(config)
     workdir = hosts.workdir_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     hosts.check_shared_workdir(workdir)
+    with workdir_lock.WorkdirLock(workdir):
+        return train_in_workdir(config, workdir)
+
+
+def resume_recipe_changes(config, workdir: epath.Path) -> list[dict]:
+    """The recipe changes to record in the next checkpoints: the stored history plus the change this
+    resume makes (`recipe.check_resume` raises unless it is allowed)."""
+    step, metadata = checkpoint.stored_metadata(str(workdir))
+    if step is None:
+        return []
+    history = list(metadata.get("recipe_changes", []))
+    accepted = recipe.check_resume(metadata["config"], config, str(checkpoint.checkpoint_dir(str(workdir))), step)
+    return history + [accepted] if accepted else history
+
+
+def train_in_workdir(config, workdir: epath.Path) -> dict:
+    """The loop of `train_and_evaluate`, run while this run holds the workdir's lock."""
+    recipe_changes = resume_recipe_changes(config, workdir)
     mesh = create_mesh(config.mesh_shape)
     epoch_steps = steps_per_epoch(config)
     total_steps = total_train_steps(config, epoch_steps)
-    schedule = learning_rate_schedule(config, epoch_steps, total_steps)
-    optimizer = make_optimizer(config, schedule)
-    graphdef, state = steps.init_train_state(initial_model(config), optimizer)
+    schedule = steps.learning_rate_schedule(config, epoch_steps, total_steps)
+    graphdef, state, jitted_step = steps.build_train_step(config, initial_model(config), schedule, mesh)
     state = jax.device_put(state, replicated(mesh))
     class_names = input_pipeline.class_names(config.data)
 
@@ -158,7 +148,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if start_step:
         logging.info("Resumed from %s at step %d", manager.directory, start_step)
 
-    train_step = compile_train_step(config, graphdef, optimizer, state, mesh)
+    train_step = compile_train_step(config, jitted_step, state, mesh)
     evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)
     logger = MetricLogger(workdir)
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=logger.writer,
@@ -172,6 +162,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
     train_metrics, last_eval, last_log_time, skipped_steps = [], {}, time.time(), 0
+    saving = None  # the step of the last save started; a failure stops training (checkpoint.SaveError)
     preemption = hosts.PreemptionWatch()
     try:
         for step in range(start_step + 1, total_steps + 1):
@@ -184,6 +175,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             is_last = step == total_steps
             save_now = step % config.checkpoint_every_steps == 0 or is_last or preempted
             if step % config.log_every_steps == 0 or save_now:
+                checkpoint.confirm_saved(manager, saving, wait=False)
                 if not config.skip_nonfinite_steps:
                     check_finite(step, train_metrics, manager)
                 summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
@@ -199,20 +191,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 train_metrics = []
             eval_now = (step % eval_every == 0 or is_last) and not preempted
             if eval_now:
+                checkpoint.confirm_saved(manager, saving)  # no evaluation after a failed save
                 last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir)
                 logger.write(step, {f"eval_{k}": last_eval[k] for k in ("top1", "top5", "loss", "num_videos")})
                 last_log_time = time.time()  # clips/s counts training only
             if save_now:
-                checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None)
+                checkpoint.confirm_saved(manager, saving)
+                checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None,
+                                            recipe_changes=recipe_changes)
+                saving = step
             if preempted:
                 logging.warning("Preempted: stopped at step %d with its checkpoint in %s; the same command "
                                 "resumes from it", step, manager.directory)
                 break
     finally:  # an interrupted run keeps every checkpoint it started writing
         preemption.close()
-        manager.wait_until_finished()
-        manager.close()
-        logger.close()
+        try:
+            checkpoint.confirm_saved(manager, saving)
+        finally:
+            manager.close()
+            logger.close()
     return last_eval
 
 

@@ -19,6 +19,8 @@ def get_model_config() -> ml_collections.ConfigDict:
         input_channels=3,       # 3 for RGB, 10 for 5 stacked optical-flow pairs
         dtype="float32",        # compute dtype: float32 | bfloat16 (parameters stay float32)
         remat=False,            # recompute each stage's activations in the backward pass (long clips)
+        pointwise_as_dot=True,  # 1x1 convolutions as dot products (fast on XLA:CPU); same values
+        recompute_stem=True,    # bLVNet stem recomputed in the backward pass (less memory); same values
     ))
 
 
@@ -49,4 +51,5 @@ def get_config() -> ml_collections.ConfigDict:
     config.checkpoint_every_steps = 1000
     config.keep_checkpoints = 3         # the latest few, plus the best by eval top-1
     config.init_from = ""               # a workdir of ours (e.g. 8x2 -> 16x2, or a converted ImageNet bLResNet)
+    config.allow_recipe_change = False  # True: resume although the recipe differs (blvnet_jax/recipe.py); recorded
     return config

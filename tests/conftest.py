@@ -1,7 +1,13 @@
-"""Test-session settings: compiled programs are cached on disk so repeated shapes compile once."""
+"""Test-session settings, set in the environment so the tests' subprocesses share them: compiled
+programs are cached on disk so repeated shapes compile once (also across the `main.py` runs of a
+test), and jax runs on the CPU (libtpu, installed for the TPU compile tests, would otherwise try to
+open a TPU in every process)."""
+import os
 import tempfile
 
-import jax
-
-jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="blvnet_jax_test_cache_"))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="blvnet_jax_test_cache_"))
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+# libtpu (tests/test_compile.py) takes a machine-wide lock file when it loads; other jax processes
+# (the tests' subprocesses, other runs) must not make it fail.
+os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")

@@ -96,8 +96,34 @@ def test_frame_axis_must_divide_devices_and_frames(monkeypatch):
     with pytest.raises(config_check.ConfigError, match=r"config.mesh_shape=\(-1, 3\)"):
         config_check.check_training(config)
     config.mesh_shape = (2, 4)
-    config.model.num_frames = 6
+    config.model.num_frames = 12
+    with pytest.raises(config_check.ConfigError,
+                       match=r"num_frames=12 is not a multiple of 8 \(bLVNet splits frame pairs"):
+        config_check.check_training(config)
+    config.model.update(dict(name="tsn", num_frames=6))
     with pytest.raises(config_check.ConfigError, match="config.model.num_frames=6 is not a multiple of 4"):
+        config_check.check_training(config)
+
+
+@pytest.mark.parametrize("name,num_frames,blending_frames,refused", [
+    ("blvnet_tam", 8, 3, False),   # blocks of 1 pair, reach 1
+    ("blvnet_tam", 8, 5, True),    # reach 2
+    ("blvnet_tam", 16, 5, False),
+    ("tsn_tam", 4, 3, False),
+    ("tsn_tam", 4, 5, True),
+    ("tsm", 4, 5, False),          # a shift reaches one frame whatever blending_frames says
+    ("tsn", 4, 9, False),
+])
+def test_frame_blocks_must_hold_the_temporal_modules_reach(monkeypatch, name, num_frames, blending_frames, refused):
+    monkeypatch.setattr(config_check.jax, "device_count", lambda: 8)
+    config = demo_config()
+    config.batch_size = config.eval_batch_size = 8
+    config.mesh_shape = (2, 4)
+    config.model.update(dict(name=name, num_frames=num_frames, blending_frames=blending_frames))
+    if refused:
+        with pytest.raises(config_check.ConfigError, match="shorter than the temporal module's reach of 2"):
+            config_check.check_training(config)
+    else:
         config_check.check_training(config)
 
 

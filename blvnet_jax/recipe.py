@@ -1,0 +1,63 @@
+"""Which config fields decide what a run trains, and the check a resume makes with them.
+
+A resume continues the optimizer state, the learning-rate schedule and the data order of the
+checkpoint: a config that differs in the model, the data, the batch size, the schedule, the
+optimizer or the seed would silently train something else. Every field does, unless listed in
+`FREE_FIELDS` (how often things are logged, saved and evaluated, the evaluation protocol, where the
+data are found and how they are fed, how the computation is laid out over devices).
+"""
+import json
+import logging
+
+# Dotted config fields a resume may change freely. Any other field, including one added later,
+# counts as part of the recipe.
+FREE_FIELDS = frozenset({
+    "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_every_steps", "eval_batch_size",
+    "mesh_shape", "init_from", "skip_nonfinite_steps", "allow_recipe_change",
+    "model.remat", "model.pointwise_as_dot", "model.recompute_stem",  # same values, other memory/speed
+    "data.root", "data.train_list", "data.val_list", "data.class_names_file", "data.tfds_data_dir",
+    "data.prefetch", "data.num_parallel_calls", "data.strict", "data.max_substitutes",
+    "data.num_crops", "data.num_clips", "data.eval_resize_to_crop",  # evaluation protocol
+})
+
+
+class RecipeChangedError(ValueError):
+    """A resume whose config changes what is trained; the message lists each field."""
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """`{'model.name': 'tsn', ...}` from nested dicts (JSON values)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def recipe_changes(stored: dict, current: dict) -> dict[str, list]:
+    """`{field: [stored value, current value]}` for each recipe field that differs (both configs as
+    JSON dicts); fields the stored config lacks (it predates them) are not compared."""
+    stored_flat, current_flat = flatten(stored), flatten(current)
+    return {field: [stored_flat[field], value] for field, value in sorted(current_flat.items())
+            if field not in FREE_FIELDS and field in stored_flat and stored_flat[field] != value}
+
+
+def check_resume(stored_config: dict, config, where: str, step: int) -> dict | None:
+    """Raises `RecipeChangedError` when resuming `where` (step `step`, written with `stored_config`)
+    with `config` would change what is trained, unless `config.allow_recipe_change`; then returns
+    the accepted change `{'step', 'changes'}` (logged) for the next checkpoint's metadata. None: no change."""
+    changes = recipe_changes(stored_config, json.loads(config.to_json_best_effort()))
+    if not changes:
+        return None
+    lines = [f"  {field}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} now"
+             for field, (old, new) in changes.items()]
+    if not config.get("allow_recipe_change", False):
+        raise RecipeChangedError(
+            f"the checkpoint of step {step} in {where} was trained with another recipe; resuming would "
+            f"silently train something else. {len(changes)} field(s) differ:\n" + "\n".join(lines) +
+            "\nResume with the checkpoint's values, train in a new workdir, or pass "
+            "--config.allow_recipe_change=True to accept the change (recorded in the log and the checkpoint).")
+    logging.warning("Recipe change accepted at step %d (config.allow_recipe_change):\n%s", step, "\n".join(lines))
+    return {"step": step, "changes": changes}
