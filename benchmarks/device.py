@@ -117,17 +117,6 @@ def random_batch(config: Fields, mode: str, batch_size: int, seed: int = 0) -> d
     return batch
 
 
-def xla_flops(stage) -> float:
-    """FLOPs of one call by XLA's cost analysis of a compiled (or lowered) program; 0.0 if none."""
-    try:
-        cost = stage.cost_analysis()
-    except NotImplementedError:
-        return 0.0
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", 0.0))
-
-
 def peak_tflops(device_kind: str) -> dict | None:
     """The card's dense peaks `{bfloat16, tf32, float32}` in TFLOP/s, None for an unknown card."""
     kind = device_kind.lower()
@@ -170,7 +159,7 @@ def measure_step(config: Fields, mode: str, batch_size: int, repeats: int, warmu
     compile_s = time.perf_counter() - start
     # The compiled program's count is the one asked for; the unoptimised program's is kept beside
     # it, and used where a backend's compiled count is missing.
-    flops, flops_lowered = xla_flops(compiled), xla_flops(lowered)
+    flops, flops_lowered = programs.xla_flops(compiled), programs.xla_flops(lowered)
     flops_source = "compiled" if flops > 0 else "lowered"
     flops = flops or flops_lowered
     try:
@@ -181,13 +170,7 @@ def measure_step(config: Fields, mode: str, batch_size: int, repeats: int, warmu
     if xla_memory and limit and xla_memory["step_bytes"] > limit:
         return {"status": "oom", "compile_s": compile_s, "xla_memory": xla_memory, "bytes_limit": limit,
                 "error": f"XLA estimate {xla_memory['step_bytes'] / GIB:.1f} GiB > limit {limit / GIB:.1f} GiB"}
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        call_start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - call_start)
+    times = programs.time_calls(run, repeats, warmup)
     median = statistics.median(times)
     stats = memory_stats()
     peak = stats.get("peak_bytes_in_use")

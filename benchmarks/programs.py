@@ -4,6 +4,8 @@ the training program (`train`, `steps.build_train_step`).
 Imports jax, flax and the model code only: `benchmarks.device` runs on machines without
 TensorFlow or ml_collections.
 """
+import time
+
 import jax
 from flax import nnx
 
@@ -37,3 +39,26 @@ def compile_program(config, mode: str, batch: dict):
     else:
         raise ValueError(f"mode must be 'infer' or 'train', got {mode!r}")
     return lowered, compiled, run
+
+
+def xla_flops(stage) -> float:
+    """FLOPs of one call by XLA's cost analysis of a compiled (or lowered) program; 0.0 if none."""
+    try:
+        cost = stage.cost_analysis()
+    except NotImplementedError:
+        return 0.0
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float((cost or {}).get("flops", 0.0))
+
+
+def time_calls(run, repeats: int, warmup: int) -> list[float]:
+    """Seconds of each of `repeats` calls of `run()` (which blocks) after `warmup` untimed calls."""
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return times

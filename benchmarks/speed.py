@@ -32,26 +32,6 @@ import input_pipeline  # noqa: E402
 from benchmarks import programs  # noqa: E402
 
 
-def compiled_flops(compiled) -> float:
-    """FLOPs of one call of a compiled program by XLA's cost analysis (0.0 if unavailable)."""
-    cost = compiled.cost_analysis()
-    if isinstance(cost, (list, tuple)):
-        cost = cost[0] if cost else {}
-    return float((cost or {}).get("flops", 0.0))
-
-
-def time_calls(run, repeats: int, warmup: int) -> list[float]:
-    """Seconds of each of `repeats` calls of `run()` (which blocks) after `warmup` untimed calls."""
-    for _ in range(warmup):
-        run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return times
-
-
 def random_batch(config, batch_size: int, mode: str) -> dict:
     """Random inputs of one call, on the device. `infer`: uint8 clips `(batch, frames, crop,
     crop, channels)`; `train`: a batch as the input pipeline makes it for `config.data`
@@ -84,7 +64,7 @@ def build(config, mode: str, batch_size: int):
     info = {"model": config.model.name, "depth": config.model.depth,
             "num_frames": config.model.num_frames, "crop_size": config.data.crop_size,
             "dtype": config.model.dtype, "mode": mode, "batch_size": batch_size,
-            "compile_s": time.perf_counter() - start, "gflops_per_call": compiled_flops(compiled) / 1e9,
+            "compile_s": time.perf_counter() - start, "gflops_per_call": programs.xla_flops(compiled) / 1e9,
             "device": str(jax.devices()[0].device_kind), "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "glibc_tunables": os.environ.get("GLIBC_TUNABLES", "")}
     return info, run
@@ -93,7 +73,7 @@ def build(config, mode: str, batch_size: int):
 def benchmark(config, mode: str, batch_size: int, repeats: int = 5, warmup: int = 2) -> dict:
     """`build`'s info plus the timings: clips/s and seconds of the median call, GFLOP/s."""
     info, run = build(config, mode, batch_size)
-    times = time_calls(run, repeats, warmup)
+    times = programs.time_calls(run, repeats, warmup)
     median = statistics.median(times)
     return {**info, "clips_per_s": batch_size / median, "median_s": median,
             "gflops_per_s": info["gflops_per_call"] / median, "times_s": times}

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from blvnet_jax import steps, summary, train
-from configs import demo
+from test_train import tiny_config
 
 
 class Built(Exception):
@@ -15,15 +15,9 @@ class Built(Exception):
 
 
 def full_recipe_config(data_root):
-    """A tiny demo config with every optimizer and loss option of the recipe switched on."""
-    config = demo.get_config()
-    config.model.update(dict(width=8, num_frames=4, num_classes=2))
-    config.data.update(dict(crop_size=32, root=str(data_root)))
-    config.data.synthetic.update(dict(num_classes=2, train_videos_per_class=4, val_videos_per_class=2,
-                                      frame_height=40, frame_width=48, min_video_frames=8, max_video_frames=10))
-    config.update(dict(batch_size=2, eval_batch_size=2, grad_clip_norm=1.0, label_smoothing=0.1,
-                       skip_nonfinite_steps=True, grad_accumulation_steps=2, warmup_epochs=1.0))
-    return config
+    """`tiny_config` with every optimizer and loss option of the recipe switched on."""
+    return tiny_config(data_root, batch_size=2, eval_batch_size=2, grad_clip_norm=1.0, label_smoothing=0.1,
+                       skip_nonfinite_steps=True, grad_accumulation_steps=2, warmup_epochs=1.0)
 
 
 def test_summary_speed_and_training_build_the_same_train_step(tmp_path, monkeypatch):
