@@ -43,8 +43,11 @@ def process_names() -> list[str]:
 def failing_processes(ok: bool) -> list[str]:
     """Names of the processes whose `ok` is False (every process gets the same answer)."""
     flags = np.asarray(multihost_utils.process_allgather(np.int32(ok))).reshape(-1)
+    failed = np.flatnonzero(flags == 0)
+    if not len(failed):  # the usual case: no second collective for the names
+        return []
     names = process_names()
-    return [names[i] for i in np.flatnonzero(flags == 0)]
+    return [names[i] for i in failed]
 
 
 def check_shared_workdir(workdir: epath.Path) -> None:
