@@ -2,8 +2,9 @@
 
     python main.py --config=configs/ssv1_8x2.py --workdir=DIR [--mode=train|eval] [--config.a.b=v ...]
 
-`train` resumes from the latest checkpoint in DIR and evaluates periodically; `eval` evaluates the
-latest checkpoint (e.g. a converted official one) with the config's crops x clips. `--check_data`
+`train` resumes from the newest intact checkpoint in DIR and evaluates periodically; `eval` evaluates
+a checkpoint (`--checkpoint=latest|best|STEP`; e.g. a converted official one) with the config's
+crops x clips. `--check_data`
 first opens every frame of both splits and stops with the list of all problems, if there are any
 (training alone skips and counts unreadable videos). Several hosts: the same command on every
 host with `--distributed` (a TPU slice, SLURM and Open MPI tell JAX the coordinator) or with
@@ -24,6 +25,10 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.DEFINE_enum("mode", "train", ["train", "eval"], "Train (with periodic evaluation) or evaluate only.")
+flags.DEFINE_string("checkpoint", "latest", "--mode=eval: which checkpoint: 'latest' (the newest intact one), "
+                    "'best' (the best evaluation top-1 saved) or a step number (fails if it is damaged).")
+flags.register_validator("checkpoint", lambda value: value in ("latest", "best") or value.isdigit(),
+                         "--checkpoint takes 'latest', 'best' or a step number")
 flags.DEFINE_bool("check_data", False, "Before anything else, check every video of the train and val splits "
                   "(input_pipeline.check_data) and stop with the list of problems if there are any.")
 flags.DEFINE_bool("distributed", False, "Several hosts: jax.distributed.initialize() finds the coordinator itself "
@@ -34,9 +39,12 @@ flags.DEFINE_integer("process_id", None, "This process's index, for multi-host r
 
 
 class QuietLibraries(logging_std.Filter):
-    """Drops the INFO chatter of Orbax and TensorFlow; warnings and errors still show."""
+    """Drops the INFO chatter of Orbax and TensorFlow, and Orbax's warning at each save without
+    evaluation metrics (only evaluated saves compete for the best); other warnings still show."""
 
     def filter(self, record):
+        if "/orbax/" in record.pathname and "did not provide metrics" in record.getMessage():
+            return False
         return record.levelno >= logging_std.WARNING or not any(
             part in record.pathname for part in ("/orbax/", "/tensorflow/", "/etils/"))
 
@@ -75,13 +83,17 @@ def main(argv):
         if FLAGS.mode == "train":
             results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         else:
-            results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir)
+            results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, checkpoint.parse_step(FLAGS.checkpoint))
     except (hosts.NotSharedError, workdir_lock.WorkdirBusyError, checkpoint.NoCheckpointError) as error:
         raise SystemExit(f"Workdir error (--workdir={FLAGS.workdir}): {error}") from None
+    except (checkpoint.DamagedCheckpointError, checkpoint.ArchitectureError) as error:
+        raise SystemExit(f"Checkpoint error (--workdir={FLAGS.workdir}): {error}") from None
     except recipe.RecipeChangedError as error:
         raise SystemExit(f"Resume error (--workdir={FLAGS.workdir}): {error}") from None
     except checkpoint.SaveError as error:
         raise SystemExit(f"Checkpoint error: {error}") from None
+    except FloatingPointError as error:
+        raise SystemExit(f"Training stopped: {error}") from None
     logging.info("Evaluation: %s", results)
 
 

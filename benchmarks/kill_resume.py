@@ -1,6 +1,6 @@
 """Kill a demo run at random moments, restart it each time, and check it ends bit-identical.
 
-    python -m benchmarks.kill_resume [--kills=5] [--sigterms=1] [--seed=0] \\
+    python -m benchmarks.kill_resume [--kills=5] [--sigterms=1] [--damage] [--seed=0] \\
         [--workdir=/tmp/blvnet_kill_resume] [--override=num_train_steps=60 ...]
 
 First an uninterrupted run of `main.py --config=configs/demo.py` (with `--override`s, by default
@@ -12,9 +12,11 @@ time from the signal to the exit is printed against a platform's ~30 s of grace)
 with SIGKILL. After each stop it prints the step the run had reached, the complete checkpoints
 on disk (each is restored to prove it readable; partial ones are Orbax temporaries, which a
 restart ignores), and, from the restart's log, the step it resumed from: the work redone is the
-steps since the last complete checkpoint (none after a SIGTERM). Finally the stopped run's
-parameters and batch-norm statistics are compared with the uninterrupted run's, bit for bit.
-Ends with a JSON line of the figures.
+steps since the last complete checkpoint (none after a SIGTERM). With `--damage` (the default),
+before the last restart 20 bytes of the newest checkpoint's largest parameter file are flipped on
+disk: the restart must name that step as damaged, set it aside and resume from the one before.
+Finally the stopped run's parameters and batch-norm statistics are compared with the
+uninterrupted run's, bit for bit. Ends with a JSON line of the figures.
 """
 import json
 import os
@@ -31,6 +33,7 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 
 _RESUMED = re.compile(r"Resumed from \S+ at step (\d+)")
+_SET_ASIDE = re.compile(r"Checkpoint step (\d+) in \S+ is damaged \((.*)\): set aside as (\S+);")
 
 
 def demo_command(workdir: str, overrides: list[str]) -> list[str]:
@@ -56,10 +59,33 @@ def reached_step(workdir: str, offset: int = 0) -> int:
 
 
 def checkpoint_folders(workdir: str) -> tuple[list[int], list[str]]:
-    """(complete checkpoint steps, names of partial ones) under `{workdir}/checkpoints`."""
+    """(complete checkpoint steps, names of partial ones: Orbax temporaries) under `{workdir}/checkpoints`."""
     directory = os.path.join(workdir, "checkpoints")
     names = os.listdir(directory) if os.path.isdir(directory) else []
-    return sorted(int(name) for name in names if name.isdigit()), sorted(n for n in names if not n.isdigit())
+    return (sorted(int(name) for name in names if name.isdigit()),
+            sorted(name for name in names if "orbax-checkpoint-tmp" in name))
+
+
+def damage_newest_checkpoint(workdir: str) -> int:
+    """Flips 20 bytes of the largest parameter file of the newest complete checkpoint; returns its step."""
+    step = checkpoint_folders(workdir)[0][-1]
+    root = os.path.join(workdir, "checkpoints", str(step), "params")
+    largest = max((os.path.join(folder, name) for folder, _, names in os.walk(root) for name in names),
+                  key=os.path.getsize)
+    with open(largest, "r+b") as file:
+        data = bytearray(file.read())
+        for i in np.random.default_rng(0).choice(len(data), 20, replace=False):
+            data[i] ^= 0xFF
+        file.seek(0)
+        file.write(data)
+    return step
+
+
+def set_aside(log_path: str) -> list[dict]:
+    """The damaged steps a run set aside, from its log: `{'step', 'reason', 'as'}`."""
+    with open(log_path) as file:
+        found = _SET_ASIDE.findall(file.read())
+    return [{"step": int(step), "reason": reason, "as": name} for step, reason, name in found]
 
 
 def run_and_stop(command: list[str], env: dict, ready, log_path: str, stop_signal: int = signal.SIGKILL,
@@ -118,8 +144,9 @@ def kill_moments(total_steps: int, kills: int, sigterms: int, rng: np.random.Gen
 
 
 def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int, seed: int,
-               sigterms: int = 1) -> list[dict]:
-    """Stops and restarts the run `kills` times, then lets it finish; one dict of figures per stop."""
+               sigterms: int = 1, damage: bool = True) -> list[dict]:
+    """Stops and restarts the run `kills` times, then lets it finish; one dict of figures per stop.
+    With `damage`, the newest checkpoint is damaged before the last restart (if an earlier one exists)."""
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     command = demo_command(workdir, overrides)
     figures = []
@@ -142,11 +169,14 @@ def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int,
                         "partial_checkpoints": partial})
         if not killed:
             break
+    if damage and figures[-1]["killed"] and len(figures[-1]["complete_checkpoints"]) > 1:
+        figures[-1]["damaged_step"] = damage_newest_checkpoint(workdir)
     run_to_end(command, env, f"{workdir}.{len(figures)}.log")
     for attempt, kill in enumerate(figures):
         # An attempt killed before it logged a step reached the step it had resumed from.
         kill["reached_step"] = max(kill["reached_step"], resumed_step(f"{workdir}.{attempt}.log"))
         kill["resumed_from"] = resumed_step(f"{workdir}.{attempt + 1}.log")
+        kill["set_aside"] = set_aside(f"{workdir}.{attempt + 1}.log")
         kill["redone_steps"] = kill["reached_step"] - kill["resumed_from"]
         kill["last_complete"] = max(kill["complete_checkpoints"], default=0)
     return figures
@@ -162,7 +192,7 @@ def main(argv):
     straight_seconds = time.perf_counter() - started
     total_steps, straight_state = final_state(straight)
     print(f"uninterrupted run: {total_steps} steps in {straight_seconds:.0f} s")
-    figures = killed_run(killed, FLAGS.override, total_steps, FLAGS.kills, FLAGS.seed, FLAGS.sigterms)
+    figures = killed_run(killed, FLAGS.override, total_steps, FLAGS.kills, FLAGS.seed, FLAGS.sigterms, FLAGS.damage)
     for number, kill in enumerate(figures, start=1):
         moment = "while writing a checkpoint" if kill["moment"] == "checkpoint" else f"at step {kill['moment']}"
         exit_figures = (f", exit status {kill['exit_code']} {kill['exit_seconds']:.1f} s after the signal"
@@ -171,6 +201,10 @@ def main(argv):
               f"complete checkpoints {kill['complete_checkpoints']} (all restored), partial "
               f"{kill['partial_checkpoints'] or 'none'}; "
               f"restart resumed from step {kill['resumed_from']}, redoing {kill['redone_steps']} steps")
+        if "damaged_step" in kill:
+            named = ", ".join(f"step {d['step']} as {d['as']} ({d['reason']})" for d in kill["set_aside"]) or "NOTHING"
+            print(f"  before that restart, 20 bytes of checkpoint {kill['damaged_step']} were flipped: the restart set "
+                  f"aside {named}")
     final_step, killed_state = final_state(killed)
     mismatched = [name for name, array in straight_state.items() if not np.array_equal(array, killed_state[name])]
     identical = final_step == total_steps and not mismatched
@@ -188,6 +222,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("sigterms", 1, "How many of the stops at a random step are SIGTERM (preemption) "
                          "rather than SIGKILL.")
     flags.DEFINE_integer("seed", 0, "Seed of the random kill moments.")
+    flags.DEFINE_bool("damage", True, "Before the last restart, flip 20 bytes of the newest checkpoint on disk.")
     flags.DEFINE_string("workdir", "/tmp/blvnet_kill_resume", "Holds the two runs' workdirs (emptied first).")
     flags.DEFINE_multi_string("override", ["num_train_steps=60", "checkpoint_every_steps=10"],
                               "--config.<override> for both runs (the demo config otherwise).")

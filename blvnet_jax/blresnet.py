@@ -1,7 +1,7 @@
 """bLVNet: the Big-Little video network on a bLResNet backbone (alpha = 2, beta = 4).
 
 Layout as in the official code (IBM/bLVNet-TAM, `blvnet_tam_backbone.py`):
-- a clip of `num_frames` frames is read as `num_frames // 2` pairs `(2k, 2k+1)`; the even frame
+- a clip of `frames` frames is read as `frames // 2` pairs `(2k, 2k+1)`; the even frame
   of a pair goes to the little branch (full resolution, channels / alpha), the odd frame to the big
   branch (half resolution, full channels, nearest-upsampled back);
 - the fused feature of a pair is shared by both of its frames; a temporal module (TAM or TSM)
@@ -9,6 +9,10 @@ Layout as in the official code (IBM/bLVNet-TAM, `blvnet_tam_backbone.py`):
   bottleneck, where only one frame per pair is processed.
 The official code materialises the duplicated pair features; here each bL module receives one
 feature per pair and the temporal module computes both frames' outputs from it (`paired`).
+
+Blocks and temporal modules are called with the number of clips; the frames per clip are read
+from the input (`layers.split_clips`), so no module stores a frame count: one model takes clips
+of any even length, and a device's block of each clip's frames when they are split over devices.
 """
 from collections.abc import Callable
 
@@ -20,8 +24,8 @@ from blvnet_jax.layers import Conv, avg_pool_3x3_s2, batch_norm, call_recomputed
 
 BLOCKS_PER_STAGE = {50: (3, 4, 6, 3), 101: (4, 8, 18, 3), 152: (5, 12, 30, 3)}
 
-# (channels, num_frames) -> temporal module, or None for a network without temporal mixing.
-TemporalFactory = Callable[[int, int], nnx.Module | None]
+# channels -> temporal module, or None for a network without temporal mixing.
+TemporalFactory = Callable[[int], nnx.Module | None]
 
 
 class Bottleneck(nnx.Module):
@@ -53,9 +57,10 @@ class Bottleneck(nnx.Module):
         self.shortcut_bn = batch_norm(out_channels, dtype=dtype, rngs=rngs) if project else None
         self.last_relu = last_relu
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: `(n, height, width, in_channels)` -> `(n, height / stride, width / stride, out_channels)`."""
-        residual_in = x if self.temporal is None else self.temporal(x)
+    def __call__(self, x: jax.Array, clips: int) -> jax.Array:
+        """x: `(clips * frames, height, width, in_channels)` -> `(clips * frames, height / stride,
+        width / stride, out_channels)`."""
+        residual_in = x if self.temporal is None else self.temporal(x, clips)
         out = jax.nn.relu(self.bn1(self.conv1(residual_in)))
         out = jax.nn.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
@@ -71,25 +76,29 @@ class Bottleneck(nnx.Module):
         return jax.nn.relu(out) if self.last_relu else out
 
 
-def run_blocks(blocks: nnx.List, x: jax.Array) -> jax.Array:
+def run_blocks(blocks: nnx.List, x: jax.Array, clips: int) -> jax.Array:
+    """x: `(clips * frames, h, w, c)` through `blocks` in turn."""
     for block in blocks:
-        x = block(x)
+        x = block(x, clips)
     return x
 
 
-def _call_stage(stage, x: jax.Array) -> jax.Array:
-    return run_blocks(stage, x) if isinstance(stage, nnx.List) else stage(x)
+def _call_stage(stage, x: jax.Array, clips: int) -> jax.Array:
+    return run_blocks(stage, x, clips) if isinstance(stage, nnx.List) else stage(x, clips)
 
 
-def apply_stage(stage, x: jax.Array, remat: bool) -> jax.Array:
-    """Runs a stage (a module or a list of blocks); with `remat` the backward pass recomputes its
-    activations instead of keeping them (less memory for long clips, more compute)."""
-    return nnx.remat(_call_stage)(stage, x) if remat else _call_stage(stage, x)
+def apply_stage(stage, x: jax.Array, clips: int, remat: bool) -> jax.Array:
+    """Runs a stage (a module or a list of blocks) on x `(clips * frames, h, w, c)`; with `remat`
+    the backward pass recomputes its activations instead of keeping them (less memory for long
+    clips, more compute)."""
+    if remat:
+        return nnx.remat(_call_stage, static_argnums=2)(stage, x, clips)
+    return _call_stage(stage, x, clips)
 
 
 def make_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int = 1, *,
                last_relu: bool = True, temporal: TemporalFactory | None = None,
-               num_frames: int = 0, pool_shortcut: bool = True, dtype, pointwise_as_dot: bool = True,
+               pool_shortcut: bool = True, dtype, pointwise_as_dot: bool = True,
                rngs: nnx.Rngs) -> nnx.List:
     """`num_blocks` bottlenecks; the first changes channels and resolution.
 
@@ -102,7 +111,7 @@ def make_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int
         blocks.append(Bottleneck(
             block_in, out_channels, stride if index == 0 else 1,
             last_relu=last_relu or num_blocks == 1 or index < num_blocks - 1,
-            temporal=temporal(block_in, num_frames) if temporal else None,
+            temporal=temporal(block_in) if temporal else None,
             pool_shortcut=pool_shortcut, dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs))
     return nnx.List(blocks)
 
@@ -121,7 +130,7 @@ class BigLittleModule(nnx.Module):
         self.little_expand_bn = batch_norm(out_channels, dtype=dtype, rngs=rngs)
         self.fusion = make_stage(out_channels, out_channels, 1, stride, **convs)
 
-    def __call__(self, pairs: jax.Array) -> jax.Array:
+    def __call__(self, pairs: jax.Array, clips: int) -> jax.Array:
         """pairs: `(clips * pairs_per_clip, h, w, in_channels)`, one feature per frame pair.
 
         Returns `(clips * pairs_per_clip, h / stride, w / stride, out_channels)`.
@@ -129,14 +138,14 @@ class BigLittleModule(nnx.Module):
         if self.temporal is None:
             little_in = big_in = pairs
         else:
-            little_in, big_in = self.temporal.paired(pairs)
-        big = run_blocks(self.big, big_in)
-        little = self.little_expand_bn(self.little_expand(run_blocks(self.little, little_in)))
+            little_in, big_in = self.temporal.paired(pairs, clips)
+        big = run_blocks(self.big, big_in, clips)
+        little = self.little_expand_bn(self.little_expand(run_blocks(self.little, little_in, clips)))
         big = upsample_nearest(big, little.shape[1], little.shape[2])
-        return run_blocks(self.fusion, jax.nn.relu(big + little))
+        return run_blocks(self.fusion, jax.nn.relu(big + little), clips)
 
 
-def stem_branches(modules, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+def stem_branches(modules, x: jax.Array, *, clips: int) -> tuple[jax.Array, jax.Array]:
     """The stem from conv1's output `(clips * frames, h, w, c)` to the first convolution of each
     branch: big `(clips * frames // 2, h / 2, w / 2, c)` (odd frames), little
     `(clips * frames // 2, h, w, c / alpha)` (even frames), with the stem's temporal module
@@ -152,13 +161,14 @@ def stem_branches(modules, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         frame_pairs = x.reshape((-1, 2) + x.shape[1:])
         little, big = frame_pairs[:, 0], frame_pairs[:, 1]
     else:
-        little, big = temporal.by_parity(x)
+        little, big = temporal.by_parity(x, clips)
     return b_conv0(big), l_conv0(little)
 
 
 class BLVNet(nnx.Module):
-    """bLVNet on bLResNet-`depth`: `(clips, num_frames, h, w, input_channels)` -> pooled features
-    `(clips, num_frames // 2, 32 * width)`, one per frame pair (layer4 runs on one frame per pair).
+    """bLVNet on bLResNet-`depth`: `(clips, frames, h, w, input_channels)`, frames even -> pooled
+    features `(clips, frames // 2, 32 * width)`, one per frame pair (layer4 runs on one frame per
+    pair). No parameter depends on the frame count, and no module stores it: it is the input's.
 
     `temporal` builds the module used at every temporal position (TAM for bLVNet-TAM, a shift
     for bLVNet+TSM, None for plain bLVNet). The classifier head lives in `models.VideoClassifier`.
@@ -166,20 +176,19 @@ class BLVNet(nnx.Module):
     `call_recomputed`) make XLA:CPU fast; either off gives the same values.
     """
 
-    def __init__(self, depth: int, alpha: int, beta: int, num_frames: int, *, width: int = 64,
+    def __init__(self, depth: int, alpha: int, beta: int, *, width: int = 64,
                  input_channels: int = 3, temporal: TemporalFactory | None = None,
                  remat: bool = False, dtype=jnp.float32, pointwise_as_dot: bool = True,
                  recompute_stem: bool = True, rngs: nnx.Rngs):
         blocks = BLOCKS_PER_STAGE[depth]
-        temporal = temporal or (lambda channels, frames: None)
+        temporal = temporal or (lambda channels: None)
         convs = dict(dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs)
-        self.num_frames = num_frames
         self.remat = remat
         self.recompute_stem = recompute_stem
         c = width
         self.conv1 = Conv(input_channels, c, 7, 2, dtype=dtype, rngs=rngs)
         self.bn1 = batch_norm(c, dtype=dtype, rngs=rngs)
-        self.stem_temporal = temporal(c, num_frames)
+        self.stem_temporal = temporal(c)
         self.b_conv0 = Conv(c, c, 3, 2, dtype=dtype, rngs=rngs)
         self.bn_b0 = batch_norm(c, dtype=dtype, rngs=rngs)
         self.l_conv0 = Conv(c, c // alpha, 3, dtype=dtype, rngs=rngs)
@@ -193,20 +202,24 @@ class BLVNet(nnx.Module):
         stage_channels = [c, 4 * c, 8 * c, 16 * c]
         self.layer1, self.layer2, self.layer3 = (
             BigLittleModule(stage_channels[i], stage_channels[i + 1], blocks[i], alpha, beta, stride,
-                            temporal=temporal(stage_channels[i], num_frames), **convs)
+                            temporal=temporal(stage_channels[i]), **convs)
             for i, stride in enumerate((2, 2, 1)))
-        self.layer4 = make_stage(16 * c, 32 * c, blocks[3], 2, temporal=temporal,
-                                 num_frames=num_frames // 2, **convs)
+        self.layer4 = make_stage(16 * c, 32 * c, blocks[3], 2, temporal=temporal, **convs)
         self.num_features = 32 * c
 
     def __call__(self, video: jax.Array) -> jax.Array:
+        """video: `(clips, frames, h, w, input_channels)`; split over devices, this device's block
+        of each clip's frames. Returns `(clips, frames // 2, 32 * width)`."""
         clips, frames = video.shape[:2]
+        if frames % 2:
+            raise ValueError(f"bLVNet reads frames in big/little pairs: got clips of {frames} frames "
+                             "(per device when the frames are split)")
         x = video.reshape((clips * frames,) + video.shape[2:])
         stem = (self.bn1, self.stem_temporal, self.b_conv0, self.l_conv0)
         if self.recompute_stem:
-            big, little = call_recomputed(stem_branches, stem, self.conv1(x))
+            big, little = call_recomputed(stem_branches, stem, self.conv1(x), clips=clips)
         else:
-            big, little = stem_branches(stem, self.conv1(x))
+            big, little = stem_branches(stem, self.conv1(x), clips=clips)
         big = self.bn_b0(big)
         little = jax.nn.relu(self.bn_l0(little))
         little = jax.nn.relu(self.bn_l1(self.l_conv1(little)))
@@ -214,5 +227,5 @@ class BLVNet(nnx.Module):
         x = jax.nn.relu(big + little)
         x = jax.nn.relu(self.bn_bl_init(self.bl_init(x)))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = apply_stage(stage, x, self.remat)
+            x = apply_stage(stage, x, clips, self.remat)
         return x.mean(axis=(1, 2)).reshape(clips, frames // 2, -1)

@@ -48,6 +48,47 @@ def check_data(data_config, splits=("train", "val")) -> None:
                           "write them with python -m input_pipeline.prepare")
 
 
+def data_class_count(data_config) -> tuple[int, str]:
+    """(number of classes of the data, where that number comes from); (0, '') when the data does not say.
+
+    The number `input_pipeline.sources.num_classes` checks labels against, found without writing the synthetic
+    dataset or scanning videos, and without TensorFlow except to read a TFDS dataset's metadata.
+    """
+    if data_config.source == "synthetic":
+        return data_config.synthetic.num_classes, "config.data.synthetic.num_classes"
+    if data_config.num_classes:
+        return data_config.num_classes, "config.data.num_classes"
+    if data_config.source == "tfds":
+        from input_pipeline import tfds_source  # TensorFlow, for this source only
+        try:
+            names = tfds_source.class_names(data_config)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(str(error)) from None
+        return len(names), f"the class names of TFDS dataset {data_config.tfds_name!r}"
+    # As input_pipeline.sources.class_names_path: the file the config names, else prepare's classes.txt.
+    path, written = data_config.class_names_file, os.path.join(data_config.root, "classes.txt")
+    if path:
+        path = path if os.path.isabs(path) else os.path.join(data_config.root, path)
+        if not os.path.isfile(path):
+            raise ConfigError(f"config.data.class_names_file={data_config.class_names_file!r}: {path} does not "
+                              "exist; set it to the file of class names (one a line), or to '' for none")
+    elif data_config.source == "records" and os.path.isfile(written):
+        path = written
+    else:
+        return 0, ""
+    with open(path) as f:
+        count = sum(1 for line in f if line.strip())
+    return count, f"the {count} names of {path}"
+
+
+def check_num_classes(config) -> None:
+    """The model has one output per class of the data (when the data says how many it has)."""
+    count, source = data_class_count(config.data)
+    if count and count != config.model.num_classes:
+        raise ConfigError(f"config.model.num_classes={config.model.num_classes} but the data has {count} classes "
+                          f"({source}): set --config.model.num_classes={count}")
+
+
 def check_init_from(config) -> None:
     """`config.init_from` must be a workdir with a checkpoint of the same architecture."""
     from blvnet_jax import checkpoint  # Orbax only when there is something to read
@@ -98,6 +139,7 @@ def check_training(config) -> None:
             raise ConfigError(f"config.{field}={config[field]} must be a positive multiple of the {data_devices} "
                               "devices of the data axis (each takes an equal share)")
     check_data(config.data)
+    check_num_classes(config)
     if config.init_from:
         check_init_from(config)
 
@@ -107,3 +149,4 @@ def check_evaluation(config) -> None:
     check_model(config.model, config.data.crop_size)
     check_input_channels(config.model)
     check_data(config.data, splits=("val",))
+    check_num_classes(config)

@@ -1,7 +1,9 @@
 """Building blocks shared by every model: convolution, batch norm, temporal mixing, resampling.
 
 Feature maps are `(n, height, width, channels)` with `n = clips * frames`, frame-major inside a
-clip, as in the official code. Temporal operations reshape to `(clips, frames, ...)` themselves.
+clip, as in the official code. Temporal modules are called with the number of clips and reshape
+to `(clips, frames, ...)` themselves (`split_clips`): the frames per clip are read from their
+input, never stored, so one model takes clips of any length.
 
 With `config.mesh_shape=(data, frames > 1)` the model runs inside `steps.split_frames`'s
 `shard_map`: each device holds a contiguous block of every clip's frames of its clips, temporal
@@ -202,6 +204,17 @@ def frame_blocks() -> int:
         return 1
 
 
+def split_clips(x: jax.Array, clips: int) -> jax.Array:
+    """`(clips * frames, ...)` -> `(clips, frames, ...)`, frame-major inside a clip (a free reshape).
+
+    The frames per clip are x's length over `clips`: with the frames split over devices
+    (`frame_blocks() > 1`), this device's block of each clip.
+    """
+    if x.shape[0] % clips:
+        raise ValueError(f"{x.shape[0]} frames do not split into {clips} clips of equal length")
+    return x.reshape((clips, x.shape[0] // clips) + x.shape[1:])
+
+
 def shifted(x: jax.Array, offset: int) -> jax.Array:
     """`out[:, t] = x[:, t + offset]`, zero where `t + offset` falls outside the clip's frames.
 
@@ -238,14 +251,15 @@ def temporal_mix(x: jax.Array, weights: jax.Array, offsets: Sequence[int]) -> ja
     return sum(scale_channels(shifted(x, offset), weights[tap]) for tap, offset in enumerate(offsets))
 
 
-def parity_mix(x: jax.Array, weights: jax.Array, num_frames: int) -> tuple[jax.Array, jax.Array]:
+def parity_mix(x: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`temporal_mix` over offsets `-r//2 .. r//2`, returned at the even and at the odd frames.
 
-    x: `(clips * num_frames, h, w, c)`; weights: `(r, c)`. Returns two `(clips * num_frames // 2,
-    h, w, c)` arrays, the output at frames `2k` and `2k + 1`, computed straight from the even and
-    odd input frames, so the full-length output is never built and then split.
+    x: `(clips, frames, h, w, c)`, frames even; weights: `(r, c)`. Returns two
+    `(clips, frames // 2, h, w, c)` arrays, the output at frames `2k` and `2k + 1`, computed
+    straight from the even and odd input frames, so the full-length output is never built and
+    then split.
     """
-    streams = x.reshape((-1, num_frames // 2, 2) + x.shape[1:])
+    streams = x.reshape(x.shape[:1] + (-1, 2) + x.shape[2:])
     parities = (streams[:, :, 0], streams[:, :, 1])
     half = weights.shape[0] // 2
     outputs = []
@@ -253,7 +267,7 @@ def parity_mix(x: jax.Array, weights: jax.Array, num_frames: int) -> tuple[jax.A
         terms = [scale_channels(shifted(parities[(parity + offset) % 2], (parity + offset) // 2),
                                 weights[offset + half])
                  for offset in range(-half, half + 1)]
-        outputs.append(sum(terms).reshape((-1,) + x.shape[1:]))
+        outputs.append(sum(terms))
     return outputs[0], outputs[1]
 
 
@@ -282,39 +296,39 @@ class TAM(nnx.Module):
 
     `w_i` is a learned per-channel weight (`weight`: `(blending_frames, channels)`, row `i` is the
     official `prev`/`curr`/`next` for r = 3, `blending_layers.i` otherwise). Initialised as the
-    official depthwise 1x1 convolutions: normal(0, sqrt(2 / channels)).
+    official depthwise 1x1 convolutions: normal(0, sqrt(2 / channels)). Its methods take the
+    number of clips in their input and read the frames per clip from it (`split_clips`).
     """
     applies_to_shortcut = True
 
-    def __init__(self, channels: int, num_frames: int, blending_frames: int = 3, *, rngs: nnx.Rngs):
+    def __init__(self, channels: int, blending_frames: int = 3, *, rngs: nnx.Rngs):
         if blending_frames % 2 != 1:
             raise ValueError(f"blending_frames must be odd (3, 5, 7, ...), got {blending_frames}")
         self.weight = nnx.Param(jax.random.normal(rngs.params(), (blending_frames, channels))
                                 * np.sqrt(2.0 / channels))
-        self.num_frames = num_frames
         self.blending_frames = blending_frames
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: `(clips * num_frames, height, width, channels)` -> same shape."""
+    def __call__(self, x: jax.Array, clips: int) -> jax.Array:
+        """x: `(clips * frames, height, width, channels)` -> same shape."""
         half = self.blending_frames // 2
-        clips = x.reshape((-1, self.num_frames // frame_blocks()) + x.shape[1:])
-        out = temporal_mix(clips, self.weight[...], range(-half, half + 1))
+        out = temporal_mix(split_clips(x, clips), self.weight[...], range(-half, half + 1))
         return jax.nn.relu(out).reshape(x.shape)
 
-    def by_parity(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The TAM's output at the even and at the odd frames of x (see `parity_mix`)."""
-        even, odd = parity_mix(x, self.weight[...], self.num_frames // frame_blocks())
-        return jax.nn.relu(even), jax.nn.relu(odd)
+    def by_parity(self, x: jax.Array, clips: int) -> tuple[jax.Array, jax.Array]:
+        """The TAM's output at the even and at the odd frames of x `(clips * frames, h, w, c)`:
+        two `(clips * frames // 2, h, w, c)` arrays (see `parity_mix`)."""
+        even, odd = parity_mix(split_clips(x, clips), self.weight[...])
+        return (jax.nn.relu(even).reshape((-1,) + x.shape[1:]),
+                jax.nn.relu(odd).reshape((-1,) + x.shape[1:]))
 
-    def paired(self, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def paired(self, pairs: jax.Array, clips: int) -> tuple[jax.Array, jax.Array]:
         """The TAM over a clip of duplicated pairs, without building the duplicated tensor.
 
-        pairs: `(clips * num_frames // 2, height, width, channels)`, one feature per frame pair.
+        pairs: `(clips * frames // 2, height, width, channels)`, one feature per frame pair.
         Returns the outputs at the little (even) frames and at the big (odd) frames, each shaped
         like `pairs`.
         """
-        clips = pairs.reshape((-1, self.num_frames // 2 // frame_blocks()) + pairs.shape[1:])
-        return tuple(jax.nn.relu(temporal_mix(clips, w, offsets)).reshape(pairs.shape)
+        return tuple(jax.nn.relu(temporal_mix(split_clips(pairs, clips), w, offsets)).reshape(pairs.shape)
                      for w, offsets in pair_taps(self.weight[...]))
 
 
@@ -335,32 +349,31 @@ def shift_weights(channels: int, fold_div: int = 8) -> np.ndarray:
 class TemporalShift(nnx.Module):
     """TSM: shift 1/8 of the channels one frame forward and 1/8 back, zero at clip ends.
 
-    Lives in a bottleneck's residual branch only (the shortcut sees the unshifted input).
+    Lives in a bottleneck's residual branch only (the shortcut sees the unshifted input). Like
+    `TAM`, its methods take the number of clips and read the frames per clip from their input.
     """
     applies_to_shortcut = False
 
-    def __init__(self, num_frames: int, fold_div: int = 8):
-        self.num_frames = num_frames
+    def __init__(self, fold_div: int = 8):
         self.fold_div = fold_div
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """x: `(clips * num_frames, height, width, channels)` -> same shape."""
-        clips = x.reshape((-1, self.num_frames // frame_blocks()) + x.shape[1:])
+    def __call__(self, x: jax.Array, clips: int) -> jax.Array:
+        """x: `(clips * frames, height, width, channels)` -> same shape."""
+        video = split_clips(x, clips)
         fold = x.shape[-1] // self.fold_div
-        from_next = shifted(clips[..., :fold], 1)
-        from_prev = shifted(clips[..., fold:2 * fold], -1)
-        return jnp.concatenate([from_next, from_prev, clips[..., 2 * fold:]], axis=-1).reshape(x.shape)
+        from_next = shifted(video[..., :fold], 1)
+        from_prev = shifted(video[..., fold:2 * fold], -1)
+        return jnp.concatenate([from_next, from_prev, video[..., 2 * fold:]], axis=-1).reshape(x.shape)
 
-    def by_parity(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The shift's output at the even and at the odd frames of x (see `parity_mix`)."""
-        return parity_mix(x, jnp.asarray(shift_weights(x.shape[-1], self.fold_div)),
-                          self.num_frames // frame_blocks())
+    def by_parity(self, x: jax.Array, clips: int) -> tuple[jax.Array, jax.Array]:
+        """The shift's output at the even and at the odd frames of x (see `TAM.by_parity`)."""
+        even, odd = parity_mix(split_clips(x, clips), jnp.asarray(shift_weights(x.shape[-1], self.fold_div)))
+        return even.reshape((-1,) + x.shape[1:]), odd.reshape((-1,) + x.shape[1:])
 
-    def paired(self, pairs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def paired(self, pairs: jax.Array, clips: int) -> tuple[jax.Array, jax.Array]:
         """The shift over a clip of duplicated pairs (see `TAM.paired`)."""
-        clips = pairs.reshape((-1, self.num_frames // 2 // frame_blocks()) + pairs.shape[1:])
         weights = jnp.asarray(shift_weights(pairs.shape[-1], self.fold_div))
-        return tuple(temporal_mix(clips, w, offsets).reshape(pairs.shape)
+        return tuple(temporal_mix(split_clips(pairs, clips), w, offsets).reshape(pairs.shape)
                      for w, offsets in pair_taps(weights))
 
 
@@ -418,14 +431,15 @@ def recompute_after_gradient(fn):
     return recomputed
 
 
-def call_recomputed(fn, modules, *args):
-    """`fn(modules, *args)` differentiated by `recompute_after_gradient`: the backward pass keeps
-    only `args` and the modules' state; batch-norm statistics update as in a plain call."""
+def call_recomputed(fn, modules, *args, **static):
+    """`fn(modules, *args, **static)` differentiated by `recompute_after_gradient`: the backward
+    pass keeps only the arrays `args` and the modules' state; batch-norm statistics update as in a
+    plain call. `static`: Python values (such as a clip count), not traced."""
     graphdef, state = nnx.split(modules)
 
     def pure(state, *args):
         merged = nnx.merge(graphdef, state)
-        return fn(merged, *args), nnx.state(merged, nnx.BatchStat)
+        return fn(merged, *args, **static), nnx.state(merged, nnx.BatchStat)
 
     outputs, batch_stats = recompute_after_gradient(pure)(state, *args)
     nnx.update(modules, batch_stats)

@@ -69,8 +69,8 @@ def create_model(model_config, *, rngs: nnx.Rngs) -> VideoClassifier:
     name = model_config.name
     dtype = DTYPES[model_config.dtype]
     temporal = {
-        "tam": lambda channels, frames: TAM(channels, frames, model_config.blending_frames, rngs=rngs),
-        "tsm": lambda channels, frames: TemporalShift(frames),
+        "tam": lambda channels: TAM(channels, model_config.blending_frames, rngs=rngs),
+        "tsm": lambda channels: TemporalShift(),
         None: None,
     }[{"blvnet_tam": "tam", "tsn_tam": "tam", "blvnet_tsm": "tsm", "tsm": "tsm"}.get(name)]
     common = dict(width=model_config.width, input_channels=model_config.input_channels,
@@ -78,8 +78,7 @@ def create_model(model_config, *, rngs: nnx.Rngs) -> VideoClassifier:
                   pointwise_as_dot=model_config.get("pointwise_as_dot", True), rngs=rngs)
     if name.startswith("blvnet"):
         backbone = BLVNet(model_config.depth, model_config.alpha, model_config.beta,
-                          model_config.num_frames, recompute_stem=model_config.get("recompute_stem", True),
-                          **common)
+                          recompute_stem=model_config.get("recompute_stem", True), **common)
     else:
-        backbone = FrameResNet(model_config.depth, model_config.num_frames, **common)
+        backbone = FrameResNet(model_config.depth, **common)
     return VideoClassifier(backbone, model_config.num_classes, model_config.dropout, rngs=rngs)

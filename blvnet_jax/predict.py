@@ -1,6 +1,7 @@
 """Class probabilities for one video file or frame folder, from a trained or converted checkpoint.
 
     python -m blvnet_jax.predict --workdir=DIR --video=FILE_OR_FOLDER [--top_k=5] [--save_png=OUT.png]
+        [--checkpoint=latest|best|STEP]
 
 The video goes through the evaluation transforms of the checkpoint's config (its crops x clips);
 the softmax is averaged over the views, as in evaluation.
@@ -16,9 +17,10 @@ import input_pipeline.single_video
 from blvnet_jax import checkpoint, config_check, evaluation, steps
 
 
-def predict(workdir: str, video_path: str, top_k: int = 5) -> dict:
-    """`{'top': [(class name, probability)], 'views' uint8, 'indices'}` for one video."""
-    model, metadata = checkpoint.restore_model(workdir)
+def predict(workdir: str, video_path: str, top_k: int = 5, step: int | str = "latest") -> dict:
+    """`{'top': [(class name, probability)], 'views' uint8, 'indices'}` for one video, by the
+    checkpoint `step` (`checkpoint.restore_model`'s)."""
+    model, metadata = checkpoint.restore_model(workdir, step)
     config = ml_collections.ConfigDict(metadata["config"])
     config_check.check_input_channels(config.model)
     views, indices = input_pipeline.single_video.eval_views(video_path, config.data, config.model.num_frames)
@@ -27,7 +29,8 @@ def predict(workdir: str, video_path: str, top_k: int = 5) -> dict:
     probabilities = evaluation.average_views(np.asarray(logits, np.float64), len(views))[0]
     names = metadata.get("class_names") or [str(i) for i in range(len(probabilities))]
     ranked = np.argsort(-probabilities)[:top_k]
-    return {"top": [(names[c], float(probabilities[c])) for c in ranked], "views": views, "indices": indices}
+    return {"top": [(names[c], float(probabilities[c])) for c in ranked], "views": views, "indices": indices,
+            "step": metadata["step"]}
 
 
 def save_png(path: str, result: dict, video_path: str) -> None:
@@ -66,14 +69,20 @@ def define_flags():
     flags.DEFINE_string("video", None, "A video file (anything PyAV decodes) or a folder of frames.")
     flags.DEFINE_integer("top_k", 5, "How many classes to print.")
     flags.DEFINE_string("save_png", None, "Optional PNG with the sampled frames and the top-k bars.")
+    flags.DEFINE_string("checkpoint", "latest", "'latest' (the newest intact one), 'best' (the best evaluation "
+                        "top-1 saved) or a step number (fails if it is damaged).")
+    flags.register_validator("checkpoint", lambda value: value in ("latest", "best") or value.isdigit(),
+                             "--checkpoint takes 'latest', 'best' or a step number")
 
 
 def main(argv):
     del argv
     try:
-        result = predict(FLAGS.workdir, FLAGS.video, FLAGS.top_k)
+        result = predict(FLAGS.workdir, FLAGS.video, FLAGS.top_k, checkpoint.parse_step(FLAGS.checkpoint))
     except checkpoint.NoCheckpointError as error:
         raise SystemExit(f"Workdir error (--workdir={FLAGS.workdir}): {error}") from None
+    except checkpoint.DamagedCheckpointError as error:
+        raise SystemExit(f"Checkpoint error (--workdir={FLAGS.workdir}): {error}") from None
     for name, probability in result["top"]:
         print(f"{probability:7.2%}  {name}")
     if FLAGS.save_png:

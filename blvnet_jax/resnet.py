@@ -12,13 +12,14 @@ from blvnet_jax.layers import Conv, batch_norm, max_pool_3x3_s2
 
 
 class FrameResNet(nnx.Module):
-    """`(clips, num_frames, h, w, input_channels)` -> pooled features `(clips, num_frames, 32 * width)`.
+    """`(clips, frames, h, w, input_channels)` -> pooled features `(clips, frames, 32 * width)`.
 
     `temporal` builds the module at the input of every bottleneck (TSM: a shift in the residual
-    branch; TSN+TAM: a TAM); None gives TSN. `pointwise_as_dot`: 1x1 convolutions as dots.
+    branch; TSN+TAM: a TAM); None gives TSN. It reads the frames per clip from its input (split
+    over devices, this device's block). `pointwise_as_dot`: 1x1 convolutions as dots.
     """
 
-    def __init__(self, depth: int, num_frames: int, *, width: int = 64, input_channels: int = 3,
+    def __init__(self, depth: int, *, width: int = 64, input_channels: int = 3,
                  temporal: TemporalFactory | None = None, remat: bool = False, dtype=jnp.float32,
                  pointwise_as_dot: bool = True, rngs: nnx.Rngs):
         blocks = BLOCKS_PER_STAGE[depth]
@@ -29,8 +30,7 @@ class FrameResNet(nnx.Module):
         stage_in = [c, 4 * c, 8 * c, 16 * c]
         self.layer1, self.layer2, self.layer3, self.layer4 = (
             make_stage(stage_in[i], 4 * c * 2 ** i, blocks[i], 1 if i == 0 else 2, temporal=temporal,
-                       num_frames=num_frames, pool_shortcut=False, dtype=dtype,
-                       pointwise_as_dot=pointwise_as_dot, rngs=rngs)
+                       pool_shortcut=False, dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs)
             for i in range(4))
         self.num_features = 32 * c
 
@@ -39,5 +39,5 @@ class FrameResNet(nnx.Module):
         x = video.reshape((clips * frames,) + video.shape[2:])
         x = max_pool_3x3_s2(jax.nn.relu(self.bn1(self.conv1(x))))
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
-            x = apply_stage(stage, x, self.remat)
+            x = apply_stage(stage, x, clips, self.remat)
         return x.mean(axis=(1, 2)).reshape(clips, frames, -1)

@@ -96,15 +96,30 @@ class MetricLogger:
             self.jsonl.close()
 
 
-def check_finite(step: int, metrics: list[dict], manager) -> None:
-    """Stops training on a NaN/inf loss or gradient norm, naming the step and the last good checkpoint."""
-    for name in ("loss", "grad_norm"):
-        bad = [float(x) for x in jax.device_get([m[name] for m in metrics]) if not math.isfinite(float(x))]
-        if bad:
-            manager.wait_until_finished()
-            raise FloatingPointError(
-                f"the {name.replace('_', ' ')} became {bad[0]} by step {step}: training stopped; the last "
-                f"good checkpoint is step {manager.latest_step()} in {manager.directory}")
+def check_finite(step: int, metrics: list[dict], manager, state) -> None:
+    """Stops training on a NaN/inf loss or gradient norm among `metrics` (one per step, the last
+    at `step`), naming the first such step and the last good checkpoint: the newest one that passes
+    verification and was followed by a finite step. The checkpoints after it are set aside as
+    `<step>.nonfinite`, so that the same command resumes from the good one."""
+    values = jax.device_get([{"loss": m["loss"], "gradient norm": m["grad_norm"]} for m in metrics])
+    bad = [(i, name, float(value)) for i, step_values in enumerate(values) for name, value in step_values.items()
+           if not math.isfinite(float(value))]
+    if not bad:
+        return
+    index, name, value = bad[0]
+    first_bad_step = step - len(metrics) + 1 + index
+    manager.wait_until_finished()
+    for later in sorted(s for s in manager.all_steps() if s >= first_bad_step - 1):  # its state gave the bad step
+        moved_to = checkpoint.move_aside(manager, later, ".nonfinite")
+        logging.error("Checkpoint step %d led to a non-finite %s: set aside as %s", later, name, moved_to.name)
+    try:
+        good, _ = checkpoint.newest_intact_train_state(manager, state)
+    except checkpoint.NoCheckpointError:  # every earlier step is damaged: logged, set aside
+        good = None
+    resume = (f"the last good checkpoint is step {good} in {manager.directory}: the same command resumes from it "
+              "(lower config.learning_rate or set config.skip_nonfinite_steps=True first)" if good is not None else
+              f"no good checkpoint precedes it in {manager.directory}: a restart begins from step 0")
+    raise FloatingPointError(f"the {name} became {value} at step {first_bad_step}: training stopped; {resume}")
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -177,7 +192,7 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
             if step % config.log_every_steps == 0 or save_now:
                 checkpoint.confirm_saved(manager, saving, wait=False)
                 if not config.skip_nonfinite_steps:
-                    check_finite(step, train_metrics, manager)
+                    check_finite(step, train_metrics, manager, state)
                 summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
                            for k in train_metrics[0] if k != "skipped"}
                 skipped_steps += int(sum(jax.device_get([m["skipped"] for m in train_metrics])))
@@ -214,10 +229,10 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
     return last_eval
 
 
-def evaluate_checkpoint(config, workdir: str) -> dict:
-    """Evaluates the latest checkpoint in `workdir` with `config`'s data and views."""
+def evaluate_checkpoint(config, workdir: str, step: int | str = "latest") -> dict:
+    """Evaluates a checkpoint in `workdir` (`checkpoint.restore_model`'s `step`) with `config`'s data and views."""
     config_check.check_evaluation(config)
-    model, metadata = checkpoint.restore_model(workdir, config=config)
+    model, metadata = checkpoint.restore_model(workdir, step, config=config)
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     mesh = create_mesh(config.mesh_shape)
     params, batch_stats = jax.device_put((params, batch_stats), replicated(mesh))

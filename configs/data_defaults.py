@@ -37,7 +37,8 @@ def get_data_config():
     config.val_list = ""
     config.list_separator = " "  # ';' for some Something-Something lists.
     config.image_template = "{:05d}.jpg"  # Frame file name; frame numbers are 1-based.
-    # Text file with one class name per line, line i = label i ('' = no names).
+    # Text file with one class name per line, line i = label i ('' = none; for 'records', the
+    # classes.txt `prepare` wrote beside the shards, if there is one).
     config.class_names_file = ""
     # Labels must lie in [0, num_classes); 0 = the number of lines of `class_names_file`, or no
     # range check without one.

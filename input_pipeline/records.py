@@ -1,6 +1,7 @@
 """The `records` source: TFRecord shards of tf.train.Example, one per video.
 
-Files: `<root>/<split>-SSSSS-of-NNNNN.tfrecord`. Features:
+Files: `<root>/<split>-SSSSS-of-NNNNN.tfrecord`, and `<root>/classes.txt` (the class names,
+read when `config.data.class_names_file` is empty). Features:
   video_id   bytes   the video's name (its path or id in the original dataset)
   label      int64
   num_frames int64
@@ -11,6 +12,9 @@ import os
 
 import numpy as np
 import tensorflow as tf
+
+# The class list `prepare` fixes for a dataset, beside its shards: one name a line, line i = label i.
+CLASSES_FILE = "classes.txt"
 
 FEATURES = {
     "video_id": tf.io.FixedLenFeature([], tf.string),

@@ -6,6 +6,7 @@ import os
 from PIL import Image
 import tensorflow as tf
 
+from input_pipeline import records
 from input_pipeline import synthetic
 from input_pipeline import tfds_source
 from input_pipeline import video_list
@@ -109,9 +110,18 @@ def class_names(data_config):
     config = resolve_synthetic(data_config)
     if config.source == "tfds":
         return tfds_source.class_names(config)
-    if not config.class_names_file:
-        return None
-    return video_list.read_class_names(_under_root(config, config.class_names_file))
+    path = class_names_path(config)
+    return video_list.read_class_names(path) if path else None
+
+
+def class_names_path(config):
+    """The class-name file of a resolved data config: `class_names_file` (under `root` when
+    relative), else for records the classes.txt `prepare` wrote beside the shards, if any; ''
+    when there is none. (blvnet_jax.config_check.data_class_count reads it the same way.)"""
+    if config.class_names_file:
+        return _under_root(config, config.class_names_file)
+    written = os.path.join(config.root, records.CLASSES_FILE)
+    return written if config.source == "records" and os.path.isfile(written) else ""
 
 
 def num_classes(data_config):

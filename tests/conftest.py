@@ -5,9 +5,22 @@ open a TPU in every process)."""
 import os
 import tempfile
 
+import pytest
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", tempfile.mkdtemp(prefix="blvnet_jax_test_cache_"))
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 # libtpu (tests/test_compile.py) takes a machine-wide lock file when it loads; other jax processes
 # (the tests' subprocesses, other runs) must not make it fail.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory):
+    """`test_train.tiny_config` trained without interruption (checkpoints at steps 2 and 4, evaluated
+    at 4): (data root, workdir). Tests that change the workdir copy it first."""
+    from blvnet_jax import train
+    from test_train import tiny_config
+    root = tmp_path_factory.mktemp("straight")
+    train.train_and_evaluate(tiny_config(root / "data"), str(root / "run"))
+    return root / "data", root / "run"

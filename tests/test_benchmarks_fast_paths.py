@@ -26,13 +26,13 @@ def test_pointwise_gradients_match_autodiff(in_channels, out_channels):
 @pytest.mark.parametrize("blending_frames", [3, 5])
 def test_parity_mix_is_temporal_mix_at_even_and_odd_frames(blending_frames):
     clips, frames, channels = 2, 8, 4
-    x = jax.random.normal(jax.random.key(0), (clips * frames, 3, 3, channels))
+    x = jax.random.normal(jax.random.key(0), (clips, frames, 3, 3, channels))
     weights = jax.random.normal(jax.random.key(1), (blending_frames, channels))
     half = blending_frames // 2
-    full = layers.temporal_mix(x.reshape(clips, frames, 3, 3, channels), weights, range(-half, half + 1))
-    even, odd = layers.parity_mix(x, weights, frames)
-    np.testing.assert_allclose(even, full[:, 0::2].reshape(even.shape), rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(odd, full[:, 1::2].reshape(odd.shape), rtol=1e-6, atol=1e-6)
+    full = layers.temporal_mix(x, weights, range(-half, half + 1))
+    even, odd = layers.parity_mix(x, weights)
+    np.testing.assert_allclose(even, full[:, 0::2], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(odd, full[:, 1::2], rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("stride", [1, 2])

@@ -130,7 +130,9 @@ def test_frame_blocks_must_hold_the_temporal_modules_reach(monkeypatch, name, nu
 def test_evaluation_needs_only_the_validation_list(tmp_path):
     config = ssv1_8x2.get_config()
     (tmp_path / "val.txt").write_text("video 1 8 0\n")
-    config.data.update(root=str(tmp_path), train_list="absent_train.txt", val_list="val.txt")
+    (tmp_path / "classes.txt").write_text("".join(f"class {k}\n" for k in range(174)))
+    config.data.update(root=str(tmp_path), train_list="absent_train.txt", val_list="val.txt",
+                       class_names_file="classes.txt")
     config_check.check_evaluation(config)
     with pytest.raises(config_check.ConfigError, match="config.data.train_list='absent_train.txt'"):
         config_check.check_training(config)
@@ -145,3 +147,44 @@ def test_main_stops_on_a_bad_config_with_the_field_and_no_traceback(tmp_path):
     assert result.stderr.strip().splitlines()[-1].startswith(
         "Config error (configs/demo.py with its --config.* overrides): config.model.num_frames=7")
     assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
+
+
+def test_model_needs_one_output_per_class_of_the_data(tmp_path):
+    # The synthetic data's classes are counted from its settings: nothing is written.
+    config = demo_config(num_classes=2)
+    config.data.root = str(tmp_path / "synthetic")
+    for check in (config_check.check_training, config_check.check_evaluation):
+        with pytest.raises(config_check.ConfigError, match=r"^config.model.num_classes=2 but the data has 8 classes "
+                           r"\(config.data.synthetic.num_classes\): set --config.model.num_classes=8$"):
+            check(config)
+    assert not os.path.exists(tmp_path / "synthetic")
+    # Records: the classes.txt prepare wrote beside the shards, or the file the config names.
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    config.data.update(source="records", root=str(tmp_path))
+    config.model.num_classes = 8
+    with pytest.raises(config_check.ConfigError, match=r"num_classes=8 but the data has 2 classes \(the 2 names of "
+                       r".*classes.txt\): set --config.model.num_classes=2"):
+        config_check.check_training(config)
+    config.model.num_classes = 2
+    config_check.check_training(config)
+    config.data.num_classes = 3
+    with pytest.raises(config_check.ConfigError, match=r"has 3 classes \(config.data.num_classes\)"):
+        config_check.check_evaluation(config)
+    config.data.update(num_classes=0, class_names_file="absent.txt")
+    with pytest.raises(config_check.ConfigError, match="config.data.class_names_file='absent.txt': .* does not exist"):
+        config_check.check_evaluation(config)
+
+
+def test_main_stops_on_a_class_count_the_data_does_not_have(tmp_path):
+    # The demo's 8-class model on 2 classes of prepared videos: stopped before anything is built.
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "classes.txt").write_text("cat\ndog\n")
+    command = [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={tmp_path / 'run'}",
+               "--config.data.source=records", f"--config.data.root={tmp_path / 'records'}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Config error (configs/demo.py with its --config.* overrides): config.model.num_classes=8 but the data has 2 "
+        f"classes (the 2 names of {tmp_path / 'records' / 'classes.txt'}): set --config.model.num_classes=2")
+    assert not os.path.exists(tmp_path / "run")

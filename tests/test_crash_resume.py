@@ -1,4 +1,5 @@
-"""Kill -9 and SIGTERM during training, restart, and end bit-identical to an uninterrupted run."""
+"""Kill -9 and SIGTERM during training, a checkpoint damaged on disk before the last restart, and
+the run still ends bit-identical to an uninterrupted one."""
 import os
 
 import numpy as np
@@ -17,8 +18,14 @@ def test_kill_anywhere_and_resume_bit_identically(tmp_path):
     kill_resume.run_to_end(kill_resume.demo_command(str(straight), overrides), env, str(straight) + ".log")
     kills = kill_resume.killed_run(str(tmp_path / "killed"), overrides, total_steps=8, kills=3, seed=0)
     assert sum(kill["killed"] for kill in kills) >= 2, "the runs ended before they could be killed"
-    for kill in kills:  # a restart resumes from the newest complete checkpoint: only later steps are redone
-        assert kill["resumed_from"] == kill["last_complete"] <= kill["reached_step"]
+    damaged = [kill for kill in kills if "damaged_step" in kill]
+    assert len(damaged) == 1, "the last stop left fewer than two checkpoints to damage one of"
+    for kill in kills:  # a restart resumes from the newest intact checkpoint: only later steps are redone
+        if kill in damaged:
+            assert [aside["step"] for aside in kill["set_aside"]] == [kill["damaged_step"]] == [kill["last_complete"]]
+            assert kill["resumed_from"] == kill["complete_checkpoints"][-2]
+        else:
+            assert kill["resumed_from"] == kill["last_complete"] <= kill["reached_step"] and not kill["set_aside"]
     preempted = [kill for kill in kills if kill["signal"] == "SIGTERM"]
     assert len(preempted) == 1 and preempted[0]["killed"]
     assert preempted[0]["exit_code"] == 0 and preempted[0]["redone_steps"] == 0  # it saved the step it reached

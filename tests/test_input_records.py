@@ -2,6 +2,8 @@
 records skipped and counted; hosts reading their own shards."""
 import io
 import os
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -54,10 +56,11 @@ def test_records_hold_every_frame_resized(record_dir):
         assert tf.io.decode_jpeg(example["frames"][0]).shape == (32, 43, 3)
 
 
-def test_prepare_skips_finished_shards(record_dir):
+def test_prepare_refuses_other_inputs_without_touching_the_shards(record_dir):
     shard = os.path.join(record_dir, records.shard_name("train", 0, 2))
     stamp = os.path.getmtime(shard)
-    assert prepare.prepare([], record_dir, "train", num_shards=2, workers=1) == []
+    with pytest.raises(prepare.PrepareError, match=r"5 videos removed .* --overwrite"):
+        prepare.prepare([], record_dir, "train", num_shards=2, workers=1)
     assert os.path.getmtime(shard) == stamp
 
 
@@ -240,3 +243,99 @@ def test_prepare_max_fps_thins_the_stored_frames(tmp_path):
     example = records.parse(next(iter(tf.data.TFRecordDataset(
         records.record_files(str(tmp_path / "out"), "train")))))
     assert int(example["num_frames"]) == 5 and example["frames"].shape == (5,)
+
+
+def _write_videos(folder, names):
+    """Writes a 4-frame 16x16 mp4 at each `class/file` name under `folder`; returns `folder`."""
+    for number, name in enumerate(names):
+        os.makedirs(os.path.dirname(folder / name), exist_ok=True)
+        frames = synthetic.render_video(0, 4, 16, 16, np.random.default_rng(number))
+        video_files.write_video(str(folder / name), frames)
+    return folder
+
+
+def _prepare_split(out, split, folder, **kwargs):
+    """`python -m input_pipeline.prepare --videos=folder` of one split, in this process."""
+    videos, classes = prepare.split_videos(out, split, videos_dir=str(folder))
+    return prepare.prepare(videos, out, split, **{"num_shards": 1, "workers": 1, "short_side": 16,
+                                                  "classes": classes, **kwargs})
+
+
+def _labels(out, split):
+    """{video file name: label} of a split's records."""
+    return {os.path.basename(example["video_id"].numpy().decode()): int(example["label"])
+            for example in map(records.parse, tf.data.TFRecordDataset(records.record_files(out, split)))}
+
+
+def test_later_splits_keep_the_class_list_of_the_first(tmp_path):
+    out = str(tmp_path / "out")
+    _prepare_split(out, "train", _write_videos(tmp_path / "train", ["cat/a.mp4", "dog/b.mp4", "emu/c.mp4"]))
+    # val has no 'dog': 'emu' keeps label 2 (its own folders alone would make it 1).
+    _prepare_split(out, "val", _write_videos(tmp_path / "val", ["cat/d.mp4", "emu/e.mp4"]))
+    assert video_list.read_class_names(os.path.join(out, "classes.txt")) == ["cat", "dog", "emu"]
+    assert _labels(out, "val") == {"d.mp4": 0, "e.mp4": 2}
+    assert input_pipeline.class_names(_records_config(out)) == ["cat", "dog", "emu"]  # read beside the shards
+    _write_videos(tmp_path / "test", ["cat/f.mp4", "fox/g.mp4"])
+    with pytest.raises(prepare.PrepareError, match=r"split 'test': class folder 'fox' of .* is not among the 3 "
+                       r"classes of .*classes.txt; a new class changes every label: prepare all splits again into"):
+        prepare.split_videos(out, "test", videos_dir=str(tmp_path / "test"))
+    (tmp_path / "two.txt").write_text("cat\ndog\n")
+    with pytest.raises(prepare.PrepareError, match=r"--classes=.*two.txt \(2 classes\) differs from .*classes.txt"):
+        prepare.split_videos(out, "val", videos_dir=str(tmp_path / "val"), classes_file=str(tmp_path / "two.txt"))
+
+
+def test_classes_flag_fixes_the_class_list_of_a_new_dataset(tmp_path):
+    (tmp_path / "classes.txt").write_text("emu\nfox\ncat\n")
+    folder = _write_videos(tmp_path / "train", ["cat/a.mp4", "emu/b.mp4"])
+    out = str(tmp_path / "out")
+    videos, classes = prepare.split_videos(out, "train", videos_dir=str(folder),
+                                           classes_file=str(tmp_path / "classes.txt"))
+    assert prepare.prepare(videos, out, "train", num_shards=1, workers=1, short_side=16, classes=classes) == []
+    assert video_list.read_class_names(os.path.join(out, "classes.txt")) == ["emu", "fox", "cat"]
+    assert _labels(out, "train") == {"a.mp4": 2, "b.mp4": 0}
+    (tmp_path / "list.txt").write_text("train/cat/a.mp4 2\ntrain/emu/b.mp4 3\n")
+    with pytest.raises(prepare.PrepareError, match=r"split 'val': .*list.txt gives .*b.mp4 label 3, but .* lists "
+                       r"3 classes \(labels 0-2\)"):
+        prepare.split_videos(out, "val", list_file=str(tmp_path / "list.txt"))
+
+
+def test_prepare_notices_changed_videos_and_overwrites_only_when_asked(tmp_path):
+    folder = _write_videos(tmp_path / "train", ["cat/a.mp4", "dog/b.mp4", "dog/c.mp4"])
+    out = str(tmp_path / "out")
+    assert _prepare_split(out, "train", folder, num_shards=2) == []
+    shards = [os.path.join(out, records.shard_name("train", shard, 2)) for shard in range(2)]
+    stamps = [os.stat(shard).st_mtime_ns for shard in shards]
+    assert _prepare_split(out, "train", folder, num_shards=2) is None  # up to date: nothing written
+    os.remove(shards[1])  # as if stopped before the last shard: only that one is written again
+    assert _prepare_split(out, "train", folder, num_shards=2) == []
+    assert os.stat(shards[0]).st_mtime_ns == stamps[0] and os.path.exists(shards[1])
+
+    _write_videos(folder, ["cat/new.mp4"])
+    with pytest.raises(prepare.PrepareError, match=r"split 'train' in .* was prepared from other inputs: 1 video "
+                       r"added \(e.g. .*cat/new.mp4\)\. Pass --overwrite"):
+        _prepare_split(out, "train", folder, num_shards=2)
+    with pytest.raises(prepare.PrepareError, match=r"--shards 2 -> 3, 1 video added"):
+        _prepare_split(out, "train", folder, num_shards=3)
+    assert _prepare_split(out, "train", folder, num_shards=3, overwrite=True) == []
+    # The old shards are gone, not mixed with the new ones.
+    assert [os.path.basename(f) for f in records.record_files(out, "train")] == [
+        records.shard_name("train", shard, 3) for shard in range(3)]
+    assert _labels(out, "train") == {"a.mp4": 0, "new.mp4": 0, "b.mp4": 1, "c.mp4": 1}
+
+    os.remove(os.path.join(out, "train-manifest.json"))
+    with pytest.raises(prepare.PrepareError, match="holds shards of split 'train' but no train-manifest.json"):
+        _prepare_split(out, "train", folder, num_shards=3)
+
+
+def test_prepare_command_names_an_unknown_class_in_one_line(tmp_path):
+    folder = _write_videos(tmp_path / "val", ["cat/a.mp4", "fox/b.mp4"])
+    os.makedirs(tmp_path / "out")
+    (tmp_path / "out" / "classes.txt").write_text("cat\ndog\n")
+    command = [sys.executable, "-m", "input_pipeline.prepare", f"--videos={folder}",
+               f"--output_dir={tmp_path / 'out'}", "--split=val"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "prepare error: split 'val': class folder 'fox' of ")
+    assert sorted(os.listdir(tmp_path / "out")) == ["classes.txt"]

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from blvnet_jax import config_check
 from configs import data_defaults
+from configs import demo
 import input_pipeline
 from input_pipeline import check_data
 from input_pipeline import synthetic
@@ -96,6 +98,20 @@ def test_tfds_evaluation_hosts_disjoint_and_complete(prepared):
 def test_unprepared_dataset_says_how_to_prepare(tmp_path):
     with pytest.raises(FileNotFoundError, match="input_pipeline.prepare_tfds"):
         input_pipeline.create_eval_dataset(_config(str(tmp_path)), num_frames=4, batch_size=2)
+
+
+def test_config_check_counts_the_classes_in_the_metadata(prepared, tmp_path):
+    _, data_dir = prepared
+    config = demo.get_config()  # 8 classes
+    config.data = _config(data_dir)
+    with pytest.raises(config_check.ConfigError, match=r"config.model.num_classes=8 but the data has 2 classes \(the "
+                       r"class names of TFDS dataset 'video_folder'\): set --config.model.num_classes=2"):
+        config_check.check_num_classes(config)
+    config.model.num_classes = 2
+    config_check.check_num_classes(config)
+    config.data.tfds_data_dir = str(tmp_path)
+    with pytest.raises(config_check.ConfigError, match="not prepared in .* input_pipeline.prepare_tfds"):
+        config_check.check_num_classes(config)
 
 
 def test_check_data_finds_no_problem_in_a_prepared_dataset(prepared):

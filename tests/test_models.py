@@ -95,6 +95,29 @@ def test_clips_of_a_batch_do_not_mix():
     np.testing.assert_allclose(np.asarray(model(video))[0], np.asarray(model(changed))[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["blvnet_tam", "tsm"])
+def test_frame_count_comes_from_the_input(name):
+    """Built for 4 or 8 frames, a model is the same (parameters, and a graph that stores no frame
+    count) and gives the same logits on 8-frame clips; each clip of a batch gets the logits it
+    gets alone."""
+    (graphdef, state), (long_graphdef, long_state) = (
+        nnx.split(eval_model(tiny_config(name, num_frames=frames))) for frames in (4, 8))
+    assert graphdef == long_graphdef
+    jax.tree.map(np.testing.assert_array_equal, state, long_state)
+    forward = jax.jit(lambda graphdef, state, video: nnx.merge(graphdef, state)(video), static_argnums=0)
+    video = clips(batch=2, frames=8)
+    logits = np.asarray(forward(long_graphdef, long_state, video))
+    np.testing.assert_array_equal(np.asarray(forward(graphdef, state, video)), logits)
+    for index in range(2):
+        alone = np.asarray(forward(graphdef, state, video[index:index + 1]))[0]
+        np.testing.assert_allclose(alone, logits[index], rtol=1e-5, atol=1e-6)
+
+
+def test_blvnet_refuses_an_odd_frame_count_at_call_time():
+    with pytest.raises(ValueError, match="big/little pairs: got clips of 5 frames"):
+        eval_model(tiny_config())(clips(batch=1, frames=5))
+
+
 def test_bfloat16_compute_keeps_float32_parameters():
     config = tiny_config(dtype="bfloat16")
     model = eval_model(config)

@@ -2,6 +2,8 @@
 import functools
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,14 +72,6 @@ def final_params(workdir):
 
 class Preempted(Exception):
     pass
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
-    """`tiny_config` trained without interruption: (data root, workdir)."""
-    root = tmp_path_factory.mktemp("straight")
-    train.train_and_evaluate(tiny_config(root / "data"), str(root / "run"))
-    return root / "data", root / "run"
 
 
 def serving_batches(count, then):
@@ -220,13 +214,25 @@ def test_a_step_that_cannot_fit_fails_before_training(tmp_path, monkeypatch):
     assert not os.path.exists(tmp_path / "run" / "checkpoints" / "1")
 
 
-def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(tmp_path):
-    config = tiny_config(tmp_path / "data", learning_rate=1e12, num_train_steps=8, checkpoint_every_steps=1)
-    expected = r"the (loss|grad norm) became (nan|inf) by step \d+: training stopped"
-    with pytest.raises(FloatingPointError, match=expected):
+def test_a_diverging_run_stops_naming_a_verified_checkpoint_followed_by_a_finite_step(straight_run, tmp_path):
+    data_root, straight = straight_run
+    shutil.copytree(straight, tmp_path / "run")
+    config = tiny_config(data_root, learning_rate=1e12, num_train_steps=8, checkpoint_every_steps=1,
+                         allow_recipe_change=True)  # resumed from step 4, diverges within a few steps
+    with pytest.raises(FloatingPointError) as stopped:
         train.train_and_evaluate(config, str(tmp_path / "run"))
+    first_bad, good = map(int, re.fullmatch(
+        r"the (?:loss|gradient norm) became (?:nan|inf|-inf) at step (\d+): training stopped; the last good "
+        r"checkpoint is step (\d+) in .*: the same command resumes from it \(lower config.learning_rate or set "
+        r"config.skip_nonfinite_steps=True first\)", str(stopped.value)).groups())
+    with open(tmp_path / "run" / "metrics.jsonl") as f:
+        losses = {row["step"]: (row["train_loss"], row["train_grad_norm"]) for row in map(json.loads, f)
+                  if "train_loss" in row}
+    assert good == first_bad - 2 and all(np.isfinite(losses[good + 1]))  # its state gave a finite step
+    checkpoints = sorted(os.listdir(tmp_path / "run" / "checkpoints"))
+    assert f"{first_bad - 1}.nonfinite" in checkpoints and str(first_bad - 1) not in checkpoints
     step, state = final_params(tmp_path / "run")
-    assert 1 <= step < 8
+    assert step == good
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
 
 
