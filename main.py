@@ -4,7 +4,7 @@
 
 `train` resumes from the newest intact checkpoint in DIR and evaluates periodically; `eval` evaluates
 a checkpoint (`--checkpoint=latest|best|STEP`; e.g. a converted official one) with the config's
-crops x clips. `--check_data`
+crops x clips, into `DIR/eval/step_<N>_<crops>x<clips>/`. `--check_data`
 first opens every frame of both splits and stops with the list of all problems, if there are any
 (training alone skips and counts unreadable videos). Several hosts: the same command on every
 host with `--distributed` (a TPU slice, SLURM and Open MPI tell JAX the coordinator) or with

@@ -7,7 +7,7 @@ Each model is trained by `main.py --config=configs/demo.py` (width 16, 64x64, 24
 demo's recipe) once per seed, each run in its own process; top-1 is the final validation
 accuracy (1 crop x 1 clip). As in the paper, the bLVNet variants take `num_frames` frames (as
 num_frames/2 x 2) and the frame models (TSN, TSM, TSN+TAM) half as many. Finished runs (their
-`eval_results.json`) are reused, so an interrupted sweep picks up where it stopped. Writes
+`eval/results.jsonl` and their wall time) are reused, so an interrupted sweep picks up where it stopped. Writes
 `results.md` into `--output`: mean and spread (sample standard deviation) over the seeds, every
 run's top-1, params and GMACs per clip at the demo size, and the wall time of each run; with
 `--readme`, the same table into the README's results section.
@@ -51,7 +51,7 @@ def run_command(model: str, seed: int, workdir: str) -> list[str]:
 def train(model: str, seed: int) -> dict:
     """Trains one run (or reuses a finished one); {'top1', 'top5', 'seconds'}."""
     workdir = os.path.join(FLAGS.workdir, f"{model}-seed{seed}")
-    results_file, timing_file = (os.path.join(workdir, name) for name in ("eval_results.json", "wall_time.json"))
+    results_file, timing_file = (os.path.join(workdir, name) for name in ("eval/results.jsonl", "wall_time.json"))
     if not (os.path.exists(results_file) and os.path.exists(timing_file)):
         command = run_command(model, seed, workdir)
         start = time.perf_counter()
@@ -61,7 +61,7 @@ def train(model: str, seed: int) -> dict:
         with open(timing_file, "w") as file:
             json.dump({"seconds": time.perf_counter() - start}, file)
     with open(results_file) as file:
-        results = json.load(file)
+        results = json.loads(file.read().splitlines()[-1])  # the final evaluation
     with open(timing_file) as file:
         seconds = json.load(file)["seconds"]
     return {"top1": 100 * results["top1"], "top5": 100 * results["top5"], "seconds": seconds}

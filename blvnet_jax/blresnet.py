@@ -97,10 +97,11 @@ def apply_stage(stage, x: jax.Array, clips: int, remat: bool) -> jax.Array:
 
 
 def make_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int = 1, *,
-               last_relu: bool = True, temporal: TemporalFactory | None = None,
+               last_relu: bool = True, temporal: TemporalFactory | None = None, temporal_every: int = 1,
                pool_shortcut: bool = True, dtype, pointwise_as_dot: bool = True,
                rngs: nnx.Rngs) -> nnx.List:
-    """`num_blocks` bottlenecks; the first changes channels and resolution.
+    """`num_blocks` bottlenecks; the first changes channels and resolution; blocks 0,
+    `temporal_every`, 2 * `temporal_every`, ... get a `temporal` module.
 
     `last_relu=False` drops the final ReLU of a stage of more than one block (the official big
     branch, which adds the little branch before its ReLU).
@@ -111,7 +112,7 @@ def make_stage(in_channels: int, out_channels: int, num_blocks: int, stride: int
         blocks.append(Bottleneck(
             block_in, out_channels, stride if index == 0 else 1,
             last_relu=last_relu or num_blocks == 1 or index < num_blocks - 1,
-            temporal=temporal(block_in) if temporal else None,
+            temporal=temporal(block_in) if temporal and index % temporal_every == 0 else None,
             pool_shortcut=pool_shortcut, dtype=dtype, pointwise_as_dot=pointwise_as_dot, rngs=rngs))
     return nnx.List(blocks)
 

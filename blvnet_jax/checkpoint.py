@@ -382,6 +382,13 @@ def check_same_shapes(expected: dict, found: dict, where: str) -> None:
                                 f"lacks ({len(extra)} such); it was written for another architecture")
 
 
+def best_top1(manager: ocp.CheckpointManager) -> float | None:
+    """The evaluation top-1 of the best step saved with one (`BEST_BY_TOP1`); None when none was."""
+    step = manager.best_step()
+    metrics = manager.metrics(step) if step is not None else None
+    return float(metrics["top1"]) if metrics else None
+
+
 def parse_step(which: str) -> int | str:
     """A `--checkpoint` value ('latest', 'best' or a step number) as `restore_model` takes it."""
     if which not in ("latest", "best") and not which.isdigit():

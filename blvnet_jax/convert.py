@@ -3,21 +3,30 @@
     python -m blvnet_jax.convert --checkpoint PATH --config=configs/X.py [--config.a.b=v ...] \
         --output DIR [--verify_input X.npy --verify_logits Y.npy] [--class_names FILE]
 
-Accepted weights (`.pth`/`.pth.tar` read with `torch.load(weights_only=True)`, `.safetensors`, or
-`.npz`, with the official key names; `module.` prefixes and `state_dict` wrappers are removed):
-- official bLVNet-TAM video checkpoints: `baseline_model.*` plus the head `new_fc.*` (trained with
-  dropout) or `baseline_model.fc.*` (without);
-- TSN/TSM checkpoints in the same style (`base_model.*`, TSM's `conv1.net.weight`);
-- ImageNet backbones: bLResNet of IBM/BigLittleNet for the bLVNet family, torchvision-layout
-  ResNet for tsn/tsm/tsn_tam. Their 1000-class `fc` is dropped; the TAM weights and the head keep
-  the official initialisation. With `input_channels` other than 3 (optical flow) the first
-  convolution is averaged over RGB and repeated, as the official code does.
+Weights: `.pth`/`.pth.tar` (read with `torch.load(weights_only=True)`), `.safetensors` or `.npz`;
+`module.` prefixes and `state_dict`/`model` wrappers are removed. The key layout is read from the
+keys (`detect_layout`, names in `LAYOUTS`):
+- `blvnet_tam`: official bLVNet-TAM video checkpoints, `baseline_model.*` plus the head `new_fc.*`
+  (trained with dropout) or `baseline_model.fc.*` (without);
+- `tsm_repo`: the TSM repository's TSN/TSM checkpoints, the same style with `base_model.*` and
+  TSM's shifted `conv1.net.weight`;
+- `mmaction2`: MMAction2's TSN/TSM recognizers, `backbone.*` with its conv+bn modules
+  (`conv1.conv`, `conv1.bn`, TSM's `conv1.conv.net`, `downsample.conv`) and `cls_head.fc_cls.*`;
+- `torchvision`: torchvision-layout ResNet (`conv1.*`, `bn1.*`, `layerN.*`, `fc.*`) for tsn/tsm/
+  tsn_tam; `blresnet`: IBM/BigLittleNet's ImageNet bLResNet for the bLVNet family. An `fc` with
+  config.model.num_classes rows is the video head; a 1000-class `fc` is ImageNet's, dropped, and
+  then the TAM weights and the head keep the official initialisation. With `input_channels` other
+  than 3 (optical flow) an ImageNet first convolution is averaged over RGB and repeated, as the
+  official code does.
 Every key must land on a parameter of the model the config builds and every parameter must be
-filled, except those listed as initialised; anything else is an error that lists the keys.
+filled, except those listed as initialised; a video checkpoint must shift (TSM) exactly the blocks
+that the model shifts. Anything else is an error that lists the keys.
 The output DIR is a workdir: `DIR/checkpoints/0`, read by evaluation and prediction.
 """
 import dataclasses
 import os
+import pickle
+import re
 import sys
 
 import jax
@@ -27,11 +36,22 @@ from flax import nnx
 from ml_collections import config_flags
 
 from blvnet_jax import checkpoint
+from blvnet_jax.blresnet import Bottleneck
+from blvnet_jax.layers import TemporalShift
 from blvnet_jax.models import create_model
 
 TAM_TAPS = {"prev": 0, "curr": 1, "next": 2}
 BN_LEAVES = {"running_mean": "mean", "running_var": "var", "bias": "bias"}
 VERIFY_TOLERANCE = 1e-4
+IMAGENET_CLASSES = 1000
+LAYOUTS = {
+    "blvnet_tam": "IBM/bLVNet-TAM: baseline_model.*, new_fc.* or baseline_model.fc.*",
+    "tsm_repo": "mit-han-lab/temporal-shift-module: base_model.*, new_fc.* or base_model.fc.*",
+    "mmaction2": "MMAction2 Recognizer2D: backbone.*, cls_head.fc_cls.*",
+    "torchvision": "torchvision ResNet: conv1.*, bn1.*, layerN.*, fc.*",
+    "blresnet": "IBM/BigLittleNet ImageNet bLResNet: conv1.*, b_conv0.*, layerN.big.*, fc.*",
+}
+VIDEO_PREFIXES = {"blvnet_tam": "baseline_model.", "tsm_repo": "base_model."}
 
 
 class ConversionError(ValueError):
@@ -54,7 +74,13 @@ def load_state_dict(path: str) -> dict[str, np.ndarray]:
         except ImportError as error:
             raise ImportError(f"reading {path} needs PyTorch (pip install torch), or convert it to "
                               ".safetensors / .npz elsewhere") from error
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as error:
+            raise pickle.UnpicklingError(
+                f"{path}: {error}\nIt holds Python objects besides tensors, which are not loaded (no pickled "
+                "code runs here). Save its state_dict alone where you trust the file, or publish an MMAction2 "
+                "checkpoint with its tools/deployment/publish_model.py") from error
         for wrapper in ("state_dict", "model"):
             if isinstance(tensors, dict) and isinstance(tensors.get(wrapper), dict):
                 tensors = tensors[wrapper]
@@ -95,7 +121,7 @@ def backbone_target(key: str, ndim: int) -> Target | None:
         elif part == "downsample":
             path.append("shortcut_conv" if leaf == "weight" and ndim == 4 else "shortcut_bn")
             i += 1
-        elif part == "net":  # TSM wraps conv1 of each block as conv1.net
+        elif part == "net" and parts[i - 1] == "conv1":  # TSM wraps conv1 of a block as conv1.net
             pass
         else:
             path.append(int(part) if part.isdigit() else part)
@@ -107,17 +133,75 @@ def backbone_target(key: str, ndim: int) -> Target | None:
     return Target(tuple(path) + (BN_LEAVES[leaf],))
 
 
-def split_key(key: str) -> tuple[str, str]:
-    """`(section, rest)`: section is backbone, head, backbone_fc (the head without dropout) or imagenet_fc."""
-    for prefix in ("baseline_model.", "base_model."):
+def detect_layout(keys) -> str:
+    """The name (a key of `LAYOUTS`) of the layout of a state dict's keys; raises ConversionError."""
+    keys = list(keys)
+
+    def has(prefix: str) -> bool:
+        return any(key.startswith(prefix) for key in keys)
+
+    if has("baseline_model."):
+        return "blvnet_tam"
+    if has("base_model."):
+        return "tsm_repo"
+    if has("backbone.") or has("cls_head."):
+        return "mmaction2"
+    if "conv1.weight" in keys and has("layer1."):
+        return "blresnet" if any(".big." in key for key in keys) else "torchvision"
+    raise ConversionError(f"unknown checkpoint layout (first keys: {', '.join(keys[:5]) or 'none'}); known: "
+                          + "; ".join(f"{name} ({description})" for name, description in LAYOUTS.items()))
+
+
+def mmaction_backbone_key(key: str) -> str:
+    """MMAction2's ResNet key in torchvision's names: its ConvModules hold `conv` and `bn`, and TSM
+    wraps the conv alone (`layer1.0.conv1.conv.net.weight` -> `layer1.0.conv1.net.weight`,
+    `layer1.0.conv1.bn.bias` -> `layer1.0.bn1.bias`, `downsample.conv`/`.bn` -> `downsample.0`/`.1`).
+    A torchvision backbone inside MMAction2 (`torchvision.resnet50`) is left as it is."""
+    key = re.sub(r"\bconv(\d)\.conv\.", r"conv\1.", key)
+    key = re.sub(r"\bconv(\d)\.bn\.", r"bn\1.", key)
+    return key.replace("downsample.conv.", "downsample.0.").replace("downsample.bn.", "downsample.1.")
+
+
+def split_key(key: str, layout: str) -> tuple[str, str]:
+    """`(section, rest)` of a key of `layout`: section is backbone; head (`new_fc`, trained with
+    dropout); backbone_fc (the official head without dropout); video_head (MMAction2's); fc (an
+    unprefixed `fc`: the video head or ImageNet's, by its class count); normalisation (MMAction2's
+    input mean and std); or foreign (not of the layout)."""
+    if layout in VIDEO_PREFIXES:
+        prefix = VIDEO_PREFIXES[layout]
         if key.startswith(prefix):
             rest = key[len(prefix):]
             return ("backbone_fc", rest) if rest.startswith("fc.") else ("backbone", rest)
-    if key.startswith("new_fc."):
-        return "head", key
-    if key.startswith("fc."):
-        return "imagenet_fc", key
-    return "backbone", key
+        return ("head", key) if key.startswith("new_fc.") else ("foreign", key)
+    if layout == "mmaction2":
+        if key.startswith("backbone."):
+            return "backbone", mmaction_backbone_key(key[len("backbone."):])
+        if key in ("data_preprocessor.mean", "data_preprocessor.std"):
+            return "normalisation", key
+        return ("video_head", key) if key.startswith("cls_head.fc_cls.") else ("foreign", key)
+    return ("fc", key) if key.startswith("fc.") else ("backbone", key)
+
+
+def shifted_blocks(model: nnx.Module) -> set[tuple]:
+    """Paths `("backbone", "layer1", 0)` of the bottlenecks whose residual branch has a TSM shift."""
+    return {path for path, module in nnx.iter_modules(model)
+            if isinstance(module, Bottleneck) and isinstance(module.temporal, TemporalShift)}
+
+
+def shift_mismatch(found: set, expected: set, model_config) -> str:
+    """The error for a video checkpoint whose TSM shifts (`conv1.net` keys) are not the model's."""
+    name = f"config.model.name={model_config.name}"
+    if not expected:
+        return (f"the checkpoint shifts channels in time (TSM, conv1.net keys) in {len(found)} blocks, but "
+                f"{name} shifts none; use --config.model.name=tsm")
+    if not found:
+        return (f"the checkpoint has no temporal shift (no conv1.net keys), but {name} shifts "
+                f"{len(expected)} blocks; use --config.model.name=tsn")
+    in_order = sorted(found ^ expected, key=lambda path: tuple(f"{p:04d}" if isinstance(p, int) else p for p in path))
+    differ = ", ".join(path_name(path[1:]) for path in in_order[:4])
+    return (f"the checkpoint shifts {len(found)} blocks and {name} shifts {len(expected)}, differing at "
+            f"{differ}: TSM's code, and the tsm model, shift every block of ResNet-50 and every other one "
+            "from ResNet-101 on (layer3 of 23 blocks or more); this checkpoint was made otherwise")
 
 
 def torch_layout(shape: tuple) -> tuple:
@@ -164,23 +248,40 @@ def path_name(path: tuple) -> str:
 
 def convert_into(model: nnx.Module, tensors: dict[str, np.ndarray], model_config) -> Report:
     """Copies `tensors` (official key names) into `model` in place; raises ConversionError."""
-    is_video = any(k.startswith(("baseline_model.", "base_model.", "new_fc.")) for k in tensors)
-    report = Report("video checkpoint" if is_video else "ImageNet backbone (head and TAM not in it)")
+    layout = detect_layout(tensors)
+    fc = tensors.get("fc.weight", tensors.get("fc.bias")) if layout in ("torchvision", "blresnet") else None
+    fc_classes = None if fc is None else fc.shape[0]
+    is_video = layout in VIDEO_PREFIXES or layout == "mmaction2" or fc_classes == model_config.num_classes
+    report = Report(f"{layout} ({LAYOUTS[layout]}), " + (
+        "video checkpoint" if is_video else "ImageNet backbone (head and temporal weights not in it)"))
     ours = {path: var for path, var in nnx.to_flat_state(nnx.state(model, (nnx.Param, nnx.BatchStat)))}
-    values, taps, errors, unexpected = {}, {}, [], []
-    expected_head = "new_fc" if model_config.dropout > 0 else "baseline_model.fc"
+    values, taps, errors, unexpected, shifted = {}, {}, [], [], set()
     for key, value in tensors.items():
-        section, rest = split_key(key)
-        if section == "imagenet_fc":
-            report.ignored.append(f"{key} (ImageNet classifier)")
+        section, rest = split_key(key, layout)
+        if section == "foreign":
+            unexpected.append(f"{key} {tuple(value.shape)}")
+            continue
+        if section == "normalisation":
+            report.ignored.append(f"{key} {[round(float(v), 3) for v in value.reshape(-1)]} (MMAction2's input "
+                                  "normalisation on 0-255 pixels; ours: ImageNet's RGB mean/std, steps.py)")
+            continue
+        if section == "fc" and not is_video:
+            if fc_classes == IMAGENET_CLASSES:
+                report.ignored.append(f"{key} (ImageNet's {IMAGENET_CLASSES}-class classifier; config.model."
+                                      f"num_classes={model_config.num_classes}, so the head is initialised)")
+            elif key == "fc.weight" or "fc.weight" not in tensors:
+                errors.append(f"{key}: an fc of {fc_classes} classes is neither the video head (config.model."
+                              f"num_classes={model_config.num_classes}) nor ImageNet's ({IMAGENET_CLASSES})")
             continue
         if section in ("head", "backbone_fc"):
             found_head = key.rsplit(".", 1)[0]
+            expected_head = "new_fc" if model_config.dropout > 0 else f"{VIDEO_PREFIXES[layout]}fc"
             if (section == "head") != (model_config.dropout > 0):
                 errors.append(f"{key}: the checkpoint's head is {found_head} but config.model.dropout="
                               f"{model_config.dropout} expects {expected_head}; set --config.model.dropout="
                               f"{'0' if section == 'backbone_fc' else '0.5'} to match how it was trained")
                 continue
+        if section in ("head", "backbone_fc", "video_head", "fc"):
             target = Target(("head", "kernel" if key.endswith("weight") else "bias"))
         else:
             target = backbone_target(rest, value.ndim)
@@ -188,6 +289,8 @@ def convert_into(model: nnx.Module, tensors: dict[str, np.ndarray], model_config
                 report.unused_counters += 1
                 continue
             target = Target(("backbone",) + target.path, target.tap)
+            if ".conv1.net." in rest:
+                shifted.add(target.path[:target.path.index("conv1")])
         if target.path not in ours:
             unexpected.append(f"{key} {tuple(value.shape)}")
             continue
@@ -220,6 +323,8 @@ def convert_into(model: nnx.Module, tensors: dict[str, np.ndarray], model_config
             errors.append(f"{keys}: {len(rows)} TAM taps of shape {(channels, 1, 1, 1)} in the checkpoint "
                           f"(blending_frames={len(rows)}), but the model expects {blending_frames} "
                           f"(config.model.blending_frames={blending_frames})")
+    if is_video and shifted != shifted_blocks(model):
+        errors.append(shift_mismatch(shifted, shifted_blocks(model), model_config))
     missing = [path for path in ours if path not in values and path not in taps]
     if not is_video:
         for path in [p for p in missing if p[0] == "head" or p[-2] in ("temporal", "stem_temporal")]:
@@ -240,7 +345,10 @@ def convert_into(model: nnx.Module, tensors: dict[str, np.ndarray], model_config
 
 
 def official_to_clips(batch: np.ndarray, num_frames: int) -> np.ndarray:
-    """`(batch, channels * frames, h, w)` (official, frame-major) -> `(batch, frames, h, w, channels)`."""
+    """`(batch, channels * frames, h, w)` (official, frame-major) or `(batch, frames, channels, h, w)`
+    (MMAction2's) -> `(batch, frames, h, w, channels)`."""
+    if batch.ndim == 5:
+        batch = batch.reshape(batch.shape[0], -1, *batch.shape[3:])
     n, channels_frames, h, w = batch.shape
     return batch.reshape(n, num_frames, channels_frames // num_frames, h, w).transpose(0, 1, 3, 4, 2)
 
@@ -275,7 +383,8 @@ def define_flags():
     """Command-line flags, defined only when this module runs as a program."""
     flags.DEFINE_string("checkpoint", None, "PyTorch .pth/.pth.tar, .safetensors or .npz weights.")
     flags.DEFINE_string("output", None, "Workdir to write the Orbax checkpoint into (DIR/checkpoints/0).")
-    flags.DEFINE_string("verify_input", None, "Official-layout input (batch, 3*frames, H, W), normalised, .npy.")
+    flags.DEFINE_string("verify_input", None,
+                        "Normalised input, (batch, 3*frames, H, W) or (batch, frames, 3, H, W), .npy.")
     flags.DEFINE_string("verify_logits", None, "The PyTorch model's logits for verify_input, .npy.")
     flags.DEFINE_string("class_names", None, "Optional text file, one class name per line, stored with the weights.")
     config_flags.DEFINE_config_file("config", None, "Config file describing the model.", lock_config=True)

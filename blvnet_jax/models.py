@@ -6,8 +6,10 @@
 | blvnet       | bLResNet   | none                                    |
 | blvnet_tsm   | bLResNet   | TSM shift at the TAM positions          |
 | tsn          | ResNet     | none: 2-D per frame, scores averaged    |
-| tsm          | ResNet     | TSM shift in every residual branch      |
+| tsm          | ResNet     | TSM shift in every residual branch (1)  |
 | tsn_tam      | ResNet     | TAM at the input of every bottleneck    |
+
+(1) In every other one from ResNet-101 on, as TSM's official code does.
 """
 import jax
 import jax.numpy as jnp
@@ -15,7 +17,7 @@ from flax import nnx
 
 from blvnet_jax.blresnet import BLOCKS_PER_STAGE, BLVNet
 from blvnet_jax.layers import FRAME_AXIS, TAM, TemporalShift, frame_blocks
-from blvnet_jax.resnet import FrameResNet
+from blvnet_jax.resnet import RESNET_BLOCKS, FrameResNet
 
 MODEL_NAMES = ("blvnet_tam", "blvnet", "blvnet_tsm", "tsn", "tsm", "tsn_tam")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -79,6 +81,7 @@ def create_model(model_config, *, rngs: nnx.Rngs) -> VideoClassifier:
     if name.startswith("blvnet"):
         backbone = BLVNet(model_config.depth, model_config.alpha, model_config.beta,
                           recompute_stem=model_config.get("recompute_stem", True), **common)
-    else:
-        backbone = FrameResNet(model_config.depth, **common)
+    else:  # TSM shifts every other block of ResNets whose layer3 has 23 or more (its official code)
+        shift_every = 2 if name == "tsm" and RESNET_BLOCKS[model_config.depth][2] >= 23 else 1
+        backbone = FrameResNet(model_config.depth, temporal_every=shift_every, **common)
     return VideoClassifier(backbone, model_config.num_classes, model_config.dropout, rngs=rngs)

@@ -2,8 +2,9 @@
 
 One jitted train step over a mesh of all devices (batch sharded on the `data` axis, state
 replicated, batch-norm statistics over the global batch), periodic evaluation, Orbax checkpoints
-that resume exactly (same step, optimizer state and data position), logs to TensorBoard and
-`{workdir}/metrics.jsonl`.
+that resume exactly (same step, optimizer state and data position), the best evaluation saved
+when it is measured, logs to TensorBoard and `{workdir}/metrics.jsonl` (`train/...` and
+`eval/...`), result files of each evaluation in `{workdir}/eval/` (`evaluation`).
 """
 import json
 import logging
@@ -78,7 +79,8 @@ def compile_train_step(config, jitted_step, state, mesh):
 
 
 class MetricLogger:
-    """Scalars to TensorBoard and the log (clu) and to `{workdir}/metrics.jsonl`, by process 0."""
+    """Scalars to TensorBoard and the log (clu) and to `{workdir}/metrics.jsonl`, by process 0, under
+    the same names: `train/loss`, `train/learning_rate`, ..., `eval/top1`, ..."""
 
     def __init__(self, workdir: epath.Path):
         self.writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
@@ -178,6 +180,7 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
     eval_every = config.eval_every_steps if config.eval_every_steps > 0 else epoch_steps
     train_metrics, last_eval, last_log_time, skipped_steps = [], {}, time.time(), 0
     saving = None  # the step of the last save started; a failure stops training (checkpoint.SaveError)
+    best_top1 = checkpoint.best_top1(manager)  # of the evaluations saved so far; None: none
     preemption = hosts.PreemptionWatch()
     try:
         for step in range(start_step + 1, total_steps + 1):
@@ -189,11 +192,12 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
             preempted = preemption.reached(step)
             is_last = step == total_steps
             save_now = step % config.checkpoint_every_steps == 0 or is_last or preempted
-            if step % config.log_every_steps == 0 or save_now:
+            eval_now = (step % eval_every == 0 or is_last) and not preempted
+            if step % config.log_every_steps == 0 or save_now or eval_now:  # saves and evaluations: finite
                 checkpoint.confirm_saved(manager, saving, wait=False)
                 if not config.skip_nonfinite_steps:
                     check_finite(step, train_metrics, manager, state)
-                summary = {f"train_{k}": float(np.mean(jax.device_get([m[k] for m in train_metrics])))
+                summary = {k: float(np.mean(jax.device_get([m[k] for m in train_metrics])))
                            for k in train_metrics[0] if k != "skipped"}
                 skipped_steps += int(sum(jax.device_get([m["skipped"] for m in train_metrics])))
                 summary["skipped_nonfinite_steps"] = skipped_steps
@@ -202,14 +206,15 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
                 last_log_time = now
                 summary["learning_rate"] = float(schedule(step - 1))
                 summary.update(dataset.stats.report())  # unreadable_videos, faults_<kind>: counts
-                logger.write(step, summary)
+                logger.write(step, {f"train/{k}": v for k, v in summary.items()})
                 train_metrics = []
-            eval_now = (step % eval_every == 0 or is_last) and not preempted
             if eval_now:
                 checkpoint.confirm_saved(manager, saving)  # no evaluation after a failed save
-                last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir)
-                logger.write(step, {f"eval_{k}": last_eval[k] for k in ("top1", "top5", "loss", "num_videos")})
+                last_eval = evaluator.evaluate(state.params, state.batch_stats, step, workdir, writer=logger.writer)
+                logger.write(step, {f"eval/{k}": last_eval[k] for k in ("top1", "top5", "loss", "num_videos")})
                 last_log_time = time.time()  # clips/s counts training only
+                if best_top1 is None or last_eval["top1"] > best_top1:  # saved now, kept as the best
+                    best_top1, save_now = last_eval["top1"], True
             if save_now:
                 checkpoint.confirm_saved(manager, saving)
                 checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None,

@@ -75,10 +75,14 @@ def get_data_config():
     config.shuffle_buffer = 1024
     config.prefetch = 2  # Batches prepared ahead of the accelerator.
     config.num_parallel_calls = -1  # Clips decoded at once; -1 = tf.data AUTOTUNE.
-    # False: an unreadable training clip is replaced by the next video and counted; an unreadable
-    # evaluation video is masked out and counted. True: any bad input is an immediate error.
+    # False: an unreadable frame is replaced by the nearest readable frame of its video; a video
+    # with none is replaced by the next video in training, masked out in evaluation; all counted
+    # (input_pipeline/faults.py). True: any bad input is an immediate error.
     config.strict = False
     config.max_substitutes = 4  # Videos tried for one training example before giving up.
+    # Training stops when more than this fraction of the last 100 examples (faults.FAULT_WINDOW)
+    # had an unreadable video; examples with substituted frames do not count.
+    config.max_fault_fraction = 0.5
 
     config.synthetic = get_synthetic_config()
     # 'tfds' only: a builder of input_pipeline.tfds_builders ('something_something_v1',

@@ -8,8 +8,8 @@ batches can leave the resize and flip of their crop windows to the device too
 from input_pipeline.datasets import create_eval_dataset
 from input_pipeline.datasets import create_train_dataset
 from input_pipeline.datasets import eval_batch_count
-from input_pipeline.datasets import InputStats
 from input_pipeline.datasets import num_videos
+from input_pipeline.faults import InputStats
 from input_pipeline.sources import class_names
 from input_pipeline.train_clips import train_batch_shapes
 

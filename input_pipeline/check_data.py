@@ -20,35 +20,30 @@ import tqdm
 
 import tensorflow as tf
 
-from input_pipeline import datasets
 from input_pipeline import encoded
+from input_pipeline import faults
 from input_pipeline import sources
-from input_pipeline import video_list
 
 FLAGS = flags.FLAGS
-
-
-# What stops the reading of a split's stored videos (a record file failing its checksum, ...).
-UNREADABLE_FILE = "unreadable file"
 
 
 def stored_video_problems(video, num_classes):
     """What is wrong with a stored video {'frames': JPEG bytes, 'label': int}: (kind, message)
     pairs."""
-    problems = [] if len(video["frames"]) else [(sources.EMPTY_VIDEO, "no frame")]
+    problems = [] if len(video["frames"]) else [(faults.EMPTY_VIDEO, "no frame")]
     if video["label"] < 0 or (num_classes and video["label"] >= num_classes):
-        problems.append((video_list.LABEL_OUT_OF_RANGE,
+        problems.append((faults.LABEL_OUT_OF_RANGE,
                          f"label {video['label']} outside [0, {num_classes or 'inf'})"))
     for number, jpeg in enumerate(video["frames"]):
         problem = sources.image_problem(io.BytesIO(jpeg))
         if problem:
-            problems.append((sources.CORRUPT_FRAME, f"corrupt frame {number} ({problem})"))
+            problems.append((faults.CORRUPT_FRAME, f"corrupt frame {number} ({problem})"))
     return problems
 
 
 def check_stored_split(config, split, workers):
-    """All problems of a 'records' or 'tfds' split: (kind, 'source split video id (number):
-    what is wrong') pairs.
+    """All problems of a 'records' or 'tfds' split: (kind, "source split #number video 'id':
+    what is wrong") pairs, videos named as training names them (`encoded.StoredVideos`).
 
     `workers` videos are checked at once, in tf.data (PIL decodes without the GIL).
     """
@@ -64,23 +59,24 @@ def check_stored_split(config, split, workers):
         return index, video["video_id"], text
 
     stream = source.split_stream(config, split, process_index=0, process_count=1)
+    videos = encoded.StoredVideos(config.source, split)
     results = stream.map(video_problems, num_parallel_calls=workers, deterministic=True)
     problems = []
     try:
         for index, video_id, text in tqdm.tqdm(results.as_numpy_iterator(),
                                                desc=f"checking {split}", disable=None):
-            name = f"{config.source} {split} video {video_id.decode()!r} ({index})"
+            name = videos.name((int(index), video_id.decode()))
             for line in text.decode().splitlines():
                 kind, message = line.split("\t", 1)
                 problems.append((kind, f"{name}: {message}"))
     except tf.errors.OpError as e:
-        problems.append((UNREADABLE_FILE, f"{config.source} {split}: stopped reading: {e.message}"))
+        problems.append((faults.UNREADABLE_FILE, f"{config.source} {split}: stopped reading: {e.message}"))
     return problems
 
 
 def check_split(data_config, split, workers):
     """All problems of one split: (kind, message) pairs, the message 'file:line ...: what is
-    wrong' (frame folders) or 'source split video id (number): what is wrong' (records, tfds)."""
+    wrong' (frame folders) or "source split #number video 'id': what is wrong" (records, tfds)."""
     config = sources.resolve_synthetic(data_config)
     config.strict = False
     if config.source in ("records", "tfds"):
@@ -89,10 +85,9 @@ def check_split(data_config, split, workers):
     problems = [(problem.kind, problem.message) for problem in folders.problems]
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
         results = pool.map(folders.video_faults, range(len(folders.entries)))
-        for entry, faults in zip(folders.entries, tqdm.tqdm(results, total=len(
-            folders.entries), desc=f"checking {split}", disable=None)):
-            problems += [(kind, f"{entry.where} video {entry.video_dir!r}: {message}")
-                         for kind, message in faults]
+        for video_faults in tqdm.tqdm(results, total=len(folders.entries), desc=f"checking {split}",
+                                      disable=None):
+            problems += [(fault.kind, fault.message) for fault in video_faults]
     return problems
 
 
@@ -100,7 +95,7 @@ def report(problems):
     """Every problem's message, then a line counting them by kind: 'N problems: 2 corrupt frame,
     1 empty video.' (kinds in the order training logs them)."""
     counts = collections.Counter(kind for kind, _ in problems)
-    order = list(datasets.FAULT_KINDS) + sorted(set(counts) - set(datasets.FAULT_KINDS))
+    order = list(faults.KINDS) + sorted(set(counts) - set(faults.KINDS))
     by_kind = ", ".join(f"{counts[kind]} {kind}" for kind in order if counts[kind])
     return "\n".join([message for _, message in problems] +
                       [f"{len(problems)} problems: {by_kind}." if problems else "No problem found."])

@@ -3,119 +3,42 @@
 Training is a pure function of (seed, step) (`train_clips` says how), so a resumed run sees
 exactly the batches of an uninterrupted one. Frame folders: host p reads slots
 [p * local, (p + 1) * local) of every global batch. Records and TFDS: host p reads its own shard
-files, or every P-th video when there are fewer files than hosts. An unreadable training video
-is replaced by the next one, an unreadable evaluation video is masked out; either is counted,
-by kind of fault, in `iterator.stats` with list line and video in the examples (an error in
-strict mode, as is a bad list line).
+files, or every P-th video when there are fewer files than hosts. Bad input is handled as
+`faults` says (unreadable frames substituted, unreadable videos replaced in training and masked
+in evaluation, the stop rule, strict mode) and counted in `iterator.stats`.
 """
-import collections
-import dataclasses
-import logging
-
 import numpy as np
 import tensorflow as tf
 
 from input_pipeline import encoded
+from input_pipeline import faults
 from input_pipeline import sampling
-from input_pipeline import skipping
 from input_pipeline import sources
 from input_pipeline import train_clips
 from input_pipeline import transforms
-from input_pipeline import video_list
 
 tf.config.set_visible_devices([], "GPU")
 
-_MAX_EXAMPLES = 20
-_EXAMPLES_PER_KIND = 3
-# Every kind of fault the pipeline counts, list lines first.
-FAULT_KINDS = (video_list.MALFORMED, video_list.LABEL_OUT_OF_RANGE, sources.EMPTY_VIDEO,
-               sources.TRUNCATED_VIDEO, sources.MISSING_FRAME, sources.CORRUPT_FRAME,
-               sources.UNREADABLE_VIDEO)
-
-
-def fault_metric(kind):
-    """The metric name under which faults of `kind` are logged: 'faults_corrupt_frame', ..."""
-    return "faults_" + kind.replace(" ", "_")
-
-
-@dataclasses.dataclass
-class InputStats:
-    """Faults of one split's input met so far.
-
-    `unreadable`: videos that failed to load (a video met in two epochs counts twice). `kinds`:
-    distinct faults per kind of `FAULT_KINDS` (a list line, or a video, counts once for each kind
-    of fault it has). `examples`: the first messages, naming the list file and line and the
-    video; `kind_examples`: the first few messages of each kind; `bad_list_lines`: the messages
-    of the list lines left out.
-    """
-    split: str = "train"
-    unreadable: int = 0
-    kinds: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    examples: list = dataclasses.field(default_factory=list)
-    kind_examples: dict = dataclasses.field(default_factory=dict)
-    bad_list_lines: list = dataclasses.field(default_factory=list)
-    _seen: set = dataclasses.field(default_factory=set, repr=False)
-    _reported: dict = dataclasses.field(default_factory=dict, repr=False)
-
-    def add_list_problems(self, problems):
-        """Counts the `video_list.ListProblem`s of the lines left out of the split's list."""
-        for problem in problems:
-            self.bad_list_lines.append(problem.message)
-            self._count(problem.kind, problem.message)
-
-    def _count(self, kind, message):
-        self.kinds[kind] += 1
-        examples = self.kind_examples.setdefault(kind, [])
-        if len(examples) < _EXAMPLES_PER_KIND:
-            examples.append(message)
-
-    def record(self, message, strict, kinds=(sources.UNREADABLE_VIDEO,), video=None):
-        """Counts one unreadable video, and each of its `kinds` of fault the first time `video`
-        (a hashable id; None: the message) is met; raises instead in strict mode."""
-        if strict:
-            raise ValueError(message + "\n(config.data.strict is on: fix the data, or turn it "
-                             "off to skip and count unreadable videos.)")
-        self.unreadable += 1
-        for kind in kinds:
-            key = (kind, message if video is None else video)
-            if key not in self._seen:
-                self._seen.add(key)
-                self._count(kind, message)
-        if len(self.examples) < _MAX_EXAMPLES:
-            self.examples.append(message)
-        logging.warning("Skipped an unreadable video (%d so far): %s", self.unreadable, message)
-
-    def scalars(self):
-        """{'unreadable_videos': n, 'faults_<kind>': count} with the kinds met, for the metrics."""
-        return {"unreadable_videos": self.unreadable, **{
-            fault_metric(kind): self.kinds[kind] for kind in FAULT_KINDS
-            if self.kinds[kind]}}
-
-    def report(self):
-        """Logs the fault counts per kind, with a few examples, if they changed since the last
-        report; returns `scalars()`."""
-        if self.kinds != self._reported:
-            self._reported = collections.Counter(self.kinds)
-            lines = [f"{self.kinds[kind]} x {kind}, e.g. " + " | ".join(self.kind_examples[kind])
-                     for kind in FAULT_KINDS if self.kinds[kind]]
-            logging.warning("Faults in the %s input so far (%d unreadable-video reads):\n%s",
-                            self.split, self.unreadable, "\n".join(lines))
-        return self.scalars()
-
 
 class BatchIterator:
-    """Numpy batches of a tf.data pipeline; unreadable videos are counted in `stats`, whose
-    counts are logged when the batches run out.
+    """Numpy batches of a tf.data pipeline, the faults of each example counted in `stats`
+    (`faults.InputStats.add_example`) as it is handed over; the counts are logged when the
+    batches run out.
 
-    `describe_failures(batch)` yields (video id, kinds, message) of each unreadable video.
+    `skipped(batch)` tells (bool per example) which examples had a video skipped, and only for
+    those or those with substituted frames `refs(batch, i)` gives (videos skipped, video read or
+    None) of example i, named by `videos`. With `fill_holes`, an example none of whose videos
+    could be read takes a copy of another (`faults.fill_holes`).
     """
 
-    def __init__(self, dataset, describe_failures, keys, strict, stats):
+    def __init__(self, dataset, keys, stats, videos, skipped, refs, fill_holes=False):
         self._batches = dataset.as_numpy_iterator()
-        self._describe_failures = describe_failures
         self._keys = keys
-        self._strict = strict
         self.stats = stats
+        self._videos = videos
+        self._skipped = skipped
+        self._refs = refs
+        self._fill_holes = fill_holes
 
     def __iter__(self):
         return self
@@ -126,9 +49,21 @@ class BatchIterator:
         except StopIteration:
             self.stats.report()
             raise
-        for video, kinds, message in self._describe_failures(batch):
-            self.stats.record(message, self._strict, kinds, video)
-        return {key: batch[key] for key in self._keys}
+        holes = []
+        faulty = self._skipped(batch) | np.any(batch["sampled"] != batch["used"], axis=1)
+        for i in range(len(faulty)):
+            if not faulty[i]:
+                self.stats.add_example(self._videos)
+                continue
+            skipped, video = self._refs(batch, i)
+            self.stats.add_example(self._videos, skipped, video, batch["sampled"][i], batch["used"][i])
+            if video is None and self._fill_holes:
+                holes.append(i)
+        batch = {key: batch[key] for key in self._keys}
+        if holes:
+            batch = {key: np.array(value) for key, value in batch.items()}
+            faults.fill_holes(batch, holes, self._keys)
+        return batch
 
 
 def _options():
@@ -159,8 +94,9 @@ def create_train_dataset(data_config, *, num_frames, global_batch_size, seed, pr
     process_count clips: {'video': uint8 (local_batch, num_frames, crop, crop, 3), 'label': int32
     (local_batch,)}, or with `resize_on_device` the windows to resize (`train_clips.train_batch_shapes`).
 
-    Batches from `start_step` on equal those an uninterrupted run sees from that step. An
-    unreadable video is replaced by the next candidate and counted in `iterator.stats`.
+    Batches from `start_step` on equal those an uninterrupted run sees from that step. Unreadable
+    frames are substituted, unreadable videos replaced by the next candidate, and both counted
+    in `iterator.stats`; training stops as `faults` says.
     """
     if global_batch_size % process_count:
         raise ValueError(f"global_batch_size={global_batch_size} does not divide over "
@@ -168,40 +104,34 @@ def create_train_dataset(data_config, *, num_frames, global_batch_size, seed, pr
     config = sources.resolve_synthetic(data_config)
     local_batch = global_batch_size // process_count
     tries = 1 if config.strict else config.max_substitutes
+    stats = faults.InputStats("train", config.strict, config.max_fault_fraction)
     if config.source in ("records", "tfds"):
         dataset = train_clips.encoded_train_clips(
             config, num_frames=num_frames, seed=seed, start_step=start_step,
             process_index=process_index, process_count=process_count, local_batch=local_batch,
-            tries=tries)
-        failed_videos = lambda batch, i: [(
-            video_id, (sources.UNREADABLE_VIDEO,),
-            f"{config.source} video {video_id.decode()!r}: a frame does not decode, it has no "
-            "frame, or its label is outside [0, num_classes)") for video_id in
-            batch["ids"][i][:batch["attempt"][i]]]
-        stats = InputStats("train")
-    else:
-        folders = sources.frame_folders(config, "train")
-        dataset, order = train_clips.frames_train_clips(
-            config, folders, num_frames=num_frames, seed=seed, start_step=start_step,
-            global_batch_size=global_batch_size, process_index=process_index,
-            local_batch=local_batch, tries=tries)
-        failed_videos = lambda batch, i: [(video, *folders.describe(video)) for video in
-                                          order.candidates(batch["slot"][i], batch["attempt"][i])]
-        stats = InputStats("train")
-        stats.add_list_problems(folders.problems)
+            tries=tries, substitute=not config.strict)
+        videos = encoded.StoredVideos(config.source, "train")
 
-    def describe_failures(batch):
-        for i, (slot, attempt) in enumerate(zip(batch["slot"], batch["attempt"])):
-            yield from failed_videos(batch, i)
-            if attempt == tries:
-                raise RuntimeError(f"{tries} videos in a row were unreadable at example {slot}; "
-                                   "the dataset looks broken: run python -m "
-                                   "input_pipeline.check_data.")
+        def refs(batch, i):
+            attempt, ids = batch["attempt"][i], [(-1, name.decode()) for name in batch["ids"][i]]
+            return ids[:attempt], ids[attempt] if attempt < tries else None
+    else:
+        videos = sources.frame_folders(config, "train")
+        dataset, order = train_clips.frames_train_clips(
+            config, videos, num_frames=num_frames, seed=seed, start_step=start_step,
+            global_batch_size=global_batch_size, process_index=process_index,
+            local_batch=local_batch, tries=tries, substitute=not config.strict)
+        stats.add_list_problems(videos.problems)
+
+        def refs(batch, i):
+            attempt = batch["attempt"][i]
+            candidates = [int(video) for video in order.candidates(batch["slot"][i], tries)]
+            return candidates[:attempt], candidates[attempt] if attempt < tries else None
 
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
-    return BatchIterator(dataset.with_options(_options()), describe_failures,
+    return BatchIterator(dataset.with_options(_options()),
                          tuple(train_clips.train_batch_shapes(config, num_frames, local_batch)),
-                         config.strict, stats)
+                         stats, videos, lambda batch: batch["attempt"] > 0, refs, fill_holes=True)
 
 
 def num_videos(data_config, split):
@@ -219,16 +149,18 @@ def eval_batch_count(num_videos, batch_size, process_count):
 
 
 def _frames_eval_videos(config, folders, num_frames, my_videos):
-    """Dataset of (video index, (num_clips * num_frames,) frame paths, label) of `my_videos`."""
+    """Dataset of (video index, (count,) frame indices, (count,) frame paths, label) of
+    `my_videos`, count = num_clips * num_frames."""
     labels = np.array([entry.label for entry in folders.entries], np.int32)
+    count = config.num_clips * num_frames
 
-    def frame_paths(video):
-        indices = sampling.eval_indices(config, folders.entries[video].num_frames, num_frames)
-        return np.array([p.encode() for p in folders.frame_paths(video, indices.reshape(-1))])
+    def frames(video):
+        indices = sampling.eval_indices(config, folders.entries[video].num_frames, num_frames).reshape(-1)
+        return indices.astype(np.int64), np.array([p.encode() for p in folders.frame_paths(video, indices)])
 
     def video_element(video):
-        paths = tf.numpy_function(frame_paths, [video], tf.string, stateful=False)
-        return (video, tf.ensure_shape(paths, [config.num_clips * num_frames]),
+        indices, paths = tf.numpy_function(frames, [video], (tf.int64, tf.string), stateful=False)
+        return (video, tf.ensure_shape(indices, [count]), tf.ensure_shape(paths, [count]),
                 tf.gather(labels, video))
 
     videos = tf.data.Dataset.from_tensor_slices(np.asarray(my_videos, np.int64))
@@ -240,61 +172,76 @@ def create_eval_dataset(data_config, *, num_frames, batch_size, process_index=0,
     """A finite iterator of {'video': uint8 (batch, views, num_frames, crop, crop, 3),
     'label': int32 (batch,), 'video_index': int64 (batch,), 'mask': bool (batch,)}.
 
-    views = num_crops * num_clips, clip-major. Host p reads videos p, p + P, ...; padding
-    examples (video_index -1) and unreadable videos have mask False, so summing over the mask on
-    all hosts counts every readable video exactly once.
+    views = num_crops * num_clips, clip-major. Host p reads videos p, p + P, ...; unreadable
+    frames are substituted (`faults`); padding examples (video_index -1) and unreadable videos
+    have mask False, so summing over the mask on all hosts counts every readable video exactly
+    once.
     """
     config = sources.resolve_synthetic(data_config)
     eval_clip = _eval_clip_fn(config, num_frames)
+    count = config.num_clips * num_frames
+    stats = faults.InputStats("val", config.strict)
     if config.source in ("records", "tfds"):
         source = encoded.source_module(config)
         video_count = source.count_videos(config, "val")
         num_classes = sources.num_classes(config)
-        videos = source.split_stream(config, "val", process_index=process_index,
+        inputs = source.split_stream(config, "val", process_index=process_index,
                                      process_count=process_count)
+        videos = encoded.StoredVideos(config.source, "val")
+        ref = lambda batch, i: (int(batch["video_index"][i]), batch["id"][i].decode())
 
-        def load(video_index, item):
+        def load(video_index, item, substitute):
             video = source.parse(item)
-            jpegs = encoded.sampled_frames(video, lambda length: sampling.eval_indices(
-                config, length, num_frames), config.num_clips * num_frames)
-            return eval_clip(jpegs), encoded.checked_label(video["label"], num_classes)
+            indices = encoded.sampled_indices(video, lambda length: sampling.eval_indices(
+                config, length, num_frames), count)
+            jpegs, used = encoded.clip_frames(video, indices, substitute)
+            return (eval_clip(jpegs), encoded.checked_label(video["label"], num_classes), indices, used,
+                    {"id": video["video_id"]})
 
-        folders, stats = None, InputStats("val")
+        identify = lambda item: {"id": encoded.video_id(config, item)}
     else:
-        folders = sources.frame_folders(config, "val")
-        video_count = len(folders.entries)
-        videos = _frames_eval_videos(config, folders, num_frames,
+        videos = sources.frame_folders(config, "val")
+        video_count = len(videos.entries)
+        inputs = _frames_eval_videos(config, videos, num_frames,
                                      np.arange(process_index, video_count, process_count))
-        load = lambda video_index, paths, label: (eval_clip(sources.read_files(paths)), label)
-        stats = InputStats("val")
-        stats.add_list_problems(folders.problems)
+        ref = lambda batch, i: int(batch["video_index"][i])
+
+        def load(video_index, indices, paths, label, substitute):
+            paths, used = tf.cond(substitute, lambda: tuple(tf.numpy_function(
+                videos.substituted_paths, [video_index, indices], (tf.string, tf.int64), stateful=False)),
+                lambda: (paths, indices))
+            return eval_clip(sources.read_files(tf.ensure_shape(paths, [count]))), label, indices, used, {}
+
+        identify = lambda *unused: {}
+        stats.add_list_problems(videos.problems)
     my_count = len(range(process_index, video_count, process_count))
     num_padding = eval_batch_count(video_count, batch_size, process_count) * batch_size - my_count
     views = config.num_crops * config.num_clips
     empty = tf.zeros([views, num_frames, config.crop_size, config.crop_size, 3], tf.uint8)
-    missing = lambda video_index: {"video": empty, "label": tf.constant(0),
-                                   "video_index": video_index, "mask": tf.constant(False)}
+    no_frames = tf.zeros([count], tf.int64)
+    missing = lambda video_index, extra: {"video": empty, "label": tf.constant(0), "video_index": video_index,
+                                          "mask": tf.constant(False), "sampled": no_frames, "used": no_frames,
+                                          **extra}
 
     def example(video_index, *inputs):
-        def load_view(unused):
-            video, label = load(video_index, *inputs)
-            return {"video": video, "label": label, "video_index": video_index,
-                    "mask": tf.constant(True)}
+        def load_view(attempt):
+            video, label, indices, used, extra = load(video_index, *inputs, attempt["substitute"])
+            return {"video": video, "label": label, "video_index": video_index, "mask": tf.constant(True),
+                    "sampled": indices, "used": tf.ensure_shape(used, [count]), **extra}
 
-        return skipping.first_readable(tf.data.Dataset.from_tensors(0), load_view,
-                                       lambda: missing(video_index))
+        attempts = faults.attempts({"video_index": video_index[None]}, substitute=not config.strict)
+        return faults.first_readable(attempts, load_view,
+                                     lambda: missing(video_index, identify(*inputs)))
 
-    dataset = skipping.map_examples(videos, example, config.num_parallel_calls)
-    padding = tf.data.Dataset.from_tensors(missing(tf.constant(-1, tf.int64)))
+    dataset = faults.map_examples(inputs, example, config.num_parallel_calls)
+    padding = tf.data.Dataset.from_tensors(missing(tf.constant(-1, tf.int64), {
+        "id": tf.constant("")} if config.source in ("records", "tfds") else {}))
     dataset = dataset.concatenate(padding.repeat(num_padding))
     dataset = dataset.batch(batch_size).prefetch(config.prefetch)
 
-    def describe_failures(batch):
-        for video, mask in zip(batch["video_index"], batch["mask"]):
-            if video >= 0 and not mask:
-                yield (video, *folders.describe(video)) if folders else (
-                    video, (sources.UNREADABLE_VIDEO,),
-                    f"{config.source} video number {video} of the 'val' split")
+    def refs(batch, i):
+        return ([], ref(batch, i)) if batch["mask"][i] else ([ref(batch, i)], None)
 
-    return BatchIterator(dataset.with_options(_options()), describe_failures,
-                         ("video", "label", "video_index", "mask"), config.strict, stats)
+    skipped = lambda batch: ~batch["mask"] & (batch["video_index"] >= 0)
+    return BatchIterator(dataset.with_options(_options()), ("video", "label", "video_index", "mask"),
+                         stats, videos, skipped, refs)

@@ -93,3 +93,9 @@ def count_videos(config, split):
     """Number of videos in a split's shards (reads them all)."""
     return int(tf.data.TFRecordDataset(record_files(config.root, split)).reduce(
         np.int64(0), lambda count, _: count + 1))
+
+
+def parse_video_id(serialized):
+    """The 'video_id' of a serialized Example, its frames left unparsed ('' if it has none)."""
+    return tf.io.parse_single_example(serialized, {"video_id": tf.io.FixedLenFeature(
+        [], tf.string, default_value="")})["video_id"]

@@ -3,67 +3,113 @@ import dataclasses
 import logging
 import os
 
+import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from input_pipeline import faults
 from input_pipeline import records
 from input_pipeline import synthetic
 from input_pipeline import tfds_source
 from input_pipeline import video_list
 
-# Kinds of unreadable videos: found by opening a video's frames, or 'unreadable video' when the
-# kind is unknown (records, TFDS, or frames that PIL reads but TensorFlow does not).
-EMPTY_VIDEO = "empty video"
-TRUNCATED_VIDEO = "truncated video"
-MISSING_FRAME = "missing frame"
-CORRUPT_FRAME = "corrupt frame"
-UNREADABLE_VIDEO = "unreadable video"
 # What PIL raises for a file that is not a decodable image.
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError)
 
 
 @dataclasses.dataclass(frozen=True)
 class FrameFolders:
-    """The videos of one list file, as frame folders under `root`."""
+    """The videos of one list file, as frame folders under `root`.
+
+    Videos are named by their list line ("list.txt:12 video 'dir'") in every fault they have
+    (`faults.InputStats.add_example` takes this object for `videos`: `name`, `frame_name`,
+    `skip_faults`, `frame_faults`).
+    """
     root: str
     image_template: str
     entries: list
-    problems: list  # A `video_list.ListProblem` for each list line that was left out.
+    problems: list  # A `faults.Fault` for each list line that was left out.
+    _lengths: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def frame_paths(self, video_index, indices):
         """Paths of the frames at 0-based `indices` of video `video_index`."""
         entry = self.entries[video_index]
         return [entry.frame_path(self.root, self.image_template, int(i)) for i in indices]
 
-    def describe(self, video_index):
-        """(kinds, message) of an unreadable video: the sorted kinds of its faults (see
-        `video_faults`; 'unreadable video' when none is found) and "list.txt:12 video 'dir': what
-        is wrong with its frames"."""
+    def name(self, video_index):
+        """"list.txt:12 video 'dir'"."""
         entry = self.entries[video_index]
-        faults = self.video_faults(video_index) or [(UNREADABLE_VIDEO, "unreadable")]
-        kinds = tuple(sorted({kind for kind, _ in faults}))
-        return kinds, f"{entry.where} video {entry.video_dir!r}: " + "; ".join(
-            message for _, message in faults)
+        return f"{entry.where} video {entry.video_dir!r}"
+
+    def frame_name(self, video_index, index):
+        """The path of frame `index` (0-based)."""
+        return self.frame_paths(video_index, [index])[0]
+
+    def substituted_paths(self, video_index, indices):
+        """(paths, int64 indices): the frames to read for the frames at `indices`, each
+        unreadable one replaced by its nearest readable neighbour (`faults.substitutes`). When
+        none is readable or none needs replacing, empty paths, which fail to read (an exception
+        here would print its traceback). Numpy, for tf.numpy_function."""
+        paths = lambda frames: self.frame_paths(video_index, frames)
+        try:
+            used = faults.substitutes(indices, self.entries[video_index].num_frames,
+                                      lambda i: frame_fault(paths([i])[0], quick=True) is None)
+        except faults.NoSubstitute:
+            return np.full(len(indices), b""), np.asarray(indices, np.int64)
+        return np.array([path.encode() for path in paths(used)]), used
+
+    def skip_faults(self, video_index):
+        """The `faults.Fault`s of a skipped video (`video_faults`; 'unreadable video' when none is
+        found: its frames decode in PIL, not in TensorFlow)."""
+        return self.video_faults(video_index) or [faults.Fault(
+            faults.UNREADABLE_VIDEO, self.entries[video_index].video_dir,
+            f"{self.name(video_index)}: unreadable video: its frames decode in PIL, not in TensorFlow")]
+
+    def frame_faults(self, video_index, index):
+        """The `faults.Fault`s of frame `index` of a video: 'missing frame', 'corrupt frame', or
+        'truncated video' (missing, and no later frame on disk); [] when it reads."""
+        path = self.frame_name(video_index, index)
+        fault = frame_fault(path)
+        if fault is None:
+            return []
+        kind, message = fault
+        if kind == faults.MISSING_FRAME and index >= self._length_on_disk(video_index):
+            return [self._truncated(video_index, self._length_on_disk(video_index))]
+        return [faults.Fault(kind, path, f"{self.name(video_index)}: {message}")]
+
+    def _length_on_disk(self, video_index):
+        """Frames up to the last one on disk (0: none), found once per video."""
+        if video_index not in self._lengths:
+            on_disk = [os.path.isfile(path) for path in self.frame_paths(
+                video_index, range(self.entries[video_index].num_frames))]
+            self._lengths[video_index] = len(on_disk) - on_disk[::-1].index(True) if any(on_disk) else 0
+        return self._lengths[video_index]
+
+    def _truncated(self, video_index, length):
+        entry = self.entries[video_index]
+        first = self.frame_name(video_index, length)
+        return faults.Fault(faults.TRUNCATED_VIDEO, entry.video_dir, (
+            f"{self.name(video_index)}: truncated video: frames {length + 1}-{entry.num_frames} of "
+            f"{entry.num_frames} are missing ({first} ...)"))
 
     def video_faults(self, video_index):
-        """(kind, message) of each fault of a video's frames, every frame opened and decoded.
+        """A `faults.Fault` for each fault of a video's frames, every frame opened and decoded.
 
-        Kinds: 'empty video' (no listed frame on disk), 'truncated video' (the listed frames
-        after some point are missing: one fault for the whole tail), 'missing frame' (one
-        before the last frame on disk), 'corrupt frame' (a file that does not decode).
+        Kinds: 'empty video' (no listed frame on disk, or no folder), 'truncated video' (the
+        listed frames after some point are missing: one fault for the whole tail), 'missing
+        frame' (one before the last frame on disk), 'corrupt frame' (a file that does not decode).
         """
-        paths = self.frame_paths(video_index, range(self.entries[video_index].num_frames))
-        on_disk = [os.path.isfile(path) for path in paths]
-        if not any(on_disk):
-            return [(EMPTY_VIDEO, f"empty video: none of its {len(paths)} frames is on disk "
-                                  f"({paths[0]} ...)")]
-        length = len(on_disk) - on_disk[::-1].index(True)  # Frames up to the last one on disk.
-        faults = [frame_fault(path) for path in paths[:length]]
-        faults = [fault for fault in faults if fault]
-        if length < len(paths):
-            faults.append((TRUNCATED_VIDEO, f"truncated video: frames {length + 1}-{len(paths)} of "
-                                            f"{len(paths)} are missing ({paths[length]} ...)"))
-        return faults
+        entry, name = self.entries[video_index], self.name(video_index)
+        paths = self.frame_paths(video_index, range(entry.num_frames))
+        length = self._length_on_disk(video_index)
+        if not length:
+            folder = os.path.join(self.root, entry.video_dir)
+            what = (f"its folder {folder} does not exist" if not os.path.isdir(folder) else
+                    f"none of its {len(paths)} frames is on disk ({paths[0]} ...)")
+            return [faults.Fault(faults.EMPTY_VIDEO, entry.video_dir, f"{name}: empty video: {what}")]
+        found = [(path, frame_fault(path)) for path in paths[:length]]
+        found = [faults.Fault(fault[0], path, f"{name}: {fault[1]}") for path, fault in found if fault]
+        return found + ([self._truncated(video_index, length)] if length < len(paths) else [])
 
 
 def read_files(paths):
@@ -71,22 +117,29 @@ def read_files(paths):
     return tf.stack([tf.io.read_file(paths[i]) for i in range(paths.shape[0])])
 
 
-def image_problem(file):
-    """'' when `file` (a path or a file object) is a decodable image, else what is wrong."""
+def image_problem(file, quick=False):
+    """'' when `file` (a path or a file object) is a decodable image, else what is wrong.
+
+    `quick` decodes JPEGs at 1/8 scale (libjpeg's DCT scaling: every byte is still read and
+    checked, in a fraction of the time).
+    """
     try:
         with Image.open(file) as image:
+            if quick:
+                image.draft("RGB", (1, 1))
             image.load()
     except IMAGE_ERRORS as e:
         return str(e)
     return ""
 
 
-def frame_fault(path):
-    """None when the file at `path` is a readable image, else (kind, what is wrong with it)."""
+def frame_fault(path, quick=False):
+    """None when the file at `path` is a readable image, else (kind, what is wrong with it):
+    'missing frame' or 'corrupt frame'. `quick`: see `image_problem`."""
     if not os.path.isfile(path):
-        return MISSING_FRAME, f"missing frame {path}"
-    problem = image_problem(path)
-    return (CORRUPT_FRAME, f"corrupt frame {path} ({problem})") if problem else None
+        return faults.MISSING_FRAME, f"missing frame {path}"
+    problem = image_problem(path, quick)
+    return (faults.CORRUPT_FRAME, f"corrupt frame {path} ({problem})") if problem else None
 
 
 def resolve_synthetic(data_config):

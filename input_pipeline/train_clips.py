@@ -2,7 +2,8 @@
 
 Frame folders: example slot k holds a video of a seeded per-epoch permutation (`TrainOrder`);
 its substitutes are the videos after it in that permutation. Records and TFDS: example k is the
-k-th video of the host's stream; its substitutes are the videos after it in the stream. Frame
+k-th video of the host's stream; its substitutes are the videos after it in the stream. Each
+video is tried as sampled, then with its unreadable frames substituted (`faults`). Frame
 indices are drawn by numpy generators seeded by the seed and the example, the crop and flip by a
 stateless TF seed (seed, example).
 """
@@ -10,8 +11,8 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import encoded
+from input_pipeline import faults
 from input_pipeline import sampling
-from input_pipeline import skipping
 from input_pipeline import sources
 from input_pipeline import transforms
 
@@ -99,8 +100,9 @@ def empty_clip(config, num_frames):
 
 
 def _frames_train_candidates(config, folders, order, *, num_frames, seed, tries, first_slots):
-    """Dataset of {'paths': (tries, num_frames) string, 'label': (tries,) int32, 'slot'}: per
-    example slot its video's sampled frame paths, then those of its substitutes.
+    """Dataset of {'video': (tries,) int64, 'indices': (tries, num_frames) int64, 'paths':
+    (tries, num_frames) string, 'label': (tries,) int32, 'slot'}: per example slot its video,
+    sampled frame indices and their paths, then those of its substitutes.
 
     `first_slots` maps a step to this host's int64 (local_batch,) slots of that step; frame
     indices of slot k, attempt a come from a generator seeded by (seed, k, a).
@@ -109,30 +111,43 @@ def _frames_train_candidates(config, folders, order, *, num_frames, seed, tries,
 
     def step_candidates(step):
         slots = first_slots(step)
+        indices = np.empty((len(slots), tries, num_frames), np.int64)
         paths = np.empty((len(slots), tries, num_frames), object)
         videos = np.stack([order.candidates(slot, tries) for slot in slots])
         for i, slot in enumerate(slots):
             for attempt, video in enumerate(videos[i]):
                 rng = np.random.default_rng([seed, slot, attempt])
                 length = folders.entries[video].num_frames
-                indices = sampling.train_indices(config, length, num_frames, rng)
-                paths[i, attempt] = [p.encode() for p in folders.frame_paths(video, indices)]
-        return paths.astype(bytes), labels[videos], slots
+                indices[i, attempt] = sampling.train_indices(config, length, num_frames, rng)
+                paths[i, attempt] = [p.encode() for p in folders.frame_paths(video, indices[i, attempt])]
+        return videos, indices, paths.astype(bytes), labels[videos], slots
 
     def step_elements(step):
-        paths, label, slots = tf.numpy_function(step_candidates, [step],
-                                                (tf.string, tf.int32, tf.int64), stateful=False)
-        return {"paths": tf.ensure_shape(paths, [None, tries, num_frames]),
+        videos, indices, paths, label, slots = tf.numpy_function(
+            step_candidates, [step], (tf.int64, tf.int64, tf.string, tf.int32, tf.int64), stateful=False)
+        return {"video": tf.ensure_shape(videos, [None, tries]),
+                "indices": tf.ensure_shape(indices, [None, tries, num_frames]),
+                "paths": tf.ensure_shape(paths, [None, tries, num_frames]),
                 "label": tf.ensure_shape(label, [None, tries]),
                 "slot": tf.ensure_shape(slots, [None])}
 
     return tf.data.Dataset.range(np.iinfo(np.int64).max).map(step_elements).unbatch()
 
 
+def _gave_up(config, num_frames, tries, slot, **extra):
+    """The element of an example none of whose candidates could be read (label -1, attempt
+    `tries`): filled on the host from another example of its batch (`faults.fill_holes`)."""
+    return {**empty_clip(config, num_frames), "label": tf.constant(-1), "attempt": tf.constant(tries),
+            "slot": slot, "sampled": tf.zeros([num_frames], tf.int64),
+            "used": tf.zeros([num_frames], tf.int64), **extra}
+
+
 def frames_train_clips(config, folders, *, num_frames, seed, start_step, global_batch_size,
-                        process_index, local_batch, tries):
-    """Dataset of {'video', 'label', 'attempt', 'slot'} from `start_step` on: per example slot,
-    the first readable of its `tries` candidate videos (attempt = how many failed before)."""
+                        process_index, local_batch, tries, substitute):
+    """Dataset of {'video', 'label', 'attempt', 'slot', 'sampled', 'used'} from `start_step` on:
+    per example slot the first readable of its `tries` candidate videos (attempt = how many
+    failed before), with `substitute` its unreadable frames replaced (`faults`); 'sampled' and
+    'used' (num_frames,) are the frame indices drawn and those read."""
     order = TrainOrder(len(folders.entries), seed)
     offset = start_step * global_batch_size + process_index * local_batch
     first_slots = lambda step: offset + step * global_batch_size + np.arange(local_batch)
@@ -141,47 +156,52 @@ def frames_train_clips(config, folders, *, num_frames, seed, start_step, global_
     train_clip = _train_clip_fn(config, seed)
 
     def example(element):
-        def load(paths, label, attempt):
-            clip, label = train_clip(sources.read_files(paths), label, element["slot"])
-            return {**clip, "label": label, "attempt": attempt, "slot": element["slot"]}
+        slot = element["slot"]
 
-        attempts = tf.data.Dataset.from_tensor_slices(
-            (element["paths"], element["label"], tf.range(tries)))
-        return skipping.first_readable(attempts, load, lambda: {
-            **empty_clip(config, num_frames), "label": tf.constant(-1),
-            "attempt": tf.constant(tries), "slot": element["slot"]})
+        def load(candidate):
+            paths, used = tf.cond(candidate["substitute"], lambda: tuple(tf.numpy_function(
+                folders.substituted_paths, [candidate["video"], candidate["indices"]],
+                (tf.string, tf.int64), stateful=False)), lambda: (candidate["paths"], candidate["indices"]))
+            paths = tf.ensure_shape(paths, [num_frames])
+            clip, label = train_clip(sources.read_files(paths), candidate["label"], slot)
+            return {**clip, "label": label, "attempt": candidate["attempt"], "slot": slot,
+                    "sampled": candidate["indices"], "used": tf.ensure_shape(used, [num_frames])}
 
-    clips = skipping.map_examples(candidates, example, config.num_parallel_calls)
+        videos = {key: element[key] for key in ("video", "indices", "paths", "label")}
+        return faults.first_readable(faults.attempts(videos, substitute), load,
+                                     lambda: _gave_up(config, num_frames, tries, slot))
+
+    clips = faults.map_examples(candidates, example, config.num_parallel_calls)
     return clips, order
 
 
 def encoded_train_clips(config, *, num_frames, seed, start_step, process_index,
-                         process_count, local_batch, tries):
-    """Dataset of {'video', 'label', 'attempt', 'slot', 'ids'}: per example the first readable
-    of its video and the next `tries - 1` of the host's stream; 'ids' (tries,) names them."""
+                         process_count, local_batch, tries, substitute):
+    """Dataset of {'video', 'label', 'attempt', 'slot', 'ids', 'sampled', 'used'}: per example
+    the first readable of its video and the next `tries - 1` of the host's stream, with
+    `substitute` their unreadable frames replaced; 'ids' (tries,) names them."""
     source = encoded.source_module(config)
     stream = source.train_stream(config, seed=seed, process_index=process_index,
                                  process_count=process_count)
-    windows = encoded.train_windows(
-        stream, source.parse, num_frames=num_frames, tries=tries,
-        start_example=start_step * local_batch, process_index=process_index,
-        process_count=process_count, indices_fn=lambda length, example: sampling.train_indices(
-            config, length, num_frames, np.random.default_rng([seed, example])))
+    windows = encoded.train_windows(stream, source.parse, tries=tries, start_example=start_step * local_batch,
+                                    process_index=process_index, process_count=process_count)
+    indices_fn = lambda length, example: sampling.train_indices(
+        config, length, num_frames, np.random.default_rng([seed, example]))
     train_clip = _train_clip_fn(config, seed)
     num_classes = sources.num_classes(config)
 
     def example(window):
         slot = window["example"][0]
 
-        def load(jpegs, label, attempt):
-            clip, label = train_clip(jpegs, encoded.checked_label(label, num_classes), slot)
-            return {**clip, "label": label, "attempt": attempt, "slot": slot,
-                    "ids": window["video_id"]}
+        def load(candidate):
+            video = {"frames": encoded.unbox(candidate["frames"])}
+            indices = encoded.sampled_indices(video, indices_fn, num_frames, candidate["example"])
+            jpegs, used = encoded.clip_frames(video, indices, candidate["substitute"])
+            clip, label = train_clip(jpegs, encoded.checked_label(candidate["label"], num_classes), slot)
+            return {**clip, "label": label, "attempt": candidate["attempt"], "slot": slot,
+                    "ids": window["video_id"], "sampled": indices, "used": used}
 
-        attempts = tf.data.Dataset.from_tensor_slices(
-            (window["frames"], window["label"], tf.range(tries)))
-        return skipping.first_readable(attempts, load, lambda: {
-            **empty_clip(config, num_frames), "label": tf.constant(-1),
-            "attempt": tf.constant(tries), "slot": slot, "ids": window["video_id"]})
+        return faults.first_readable(faults.attempts(window, substitute), load, lambda: _gave_up(
+            config, num_frames, tries, slot, ids=window["video_id"]))
 
-    return skipping.map_examples(windows, example, config.num_parallel_calls)
+    return faults.map_examples(windows, example, config.num_parallel_calls)

@@ -2,13 +2,13 @@
 
 A list line is `<video dir> <start frame> <end frame> <label>`; frames are numbered from 1 and
 named by an `image_template` such as '{:05d}.jpg'. A line that does not parse is a
-'malformed list line', one whose label is outside [0, num_classes) a 'label out of range'.
+'malformed list line', one whose label is outside [0, num_classes) a 'label out of range'
+(`faults`).
 """
 import dataclasses
 import os
 
-MALFORMED = "malformed list line"
-LABEL_OUT_OF_RANGE = "label out of range"
+from input_pipeline import faults
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,14 +25,6 @@ class VideoEntry:
         return os.path.join(root, self.video_dir, image_template.format(self.start_frame + index))
 
 
-@dataclasses.dataclass(frozen=True)
-class ListProblem:
-    """A list line left out: its kind ('malformed list line' or 'label out of range') and
-    'file:line: what is wrong: the line'."""
-    kind: str
-    message: str
-
-
 class _BadLine(ValueError):
     """What is wrong with a list line, and its `kind`."""
 
@@ -45,23 +37,25 @@ def _parse_line(line, separator, num_classes):
     """Returns (video_dir, start, end, label) or raises _BadLine saying what is wrong."""
     fields = line.strip().split(separator)
     if len(fields) != 4:
-        raise _BadLine(MALFORMED, f"expected 4 fields '<video dir> <start> <end> <label>' "
+        raise _BadLine(faults.MALFORMED, f"expected 4 fields '<video dir> <start> <end> <label>' "
                        f"separated by {separator!r}, got {len(fields)}; set "
                        "config.data.list_separator")
     video_dir, start, end, label = fields
     try:
         start, end, label = int(start), int(end), int(label)
     except ValueError:
-        raise _BadLine(MALFORMED, "start frame, end frame and label must be integers") from None
+        raise _BadLine(faults.MALFORMED, "start frame, end frame and label must be integers") from None
     if end < start:
-        raise _BadLine(MALFORMED, f"end frame {end} is before start frame {start}: an empty video")
+        raise _BadLine(faults.MALFORMED, f"end frame {end} is before start frame {start}: an empty video")
     if label < 0 or (num_classes and label >= num_classes):
-        raise _BadLine(LABEL_OUT_OF_RANGE, f"label {label} is outside [0, {num_classes or 'inf'})")
+        raise _BadLine(faults.LABEL_OUT_OF_RANGE, f"label {label} is outside [0, {num_classes or 'inf'})")
     return video_dir, start, end, label
 
 
 def read_video_list(list_path, separator=" ", num_classes=0):
-    """Parses a list file into (entries, problems): `VideoEntry`s and `ListProblem`s.
+    """Parses a list file into (entries, problems): `VideoEntry`s, and a `faults.Fault` per line
+    left out (kind 'malformed list line' or 'label out of range', message 'file:line: what is
+    wrong: the line').
 
     Blank lines are skipped. `num_classes` > 0 makes a label outside [0, num_classes) a problem.
     """
@@ -78,7 +72,7 @@ def read_video_list(list_path, separator=" ", num_classes=0):
             try:
                 video_dir, start, end, label = _parse_line(line, separator, num_classes)
             except _BadLine as e:
-                problems.append(ListProblem(e.kind, f"{where}: {e}: {line.strip()!r}"))
+                problems.append(faults.Fault(e.kind, where, f"{where}: {e}: {line.strip()!r}"))
                 continue
             entries.append(VideoEntry(video_dir, start, end - start + 1, label, where))
     return entries, problems

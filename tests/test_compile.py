@@ -5,53 +5,16 @@ The compiled data-parallel bfloat16 train step reduces only float32 gradients ov
 (XLA:CPU upcasts bfloat16 collectives, so only a TPU compile shows their dtype) and moves no
 data with all-to-all.
 """
-import collections
-import re
-
 import jax
 import jax.numpy as jnp
-import numpy as np
-import optax
 import pytest
-from flax import nnx
-from jax.experimental import topologies
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-import input_pipeline
+from benchmarks.tpu_compile import collective_census, eval_program, topology_mesh, train_program
 from blvnet_jax import steps
-from blvnet_jax.models import create_model
-from blvnet_jax.sharding import batch_sharding, replicated
 from configs import demo, ssv1_8x2
 
 TPU_TOPOLOGY = "v5e:2x2"
 V5E_HBM_BYTES = 16 * 2**30
-
-
-def abstract(tree, sharding=None):
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
-
-
-def train_program(config, mesh=None):
-    """`(jitted train step, abstract state, abstract batch, rng)` of `config`, placed on `mesh`."""
-    model = nnx.eval_shape(lambda: create_model(config.model, rngs=nnx.Rngs(0)))
-    _, state, train_step = steps.build_train_step(config, model, optax.constant_schedule(0.01), mesh)
-    shapes = input_pipeline.train_batch_shapes(config.data, config.model.num_frames, config.batch_size)
-    batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=mesh and batch_sharding(mesh, key))
-             for key, (shape, dtype) in shapes.items()}
-    return train_step, abstract(state, mesh and replicated(mesh)), batch, jax.random.key(0)
-
-
-def eval_program(config, num_clips, mesh=None):
-    """`(jitted eval step, abstract params, abstract batch statistics, abstract uint8 video)`."""
-    model = nnx.eval_shape(lambda: create_model(config.model, rngs=nnx.Rngs(0)))
-    graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    crop = config.data.crop_size
-    video = jax.ShapeDtypeStruct((num_clips, config.model.num_frames, crop, crop, 3), jnp.uint8,
-                                 sharding=mesh and batch_sharding(mesh, "video"))
-    placement = {} if mesh is None else {"out_shardings": NamedSharding(mesh, PartitionSpec("data"))}
-    eval_step = jax.jit(steps.make_eval_step(graphdef), **placement)
-    return (eval_step, abstract(params, mesh and replicated(mesh)),
-            abstract(batch_stats, mesh and replicated(mesh)), video)
 
 
 def tiny_config(dtype="float32"):
@@ -78,9 +41,9 @@ def test_train_and_eval_steps_lower_for_cuda_and_tpu_without_custom_calls(dtype)
 
 @pytest.fixture(scope="module")
 def tpu_mesh():
-    devices = topologies.get_topology_desc(TPU_TOPOLOGY, "tpu").devices
-    assert len(devices) == 4 and all(device.platform == "tpu" for device in devices)
-    return Mesh(np.array(devices).reshape(4, 1), ("data", "frames"))
+    mesh = topology_mesh(TPU_TOPOLOGY, (4, 1))
+    assert mesh.devices.size == 4 and all(device.platform == "tpu" for device in mesh.devices.flat)
+    return mesh
 
 
 @pytest.fixture(scope="module")
@@ -102,21 +65,6 @@ def full_size_eval_step(tpu_mesh):
     compiled for the TPU mesh, one clip per chip."""
     eval_step, params, batch_stats, video = eval_program(ssv1_8x2.get_config(), 4, tpu_mesh)
     return eval_step.lower(params, batch_stats, video).compile()
-
-
-COLLECTIVE = re.compile(r"=\s+(.+?)\s+(all-reduce|all-reduce-start|reduce-scatter|all-to-all|all-gather|"
-                        r"all-gather-start|collective-permute|collective-permute-start)\(")
-
-
-def collective_census(hlo_text: str) -> collections.Counter:
-    """Elements moved per (collective opcode, element type) in compiled HLO text; a tuple-shaped
-    collective (XLA combines small ones) counts each of its operands."""
-    census = collections.Counter()
-    for match in COLLECTIVE.finditer(hlo_text):
-        result_type, opcode = match.groups()
-        for element_type, dims in re.findall(r"\b([a-z]+[0-9]*)\[([0-9,]*)\]", result_type):
-            census[opcode.removesuffix("-start"), element_type] += int(np.prod([int(d) for d in dims.split(",") if d]))
-    return census
 
 
 def test_collective_census_reads_tuple_all_reduces():

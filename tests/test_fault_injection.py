@@ -1,40 +1,53 @@
-"""Fault injection end to end (benchmarks/fault_injection.py at its smallest): every injected fault
-counted by kind, training completes, the clean part evaluates as a clean list does, strict stops."""
+"""Fault injection end to end (benchmarks/fault_injection.py, small): 5% corrupt JPEG frames, 2%
+missing frames, truncated videos, missing folders and bad list lines; training completes on one
+epoch with every fault counted by kind and named (file, line, video, frame), evaluation
+substitutes frames and masks videos without any, strict mode stops."""
 from benchmarks import fault_injection
-from input_pipeline import sources
+from input_pipeline import faults
 from input_pipeline import video_list
 
 
-def test_injected_faults_are_counted_and_leave_the_clean_evaluation_unchanged(tmp_path):
-    figures = fault_injection.run(str(tmp_path), train_videos=40, val_videos=12, model="tsn", few=2,
+def test_faults_at_the_stated_rates_are_substituted_counted_and_named(tmp_path):
+    figures = fault_injection.run(str(tmp_path), train_videos=40, val_videos=12, model="tsn", num_frames=4, few=2,
                                   eval_faulty_list=False)
-    assert figures["injected"] == {
-        "train": {sources.CORRUPT_FRAME: 2, sources.MISSING_FRAME: 1, sources.TRUNCATED_VIDEO: 2,
-                  sources.EMPTY_VIDEO: 2, video_list.MALFORMED: 3, video_list.LABEL_OUT_OF_RANGE: 2},
-        "val": {sources.CORRUPT_FRAME: 2, sources.MISSING_FRAME: 1, sources.TRUNCATED_VIDEO: 1,
-                sources.EMPTY_VIDEO: 1, video_list.MALFORMED: 2, video_list.LABEL_OUT_OF_RANGE: 1}}
-    assert figures["corrupt_jpegs"]["train"] == {fault_injection.GARBAGE: 1, fault_injection.TRUNCATED_JPEG: 1}
-    assert figures["counted"] == figures["injected"]  # train: metrics.jsonl; val: the evaluation's log
-    assert figures["counted_in_train_log"] == figures["injected"]["train"]
+    for split in ("train", "val"):  # The issue's rates, of all the split's frames, or more.
+        assert figures["rates"][split]["corrupt_fraction"] >= 0.05
+        assert figures["rates"][split]["missing_fraction"] >= 0.02
+    assert figures["rates"]["train"]["corrupt_jpegs"] >= 10 and figures["rates"]["train"]["missing_frames"] >= 4
+    injected = figures["injected"]
+    assert set(injected["train"]) == {faults.CORRUPT_FRAME, faults.MISSING_FRAME, faults.TRUNCATED_VIDEO,
+                                      faults.EMPTY_VIDEO, faults.MALFORMED, faults.LABEL_OUT_OF_RANGE}
+    assert injected["train"][faults.EMPTY_VIDEO] == 2 and injected["val"][faults.EMPTY_VIDEO] == 1
+    assert figures["counted"] == injected  # train: metrics.jsonl; val: the evaluation's log
+    assert figures["counted_in_train_log"] == injected["train"]
+
+    assert figures["train_completed"]
+    frame_faults = injected["train"][faults.CORRUPT_FRAME] + injected["train"][faults.MISSING_FRAME]
+    assert figures["substituted_frames"]["train"] >= frame_faults + 2 * injected["train"][faults.TRUNCATED_VIDEO]
+    assert figures["train_clips_with_substitutes"] >= frame_faults // 3
+    assert figures["train_skipped_videos"] >= 2  # The missing folders, each met once.
 
     root = str(tmp_path / "data")
     for split in ("train", "val"):
         examples = figures["examples"][split]
-        assert set(examples) == set(figures["injected"][split])
+        assert set(examples) == set(injected[split]) | {faults.SUBSTITUTED_FRAME}
         assert all(example.startswith(f"{root}/{split}.txt:") for kind in examples for example in examples[kind])
+        assert all(".jpg (" in example and ") replaced by " in example
+                   for example in examples[faults.SUBSTITUTED_FRAME])
         for kind, video_dirs in figures["broken_videos"][split].items():
-            kind = {fault_injection.GARBAGE: sources.CORRUPT_FRAME,
-                    fault_injection.TRUNCATED_JPEG: sources.CORRUPT_FRAME}.get(kind, kind)
+            kind = {fault_injection.GARBAGE: faults.CORRUPT_FRAME,
+                    fault_injection.TRUNCATED_JPEG: faults.CORRUPT_FRAME}.get(kind, kind)
             shown = " ".join(examples[kind])
             assert any(f"video {video_dir!r}: {kind}" in shown for video_dir in video_dirs)
+    assert "does not exist" in " ".join(figures["examples"]["train"][faults.EMPTY_VIDEO])
 
     prepared = figures["prepare"]
     assert prepared["videos"] == 6 and prepared["written"] == 4
     assert [message.split(": ")[0] for message in prepared["unreadable"]] == prepared["expected_unreadable"]
 
-    assert figures["train_completed"]
-    assert figures["eval_clean_list"]["num_videos"] == 12 - 5
-    assert figures["eval_equal"] and figures["predictions_equal"]
+    assert figures["eval_faulty_list"]["num_videos"] == 12 - 1  # The video without a folder masked out.
+    assert figures["eval_substituted_videos"] == figures["eval_frame_broken_videos"] > 0
+    assert figures["intact_predictions_equal"]
 
     first_bad_line = video_list.read_video_list(f"{root}/train.txt", " ", 2)[1][0].message
     assert figures["strict_exit_status"] == 1 and not figures["strict_started_training"]

@@ -1,4 +1,5 @@
-"""Bad input: broken list lines, missing, corrupt and truncated frames; skip, count, name, check."""
+"""Bad input: broken list lines, missing, corrupt and truncated frames, missing folders; frames
+substituted, videos skipped, the stop rule, strict mode, counts that name each fault, check_data."""
 import os
 import shutil
 
@@ -9,33 +10,74 @@ import pytest
 from configs import data_defaults
 import input_pipeline
 from input_pipeline import check_data
+from input_pipeline import faults
+from input_pipeline import sampling
 from input_pipeline import sources
 from input_pipeline import synthetic
 from input_pipeline import video_list
 from tests.test_input_synthetic import tiny_synthetic_config
 
+# (video, 0-based frame index broken, how, its nearest readable frame): frame files are 1-based.
+BROKEN = ((0, 0, "missing", 1), (1, 0, "garbage", 1), (2, 2, "truncated", 1))
+BROKEN_DIRS = ("frames/train/00_0000", "frames/train/00_0001", "frames/train/00_0002")
+
+
+def _frame(root, entry, index):
+    return os.path.join(root, entry.video_dir, f"{entry.start_frame + index:05d}.jpg")
+
 
 @pytest.fixture(scope="module")
 def broken_config(tmp_path_factory):
-    """12 training videos, 3 of them broken (a missing, a garbage, a truncated frame), and the
-    same broken videos as the first 3 validation videos."""
+    """12 training videos of 8-12 frames, 3 of them with a broken frame (`BROKEN`); the
+    validation list is the training list plus a video whose folder does not exist. The
+    config's `repaired_root` holds the same data with each broken frame a copy of its nearest
+    readable neighbour."""
     root = str(tmp_path_factory.mktemp("broken"))
     paths = synthetic.write_synthetic_dataset(os.path.join(root, "data"), tiny_synthetic_config())
-    shutil.copy(paths["train_list"], paths["val_list"])
+    repaired = shutil.copytree(paths["root"], os.path.join(root, "repaired"))
     entries, _ = video_list.read_video_list(paths["train_list"])
-    frame = lambda entry, number: os.path.join(paths["root"], entry.video_dir, f"{number:05d}.jpg")
-    os.remove(frame(entries[0], 1))
-    with open(frame(entries[1], 1), "wb") as f:
-        f.write(b"this is not a jpeg")
-    with open(frame(entries[2], 3), "rb+") as f:
-        f.truncate(200)
+    for video, index, how, nearest in BROKEN:
+        frame = _frame(paths["root"], entries[video], index)
+        shutil.copy(_frame(repaired, entries[video], nearest), _frame(repaired, entries[video], index))
+        if how == "missing":
+            os.remove(frame)
+        elif how == "garbage":
+            with open(frame, "wb") as f:
+                f.write(b"this is not a jpeg")
+        else:
+            with open(frame, "rb+") as f:
+                f.truncate(200)
+    for folder in (paths["root"], repaired):
+        with open(os.path.join(folder, "train.txt")) as f:
+            lines = f.read()
+        with open(os.path.join(folder, "val.txt"), "w") as f:
+            f.write(lines + "frames/train/missing_folder 1 8 0\n")
     config = data_defaults.get_data_config()
-    config.update(root=paths["root"], train_list=paths["train_list"], val_list=paths["val_list"],
+    config.update(root=paths["root"], train_list="train.txt", val_list="val.txt",
                   class_names_file=paths["class_names_file"], crop_size=16)
+    return config, repaired
+
+
+def _repaired(config, repaired_root):
+    config = config.copy_and_resolve_references()
+    config.root = repaired_root
     return config
 
 
-BROKEN_DIRS = ("frames/train/00_0000", "frames/train/00_0001", "frames/train/00_0002")
+def test_nearest_readable_frame_rule():
+    readable = lambda frames: lambda i: i in frames
+    assert faults.nearest_readable(5, 10, readable({4, 6})) == 4  # Ties: the earlier frame.
+    assert faults.nearest_readable(5, 10, readable({7, 2})) == 7
+    assert faults.nearest_readable(0, 10, readable({9})) == 9
+    assert faults.nearest_readable(3, 10, readable(set())) is None
+    checked = []
+    used = faults.substitutes(np.array([0, 1, 2, 4]), 6, lambda i: checked.append(i) or i in {1, 5})
+    np.testing.assert_array_equal(used, [1, 1, 1, 5])
+    assert sorted(checked) == sorted(set(checked))  # Each frame checked once.
+    with pytest.raises(faults.NoSubstitute, match="none of the 6 frames"):
+        faults.substitutes(np.array([0, 1]), 6, lambda i: False)
+    with pytest.raises(faults.NoSubstitute, match="every sampled frame is readable"):
+        faults.substitutes(np.array([0, 1]), 6, lambda i: True)
 
 
 def test_list_problems_name_file_and_line(tmp_path):
@@ -46,56 +88,111 @@ def test_list_problems_name_file_and_line(tmp_path):
     assert entries[1].where == f"{list_file}:8"
     assert [problem.message.split(": ")[0] for problem in problems] == [
         f"{list_file}:{line}" for line in (2, 3, 4, 5, 6)]
-    assert [problem.kind for problem in problems] == [video_list.MALFORMED] * 3 + [
-        video_list.LABEL_OUT_OF_RANGE, video_list.MALFORMED]
+    assert [problem.kind for problem in problems] == [faults.MALFORMED] * 3 + [
+        faults.LABEL_OUT_OF_RANGE, faults.MALFORMED]
     assert "integers" in problems[0].message and "4 fields" in problems[1].message
     assert "empty" in problems[2].message and "label 7" in problems[3].message
 
 
 def test_strict_mode_rejects_bad_list_lines(tmp_path, broken_config):
-    config = broken_config.copy_and_resolve_references()
+    config = broken_config[0].copy_and_resolve_references()
     config.train_list = str(tmp_path / "list.txt")
     (tmp_path / "list.txt").write_text("frames/train/00_0003 1 8 0\nbad line\n")
     iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=1, seed=0)
     assert iterator.stats.bad_list_lines == [f"{config.train_list}:2: expected 4 fields '<video dir> <start> <end> "
                                              "<label>' separated by ' ', got 2; set config.data.list_separator: "
                                              "'bad line'"]
-    assert iterator.stats.kinds == {video_list.MALFORMED: 1}
+    assert iterator.stats.kinds == {faults.MALFORMED: 1}
     config.strict = True
     with pytest.raises(ValueError, match="list.txt:2"):
         input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=1, seed=0)
 
 
-def test_training_replaces_and_counts_unreadable_videos(broken_config):
-    iterator = input_pipeline.create_train_dataset(
-        broken_config, num_frames=8, global_batch_size=4, seed=0)
-    batches = [next(iterator) for _ in range(6)]  # Two epochs: each broken video met twice.
+def test_training_substitutes_the_nearest_readable_frame(broken_config):
+    """8-frame clips of 8-12 frame videos read frames 0-7: every broken frame, in both epochs."""
+    config, repaired_root = broken_config
+    iterator = input_pipeline.create_train_dataset(config, num_frames=8, global_batch_size=4, seed=0)
+    batches = [next(iterator) for _ in range(6)]  # Two epochs: each broken frame met twice.
     assert all(batch["video"].shape == (4, 8, 18, 18, 3) for batch in batches)  # resize_on_device
-    assert iterator.stats.unreadable == 6
-    assert iterator.stats.kinds == {sources.MISSING_FRAME: 1, sources.CORRUPT_FRAME: 2}  # Each video once.
-    messages = "\n".join(iterator.stats.examples)
-    for video_dir in BROKEN_DIRS:
-        assert video_dir in messages
-    assert "missing frame" in messages and "corrupt frame" in messages
+    stats = iterator.stats
+    assert stats.unreadable == 0
+    assert stats.kinds == {faults.MISSING_FRAME: 1, faults.CORRUPT_FRAME: 2, faults.SUBSTITUTED_FRAME: 6}
+    substituted = stats.kind_examples[faults.SUBSTITUTED_FRAME]
+    entries = sources.frame_folders(config, "train").entries
+    for video, index, _, nearest in BROKEN:
+        broken, used = _frame(config.root, entries[video], index), _frame(config.root, entries[video], nearest)
+        assert f"{entries[video].where} video {entries[video].video_dir!r}: {broken} (" in " ".join(substituted)
+        assert f"{broken} (corrupt frame) replaced by {used}" in " ".join(substituted) or \
+            f"{broken} (missing frame) replaced by {used}" in " ".join(substituted)
+    assert all(message.startswith(os.path.join(config.root, "train.txt:")) for kind in stats.kind_examples
+               for message in stats.kind_examples[kind])
+    # The same pixels as data whose broken frames are copies of their nearest readable frame.
+    clean = input_pipeline.create_train_dataset(_repaired(config, repaired_root), num_frames=8,
+                                                global_batch_size=4, seed=0)
+    for batch in batches:
+        expected = next(clean)
+        for key in batch:
+            np.testing.assert_array_equal(batch[key], expected[key])
+    assert clean.stats.kinds == {}
+    resumed = input_pipeline.create_train_dataset(config, num_frames=8, global_batch_size=4, seed=0,
+                                                  start_step=4)
+    for batch in batches[4:]:
+        np.testing.assert_array_equal(next(resumed)["video"], batch["video"])
 
 
-def test_strict_training_stops_at_an_unreadable_video(broken_config):
-    config = broken_config.copy_and_resolve_references()
+def test_strict_training_stops_at_an_unreadable_frame(broken_config):
+    config = broken_config[0].copy_and_resolve_references()
     config.strict = True
-    iterator = input_pipeline.create_train_dataset(config, num_frames=8, global_batch_size=12,
-                                                   seed=0)
-    with pytest.raises(ValueError, match="frames/train/00_000[012]"):
+    iterator = input_pipeline.create_train_dataset(config, num_frames=8, global_batch_size=12, seed=0)
+    with pytest.raises(ValueError, match=r"frames/train/00_000[012]': (missing|corrupt) frame .*0000[13]\.jpg"):
         next(iterator)
 
 
-def test_evaluation_masks_and_counts_unreadable_videos(broken_config):
-    iterator = input_pipeline.create_eval_dataset(broken_config, num_frames=8, batch_size=5)
+def test_training_skips_videos_without_frames_and_stops_past_the_fault_fraction(tmp_path, broken_config):
+    """8 of 12 listed videos have no folder: examples whose video is skipped take the next
+    candidate, or a copy of another example of the batch when all 4 candidates fail."""
+    config = broken_config[0].copy_and_resolve_references()
+    with open(os.path.join(config.root, "train.txt")) as f:
+        lines = f.read().splitlines()
+    # Videos 0, 3, 6 and 9 kept; the others point to folders that do not exist.
+    lines = [line if number % 3 == 0 else "missing/" + line for number, line in enumerate(lines)]
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+    config.train_list = str(tmp_path / "list.txt")
+    config.max_fault_fraction = 0.9
+    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=4, seed=0)
+    batches = [next(iterator) for _ in range(30)]  # 120 examples, 2/3 of their videos missing
+    assert all(set(batch["label"]) <= {0, 1, 2, 3} for batch in batches)
+    assert iterator.stats.kinds[faults.EMPTY_VIDEO] == 8
+    assert "does not exist" in iterator.stats.kind_examples[faults.EMPTY_VIDEO][0]
+    config.max_fault_fraction = 0.5
+    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=4, seed=0)
+    with pytest.raises(RuntimeError) as stopped:
+        for step in range(30):
+            next(iterator)
+    assert step * 4 > 50  # Never before more than half a window of examples failed.
+    message = str(stopped.value)
+    assert "of the last " in message and "config.data.max_fault_fraction=0.5 of a window of 100" in message
+    assert "8 x empty video, e.g. " + config.train_list + ":" in message
+
+
+def test_evaluation_substitutes_frames_and_masks_videos_without_any(broken_config):
+    config, repaired_root = broken_config
+    iterator = input_pipeline.create_eval_dataset(config, num_frames=8, batch_size=5)
     batches = list(iterator)
     valid = np.concatenate([batch["video_index"][batch["mask"]] for batch in batches])
-    np.testing.assert_array_equal(valid, np.arange(3, 12))
-    assert iterator.stats.unreadable == 3
-    assert iterator.stats.kinds == {sources.MISSING_FRAME: 1, sources.CORRUPT_FRAME: 2}
-    assert iterator.stats.scalars() == {"unreadable_videos": 3, "faults_missing_frame": 1, "faults_corrupt_frame": 2}
+    np.testing.assert_array_equal(valid, np.arange(12))  # Video 12, with no folder, masked out.
+    entries = sources.frame_folders(config, "val").entries
+    hits = {video: int(np.sum(sampling.uniform_eval_indices(entries[video].num_frames, 8, 1) == index))
+            for video, index, _, _ in BROKEN}
+    kinds = {faults.EMPTY_VIDEO: 1, faults.SUBSTITUTED_FRAME: sum(hits.values()),
+             faults.MISSING_FRAME: min(hits[0], 1), faults.CORRUPT_FRAME: min(hits[1], 1) + min(hits[2], 1)}
+    assert iterator.stats.unreadable == 1
+    assert iterator.stats.kinds == {kind: count for kind, count in kinds.items() if count}
+    assert "frames/train/missing_folder" in iterator.stats.kind_examples[faults.EMPTY_VIDEO][0]
+    clean = list(input_pipeline.create_eval_dataset(_repaired(config, repaired_root), num_frames=8, batch_size=5))
+    for batch, expected in zip(batches, clean):
+        for key in batch:
+            np.testing.assert_array_equal(batch[key], expected[key])
 
 
 def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_path):
@@ -109,23 +206,31 @@ def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_pa
     config = data_defaults.get_data_config()
     config.update(root=str(tmp_path), train_list="list.txt")
     folders = sources.frame_folders(config, "train")
-    faults = [folders.video_faults(video) for video in range(3)]
-    assert faults[0] == [(sources.MISSING_FRAME, f"missing frame {tmp_path}/a/00003.jpg")]
-    assert [kind for kind, _ in faults[1]] == [sources.CORRUPT_FRAME, sources.TRUNCATED_VIDEO]
-    assert faults[2] == [(sources.EMPTY_VIDEO, f"empty video: none of its 6 frames is on disk "
-                                               f"({tmp_path}/c/00001.jpg ...)")]
-    assert folders.describe(1) == (
-        (sources.CORRUPT_FRAME, sources.TRUNCATED_VIDEO),
-        f"{tmp_path}/list.txt:2 video 'b': corrupt frame {tmp_path}/b/00002.jpg (cannot identify image file "
-        f"'{tmp_path}/b/00002.jpg'); truncated video: frames 4-6 of 6 are missing ({tmp_path}/b/00004.jpg ...)")
+    found = [folders.video_faults(video) for video in range(3)]
+    where = lambda line, video: f"{tmp_path}/list.txt:{line} video {video!r}: "
+    assert found[0] == [faults.Fault(faults.MISSING_FRAME, f"{tmp_path}/a/00003.jpg",
+                                     where(1, "a") + f"missing frame {tmp_path}/a/00003.jpg")]
+    assert [fault.kind for fault in found[1]] == [faults.CORRUPT_FRAME, faults.TRUNCATED_VIDEO]
+    assert found[1][0].message == where(2, "b") + (
+        f"corrupt frame {tmp_path}/b/00002.jpg (cannot identify image file '{tmp_path}/b/00002.jpg')")
+    assert found[1][1].message == where(2, "b") + (
+        f"truncated video: frames 4-6 of 6 are missing ({tmp_path}/b/00004.jpg ...)")
+    assert found[2] == [faults.Fault(faults.EMPTY_VIDEO, "c", where(3, "c") + (
+        f"empty video: none of its 6 frames is on disk ({tmp_path}/c/00001.jpg ...)"))]
+    # Frames read in training: a tail past the last frame on disk is a truncated video.
+    assert [fault.kind for fault in folders.frame_faults(1, 4)] == [faults.TRUNCATED_VIDEO]
+    assert [fault.kind for fault in folders.frame_faults(0, 2)] == [faults.MISSING_FRAME]
+    assert folders.frame_faults(0, 1) == []
+    shutil.rmtree(tmp_path / "c")
+    assert "empty video: its folder" in sources.frame_folders(config, "train").video_faults(2)[0].message
 
 
 def test_check_data_reports_every_problem_and_counts_them_by_kind(broken_config):
-    problems = check_data.check_split(broken_config, "train", workers=2)
-    assert [kind for kind, _ in problems] == [sources.MISSING_FRAME, sources.CORRUPT_FRAME,
-                                              sources.CORRUPT_FRAME]
+    config = broken_config[0]
+    problems = check_data.check_split(config, "train", workers=2)
+    assert [kind for kind, _ in problems] == [faults.MISSING_FRAME, faults.CORRUPT_FRAME, faults.CORRUPT_FRAME]
     for (_, message), video_dir in zip(problems, BROKEN_DIRS):
-        assert video_dir in message and message.startswith(broken_config.train_list + ":")
+        assert video_dir in message and message.startswith(os.path.join(config.root, "train.txt:"))
     lines = check_data.report(problems).splitlines()
     assert lines[:3] == [message for _, message in problems]
     assert lines[3] == "3 problems: 1 missing frame, 2 corrupt frame."
@@ -133,7 +238,7 @@ def test_check_data_reports_every_problem_and_counts_them_by_kind(broken_config)
 
 
 def test_missing_list_file_says_what_to_set(broken_config):
-    config = broken_config.copy_and_resolve_references()
+    config = broken_config[0].copy_and_resolve_references()
     config.val_list = "nowhere.txt"
     with pytest.raises(FileNotFoundError, match="config.data.train_list"):
         sources.frame_folders(config, "val")

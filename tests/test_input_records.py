@@ -1,5 +1,5 @@
 """prepare -> records -> decode round trip on PyAV-written mp4 and webm videos; unreadable
-records skipped and counted; hosts reading their own shards."""
+frames substituted, unreadable records skipped, both counted; hosts reading their own shards."""
 import io
 import os
 import subprocess
@@ -14,9 +14,9 @@ import tensorflow as tf
 from configs import data_defaults
 import input_pipeline
 from input_pipeline import check_data
+from input_pipeline import faults
 from input_pipeline import prepare
 from input_pipeline import records
-from input_pipeline import sources
 from input_pipeline import synthetic
 from input_pipeline import video_files
 from input_pipeline import video_list
@@ -116,7 +116,7 @@ def _broken_config(record_dir):
     return config
 
 
-def test_records_training_skips_and_counts_unreadable_videos(broken_record_dir):
+def test_records_training_substitutes_frames_skips_and_counts_unreadable_videos(broken_record_dir):
     iterator = input_pipeline.create_train_dataset(
         _broken_config(broken_record_dir), num_frames=4, global_batch_size=4, seed=0)
     batches = [next(iterator) for _ in range(4)]  # 16 examples: two epochs of 8 videos.
@@ -125,9 +125,13 @@ def test_records_training_skips_and_counts_unreadable_videos(broken_record_dir):
     for video_id in ("bad_jpeg", "empty", "bad_label"):
         assert f"'{video_id}'" in messages
     assert "good" not in messages
-    # Each bad video is met as an example twice in two epochs, and is tried again as the
-    # substitute of a bad video just before it.
-    assert iterator.stats.unreadable >= 6
+    # 4-frame clips of 6 frames read frames 0-3: bad_jpeg's frame 3 is replaced by frame 2, in
+    # each epoch; empty and bad_label are skipped as examples in each epoch, and tried again as
+    # the substitute of a bad video just before them.
+    assert iterator.stats.kinds[faults.CORRUPT_FRAME] == 1
+    assert iterator.stats.kinds[faults.SUBSTITUTED_FRAME] >= 2
+    assert "records train video 'bad_jpeg': frame 3 (corrupt frame) replaced by frame 2" in messages
+    assert iterator.stats.unreadable >= 4
 
 
 def test_records_training_resumes_exactly_past_unreadable_videos(broken_record_dir):
@@ -166,27 +170,34 @@ def test_records_hosts_read_disjoint_shards(broken_record_dir):
     assert seen == [{"empty"}, {"bad_jpeg", "bad_label"}]
 
 
-def test_records_evaluation_masks_unreadable_videos(broken_record_dir):
+def test_records_evaluation_substitutes_frames_and_masks_unreadable_videos(broken_record_dir):
     config = _broken_config(broken_record_dir)
-    os.symlink(os.path.join(broken_record_dir, records.shard_name("train", 1, 4)),
-               os.path.join(broken_record_dir, records.shard_name("val", 0, 1)))
-    iterator = input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=4)
+    for shard in (1, 2):
+        os.symlink(os.path.join(broken_record_dir, records.shard_name("train", shard, 4)),
+                   os.path.join(broken_record_dir, records.shard_name("val", shard - 1, 2)))
+    iterator = input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=6)
     batches = list(iterator)
-    # Shard 1 holds good1 and bad_jpeg (unreadable); 2 padding examples fill the batch.
+    # Shards 1 and 2 hold good1, bad_jpeg (frame 3 of its sampled 0, 2, 3, 5 replaced by frame 2),
+    # good2 and empty (masked out); 2 padding examples fill the batch.
     assert len(batches) == 1
-    assert list(batches[0]["mask"]) == [True, False, False, False]
-    assert list(batches[0]["video_index"]) == [0, 1, -1, -1]
+    assert list(batches[0]["mask"]) == [True, True, True, False, False, False]
+    assert list(batches[0]["video_index"]) == [0, 1, 2, 3, -1, -1]
     assert iterator.stats.unreadable == 1
+    assert iterator.stats.kinds == {faults.UNREADABLE_VIDEO: 1, faults.CORRUPT_FRAME: 1,
+                                    faults.SUBSTITUTED_FRAME: 1}
+    assert iterator.stats.kind_examples[faults.SUBSTITUTED_FRAME] == [
+        "records val #1 video 'bad_jpeg': frame 3 (corrupt frame) replaced by frame 2"]
+    assert iterator.stats.kind_examples[faults.UNREADABLE_VIDEO][0].startswith("records val #3 video 'empty': ")
 
 
 def test_check_data_reports_every_bad_record(broken_record_dir):
     problems = check_data.check_split(_broken_config(broken_record_dir), "train", workers=2)
     by_video = {message.split("'")[1]: (kind, message) for kind, message in problems}
     assert sorted(by_video) == ["bad_jpeg", "bad_label", "empty"] and len(problems) == 3
-    assert by_video["bad_jpeg"][0] == sources.CORRUPT_FRAME
+    assert by_video["bad_jpeg"][0] == faults.CORRUPT_FRAME
     assert "corrupt frame 3" in by_video["bad_jpeg"][1]
-    assert by_video["empty"][0] == sources.EMPTY_VIDEO and "no frame" in by_video["empty"][1]
-    assert by_video["bad_label"][0] == video_list.LABEL_OUT_OF_RANGE
+    assert by_video["empty"][0] == faults.EMPTY_VIDEO and "no frame" in by_video["empty"][1]
+    assert by_video["bad_label"][0] == faults.LABEL_OUT_OF_RANGE
     assert "label 5 outside [0, 2)" in by_video["bad_label"][1]
 
 

@@ -158,3 +158,28 @@ def test_rematerialisation_changes_nothing_but_memory(name):
         results.append((float(metrics["loss"]), jax.tree.map(np.asarray, state.params)))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-6)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("depth, stages", [(101, (3, 4, 23, 3)), (152, (3, 8, 36, 3))])
+def test_deep_resnet_baselines_have_torchvision_block_counts_and_tsm_shifts_every_other_block(depth, stages):
+    """As torchvision's ResNets and TSM's code (a shift in blocks 0, 2, 4, ... once layer3 has 23 or
+    more); bLResNet keeps its own counts, TSN+TAM a TAM in every block."""
+    shifted = {}
+    for name in ("tsn", "tsm", "tsn_tam"):
+        config = base.get_config().model
+        config.update(dict(name=name, depth=depth, width=8, num_classes=3))
+        backbone = nnx.eval_shape(lambda: create_model(config, rngs=nnx.Rngs(0))).backbone
+        layers = (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)
+        assert tuple(len(layer) for layer in layers) == stages
+        shifted[name] = [[block.temporal is not None for block in layer] for layer in layers]
+    assert shifted["tsm"] == [[index % 2 == 0 for index in range(count)] for count in stages]
+    assert shifted["tsn_tam"] == [[True] * count for count in stages]
+    assert not any(map(any, shifted["tsn"]))
+
+
+@pytest.mark.parametrize("depth, expected", [(50, 25_557_032), (101, 44_549_160), (152, 60_192_808)])
+def test_tsn_parameter_count_is_torchvisions_resnet(depth, expected):
+    """torchvision's ResNet-50/101/152 with their 1000-class classifier."""
+    config = base.get_model_config()
+    config.update(dict(name="tsn", depth=depth, num_classes=1000))
+    assert count_params(nnx.eval_shape(lambda: create_model(config, rngs=nnx.Rngs(0)))) == expected

@@ -5,6 +5,7 @@ devices along the data axis, as `jax.make_mesh` does on multi-host TPU slices.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from input_pipeline import sources, video_list
+from test_integrity import flip_bytes, largest_file
 from test_train import final_params, main_command, tiny_config
 
 EVALUATE = """
@@ -81,7 +83,7 @@ def evaluate_with(processes: int, devices_per_process: int, tmp_path, name: str)
         workdir=str(tmp_path / name), output=str(tmp_path / f"{name}.npz")))] for i in range(processes)]
     for result in run_processes(commands, environment(devices_per_process)):
         assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / name / "eval_results.json") as f:
+    with open(tmp_path / name / "eval" / "step_0_1x2" / "results.json") as f:
         return dict(np.load(tmp_path / f"{name}.npz"), results=json.load(f))
 
 
@@ -162,14 +164,16 @@ def test_two_processes_match_one(tmp_path, data_root, two_process_run):
     assert sorted(one) == sorted(two) == list(range(1, POD_STEPS + 1))
     np.testing.assert_allclose([two[step] for step in (1, 2, 3, 4)], [one[step] for step in (1, 2, 3, 4)],
                                rtol=1e-4)
-    with open(tmp_path / "one" / "eval_results.json") as f, open(two_process_run / "eval_results.json") as g:
+    results = [workdir / "eval" / f"step_{POD_STEPS}_1x1" / "results.json" for workdir in (tmp_path / "one",
+                                                                                          two_process_run)]
+    with open(results[0]) as f, open(results[1]) as g:
         assert json.load(f)["num_videos"] == json.load(g)["num_videos"] == 4
 
 
 def train_losses(workdir) -> dict[int, float]:
-    """`{step: train_loss}` from `metrics.jsonl`."""
+    """`{step: train/loss}` from `metrics.jsonl`."""
     with open(workdir / "metrics.jsonl") as f:
-        return {line["step"]: line["train_loss"] for line in map(json.loads, f) if "train_loss" in line}
+        return {line["step"]: line["train/loss"] for line in map(json.loads, f) if "train/loss" in line}
 
 
 def test_sigterm_on_one_host_stops_both_at_one_checkpoint_and_the_restart_ends_exactly(tmp_path, data_root,
@@ -182,7 +186,7 @@ def test_sigterm_on_one_host_stops_both_at_one_checkpoint_and_the_restart_ends_e
                                       text=True) for i in range(2)]
         logged_steps = 0
         for line in processes[1].stderr:  # process 1 logs every step; preempt it, and only it, at its third
-            logged_steps += "train_loss=" in line
+            logged_steps += "train/loss=" in line
             if logged_steps == 3:
                 processes[1].send_signal(signal.SIGTERM)
                 break
@@ -195,7 +199,11 @@ def test_sigterm_on_one_host_stops_both_at_one_checkpoint_and_the_restart_ends_e
     checkpoints = sorted(int(name) for name in os.listdir(tmp_path / "preempted" / "checkpoints") if name.isdigit())
     assert checkpoints == [stopped[0]]
 
+    newer = tmp_path / "preempted" / "checkpoints" / str(stopped[0] + 1)  # a newer step, damaged on disk: both
+    shutil.copytree(newer.parent / str(stopped[0]), newer)                # processes must set it aside together
+    flip_bytes(largest_file(newer / "params"))
     train_two_processes(tmp_path / "preempted", data_root)
+    assert (newer.parent / f"{stopped[0] + 1}.damaged").is_dir()
     step_straight, straight = final_params(two_process_run)
     step_resumed, resumed = final_params(tmp_path / "preempted")
     assert step_straight == step_resumed == POD_STEPS
@@ -219,12 +227,15 @@ def test_result_files_go_to_a_url_workdir_through_epath(tmp_path, monkeypatch):
         opened.append(os.fspath(path))
         return original(local(path), *args, **kwargs)
 
+    locally = lambda original, path, *args, **kwargs: original(local(path), *args, **kwargs)
     predictions = {"probabilities": np.array([[0.9, 0.1], [0.2, 0.8]]), "labels": np.array([0, 0]),
                    "video_index": np.array([0, 1])}
+    results = dict(model="tsn", step=3, crops=1, clips=1, top1=0.5, top5=1.0, loss=0.9, num_videos=2)
     os.makedirs(tmp_path / "bucket" / "run")
-    with epath_testing.mock_epath(open=open_locally):
-        evaluation.write_results(epath.Path("gs://bucket/run"), {"top1": 0.5}, predictions, ["a", "b"])
-    names = ("eval_results.json", "eval_predictions.csv", "eval_per_class.csv", "eval_confusion.png")
-    assert sorted(opened) == sorted(f"gs://bucket/run/{name}" for name in names)
-    with open(tmp_path / "bucket" / "run" / "eval_per_class.csv") as f:
+    with epath_testing.mock_epath(open=open_locally, exists=locally, makedirs=locally, mkdir=locally):
+        evaluation.write_results(epath.Path("gs://bucket/run"), results, predictions, ["a", "b"])
+    names = ("step_3_1x1/results.json", "step_3_1x1/predictions.csv", "step_3_1x1/per_class.csv",
+             "step_3_1x1/confusion.png", "results.jsonl")
+    assert sorted(opened) == sorted(f"gs://bucket/run/eval/{name}" for name in names)
+    with open(tmp_path / "bucket" / "run" / "eval" / "step_3_1x1" / "per_class.csv") as f:
         assert f.read().splitlines() == ["class,videos,top1", "a,2,0.5000", "b,0,"]

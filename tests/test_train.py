@@ -110,11 +110,13 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(straight_run, 
     step_b, resumed = final_params(tmp_path / "resumed")
     assert step_a == step_b == 4
     jax.tree.map(np.testing.assert_array_equal, straight_state, resumed)
-    with open(tmp_path / "resumed" / "eval_results.json") as f:
+    results_dir = tmp_path / "resumed" / "eval" / "step_4_1x1"
+    with open(results_dir / "results.json") as f:
         written = json.load(f)
     assert written == results and written["num_videos"] == 4 and written["step"] == 4
-    for name in ("eval_predictions.csv", "eval_per_class.csv", "eval_confusion.png", "metrics.jsonl"):
-        assert os.path.getsize(tmp_path / "resumed" / name) > 0
+    for path in [results_dir / name for name in ("predictions.csv", "per_class.csv", "confusion.png")] + [
+            tmp_path / "resumed" / "metrics.jsonl"]:
+        assert os.path.getsize(path) > 0
     assert train.evaluate_checkpoint(tiny_config(data_root), str(tmp_path / "resumed")) == results
 
 
@@ -128,7 +130,7 @@ def test_sigterm_saves_the_step_in_flight_and_stops_and_the_restart_ends_exactly
         assert train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "run")) == {}
     assert signal.getsignal(signal.SIGTERM) == handler
     assert sorted(checkpoint.open_manager(str(tmp_path / "run")).all_steps()) == [2, 3]
-    assert not os.path.exists(tmp_path / "run" / "eval_results.json")
+    assert not os.path.exists(tmp_path / "run" / "eval")
     train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "run"))
     jax.tree.map(np.testing.assert_array_equal, final_params(straight), final_params(tmp_path / "run"))
 
@@ -141,7 +143,7 @@ from blvnet_jax import steps
 from blvnet_jax.models import create_model
 from blvnet_jax.sharding import create_mesh, global_batch, replicated
 from configs import demo
-from test_compile import collective_census
+from benchmarks.tpu_compile import collective_census
 name, mesh_shape = sys.argv[1], tuple(json.loads(sys.argv[2]))
 config = demo.get_config().model
 config.update(dict(name=name, width=8, num_frames=4, num_classes=3, dropout=0.0))
@@ -226,8 +228,8 @@ def test_a_diverging_run_stops_naming_a_verified_checkpoint_followed_by_a_finite
         r"checkpoint is step (\d+) in .*: the same command resumes from it \(lower config.learning_rate or set "
         r"config.skip_nonfinite_steps=True first\)", str(stopped.value)).groups())
     with open(tmp_path / "run" / "metrics.jsonl") as f:
-        losses = {row["step"]: (row["train_loss"], row["train_grad_norm"]) for row in map(json.loads, f)
-                  if "train_loss" in row}
+        losses = {row["step"]: (row["train/loss"], row["train/grad_norm"]) for row in map(json.loads, f)
+                  if "train/loss" in row}
     assert good == first_bad - 2 and all(np.isfinite(losses[good + 1]))  # its state gave a finite step
     checkpoints = sorted(os.listdir(tmp_path / "run" / "checkpoints"))
     assert f"{first_bad - 1}.nonfinite" in checkpoints and str(first_bad - 1) not in checkpoints
@@ -256,8 +258,8 @@ def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
     config = tiny_config(tmp_path / "data", learning_rate=1e12, num_train_steps=6, skip_nonfinite_steps=True)
     train.train_and_evaluate(config, str(tmp_path / "run"))
     with open(tmp_path / "run" / "metrics.jsonl") as f:
-        logged = [json.loads(line) for line in f if "skipped_nonfinite_steps" in line]
-    assert logged[-1]["step"] == 6 and logged[-1]["skipped_nonfinite_steps"] >= 1
+        logged = [json.loads(line) for line in f if "train/skipped_nonfinite_steps" in line]
+    assert logged[-1]["step"] == 6 and logged[-1]["train/skipped_nonfinite_steps"] >= 1
     step, state = final_params(tmp_path / "run")
     assert step == 6 and all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(state))
 

@@ -187,13 +187,13 @@ def test_a_failed_save_stops_training_at_that_save_and_a_restart_resumes(tmp_pat
     message = str(failed.value)
     assert message.startswith(f"could not save the checkpoint of step 4 to {workdir / 'checkpoints' / '4'}: ")
     assert "No space left on device" in message and "\n" not in message
-    assert message.endswith(f"In {workdir / 'checkpoints'}, intact: step(s) 2, the latest read back; free space or "
-                            "fix permissions and run the same command to resume from step 2")
+    assert message.endswith(f"In {workdir / 'checkpoints'}, intact: step(s) 2, 3, the latest read back; free space "
+                            "or fix permissions and run the same command to resume from step 3")
     with open(workdir / "metrics.jsonl") as f:
-        evaluated = [json.loads(line)["step"] for line in f if "eval_top1" in line]
+        evaluated = [json.loads(line)["step"] for line in f if "eval/top1" in line]
     assert evaluated == [3]  # the evaluation at step 6 did not run after the failed save
-    assert sorted(checkpoint.open_reader(str(workdir)).all_steps()) == [2]
+    assert sorted(checkpoint.open_reader(str(workdir)).all_steps()) == [2, 3]  # 3: the best evaluation, saved
     assert not (workdir / workdir_lock.LOCK_NAME).exists()
-    train.train_and_evaluate(config, str(workdir))  # space freed: resumes from step 2 and ends
-    assert sorted(checkpoint.open_reader(str(workdir)).all_steps()) == [2, 4, 6]
+    train.train_and_evaluate(config, str(workdir))  # space freed: resumes from step 3 and ends
+    assert sorted(checkpoint.open_reader(str(workdir)).all_steps()) == [3, 4, 6]  # the latest 3 (one the best)
     assert not any("orbax-checkpoint-tmp" in name for name in os.listdir(workdir / "checkpoints"))

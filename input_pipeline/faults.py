@@ -1,0 +1,280 @@
+"""Bad input, in one place: the kinds of fault, the frame substitution rule, the stop rule, their
+counting, and how tf.data tries an example's candidates without losing its position.
+
+The rules, for every source (frame folders, records, TFDS):
+- Substitution. A sampled frame that cannot be read (a missing file, a corrupt JPEG, a stored
+  frame that does not decode) is replaced by the nearest readable frame of the same video: for
+  frame i, frame i - 1, then i + 1, i - 2, i + 2, ... (at equal distance the earlier frame).
+  Each frame of the video is checked at most once per clip, so the search costs at most one check
+  per frame of the video. No randomness: the files alone decide, and a resumed run sees the
+  clips of an uninterrupted one. Counted as 'substituted frame' (every substitution), besides the
+  fault of the frame itself.
+- Skipping. A video none of whose frames can be read (or whose label is out of range, or whose
+  frames PIL reads but TensorFlow does not) is skipped: in training the example takes the next
+  candidate video (`config.data.max_substitutes` tried in all; when all fail, the example is a
+  copy of the nearest readable example of its batch, earlier first); in evaluation the video is
+  masked out (no host counts it; every other video is still counted exactly once).
+- Stopping. Training stops when more than `config.data.max_fault_fraction` x FAULT_WINDOW of the
+  last FAULT_WINDOW examples had their own video skipped (so never before that many examples);
+  an example with substituted frames is not a failure. The error names the fraction, the window
+  and examples of each fault.
+- `config.data.strict`: any fault is an immediate error naming it; nothing is substituted or
+  skipped. `python -m input_pipeline.check_data` reports every fault of a dataset offline.
+
+Kinds are counted once per distinct fault (a frame file, a video, a list line), except
+'substituted frame', counted at each substitution. Messages name the list file and line (or
+the source and split), the video, and the frame.
+"""
+import collections
+import dataclasses
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+MALFORMED = "malformed list line"  # A list line that does not parse (frame folders).
+LABEL_OUT_OF_RANGE = "label out of range"  # A label outside [0, num_classes).
+EMPTY_VIDEO = "empty video"  # No frame at all: a missing folder, no frame file, no stored frame.
+TRUNCATED_VIDEO = "truncated video"  # The listed frames are missing from some point on.
+MISSING_FRAME = "missing frame"  # A frame file missing before the last one on disk.
+CORRUPT_FRAME = "corrupt frame"  # A frame that does not decode.
+UNREADABLE_VIDEO = "unreadable video"  # Skipped, its fault unknown (records, TFDS, TF vs PIL).
+UNREADABLE_FILE = "unreadable file"  # check_data only: a record file that stops reading.
+SUBSTITUTED_FRAME = "substituted frame"  # A frame replaced by its nearest readable neighbour.
+# Every kind, in the order reports list them.
+KINDS = (MALFORMED, LABEL_OUT_OF_RANGE, EMPTY_VIDEO, TRUNCATED_VIDEO, MISSING_FRAME, CORRUPT_FRAME,
+         UNREADABLE_VIDEO, UNREADABLE_FILE, SUBSTITUTED_FRAME)
+
+FAULT_WINDOW = 100  # Training examples over which the stop rule takes its fraction.
+_MAX_EXAMPLES = 20
+_EXAMPLES_PER_KIND = 3
+
+
+def fault_metric(kind):
+    """The metric name under which faults of `kind` are logged: 'faults_corrupt_frame', ..."""
+    return "faults_" + kind.replace(" ", "_")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fault:
+    """One fault: its kind, what makes it distinct within the kind (a frame path, a video), and a
+    message naming the list file and line (or source and split), the video and the frame."""
+    kind: str
+    key: object
+    message: str
+
+
+class NoSubstitute(ValueError):
+    """No frame of the video is readable, or every sampled frame is: nothing to substitute."""
+
+
+def nearest_readable(index, length, readable):
+    """The readable frame nearest to `index` in [0, length): index, index - 1, index + 1,
+    index - 2, ... (ties: the earlier frame); None when no frame is readable."""
+    for distance in range(length):
+        for frame in (index - distance, index + distance)[:1 if distance == 0 else 2]:
+            if 0 <= frame < length and readable(frame):
+                return frame
+    return None
+
+
+def substitutes(indices, length, readable):
+    """int64 indices to read instead of `indices`: each readable one kept, each other replaced by
+    its nearest readable frame (`nearest_readable`). `readable(i)` is called at most once per
+    frame. Raises `NoSubstitute` when no frame of the video is readable, or when every sampled
+    frame is (the clip failed for another reason: the video is unreadable)."""
+    checked = {}
+
+    def check(frame):
+        if frame not in checked:
+            checked[frame] = readable(frame)
+        return checked[frame]
+
+    used = [nearest_readable(int(index), length, check) for index in indices]
+    if length == 0 or None in used:
+        raise NoSubstitute(f"none of the {length} frames of the video is readable")
+    used = np.asarray(used, np.int64)
+    if np.array_equal(used, indices):
+        raise NoSubstitute("every sampled frame is readable")
+    return used
+
+
+def substitute_or_not(substitute, indices, substitutes_fn):
+    """int64 indices in TensorFlow: `indices`, or when the bool tensor `substitute` is true
+    those `substitutes_fn()` returns (a tensor, typically of a numpy function over `substitutes`)."""
+    return tf.ensure_shape(tf.cond(substitute, substitutes_fn, lambda: tf.cast(indices, tf.int64)),
+                           indices.shape)
+
+
+def attempts(candidates, substitute):
+    """Dataset of the attempts of one example, from its candidate videos {key: (tries, ...)
+    tensor}: each candidate with 'attempt' (int32, its position) and 'substitute' (bool), as
+    sampled, then, when `substitute`, again with its unreadable frames substituted.
+
+    One dataset op (every op of these per-example datasets costs a few % of a clip's time).
+    """
+    tries = next(iter(candidates.values())).shape[0]
+    order = np.repeat(np.arange(tries, dtype=np.int32), 2 if substitute else 1)
+    flags = np.tile([False, True], tries) if substitute else np.zeros(tries, bool)
+    return tf.data.Dataset.from_tensor_slices({**{key: tf.gather(value, order) for key, value in candidates.items()},
+                                               "attempt": order, "substitute": flags})
+
+
+def first_readable(candidates, load, fallback):
+    """One-element dataset: `load(candidate)` of the first candidate that raises no error.
+
+    TensorFlow cannot catch an op's error inside a graph: the only way to survive a corrupt JPEG
+    is `ignore_errors`, which drops the failed element. To keep example k at position k, each
+    example becomes this tiny dataset of its attempts, loaded one after the other until one
+    loads; `fallback()` (same structure as `load`'s) builds the element when all fail. Neither
+    runs more than needed: a clean dataset pays one decode per example.
+    """
+    loaded = candidates.map(load).ignore_errors()
+    gave_up = tf.data.Dataset.from_tensors(0).map(lambda _: fallback())
+    return loaded.concatenate(gave_up).take(1)
+
+
+def map_examples(examples, to_dataset, num_parallel_calls):
+    """`examples` mapped through `to_dataset` (element -> one-element dataset) in parallel, in
+    order; `num_parallel_calls` -1 = tf.data.AUTOTUNE.
+
+    Each one-element dataset is read inside a parallel map rather than by `interleave`, which
+    costs less per example for the same elements.
+    """
+    return examples.map(lambda *element: to_dataset(*element).get_single_element(),
+                        num_parallel_calls=num_parallel_calls, deterministic=True)
+
+
+def fill_holes(batch, holes, keys):
+    """Gives each example of `holes` (none of its videos readable) a copy of the nearest readable
+    example of the batch (earlier first), in place for `keys`; an error if there is none."""
+    readable = [i for i in range(len(batch["label"])) if i not in set(holes)]
+    if not readable:
+        raise RuntimeError(f"No video of any of the {len(holes)} examples of a training batch could "
+                           "be read: the dataset looks broken; run python -m input_pipeline.check_data.")
+    for hole in holes:
+        source = min(readable, key=lambda i: (abs(i - hole), i))
+        for key in keys:
+            batch[key][hole] = batch[key][source]
+
+
+@dataclasses.dataclass
+class InputStats:
+    """Faults of one split's input met so far, counted by `add_example` as batches are handed over.
+
+    `unreadable`: videos skipped (a video met twice counts twice); `substituted_clips`: examples
+    read with at least one substituted frame. `kinds`: distinct faults per
+    kind (`KINDS`), 'substituted frame' counting every substitution. `examples`: the first
+    messages of skipped videos and substitutions; `kind_examples`: the first few messages of each
+    kind; `bad_list_lines`: the messages of the list lines left out. `max_fault_fraction` None: no
+    stop rule (evaluation).
+    """
+    split: str = "train"
+    strict: bool = False
+    max_fault_fraction: float | None = None
+    unreadable: int = 0
+    substituted_clips: int = 0
+    kinds: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    examples: list = dataclasses.field(default_factory=list)
+    kind_examples: dict = dataclasses.field(default_factory=dict)
+    bad_list_lines: list = dataclasses.field(default_factory=list)
+    _seen: set = dataclasses.field(default_factory=set, repr=False)
+    _reported: dict = dataclasses.field(default_factory=dict, repr=False)
+    _recent: collections.deque = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=FAULT_WINDOW), repr=False)
+    _failed_recently: int = dataclasses.field(default=0, repr=False)
+
+    def add_list_problems(self, problems):
+        """Counts the `Fault`s of the list lines left out of the split's list."""
+        for problem in problems:
+            self.bad_list_lines.append(problem.message)
+            self._count(problem)
+
+    def add_example(self, videos, skipped=(), video=None, sampled=(), used=()):
+        """Counts the faults of one example: the videos of `skipped` could not be read, `video`
+        (None: no video could) was read at frames `used` instead of `sampled`. `videos` names
+        them for its source: `name(ref)`, `frame_name(ref, index)`, `skip_faults(ref)` and
+        `frame_faults(ref, index)` (lists of `Fault`). A clean example: `add_example(videos)`.
+        Raises in strict mode, or when training's stop rule is met."""
+        for ref in skipped:
+            self._skip(videos.name(ref), videos.skip_faults(ref))
+        if video is not None and np.any(sampled != used):
+            self.substituted_clips += 1
+            for index, read in zip(sampled, used):
+                if index != read:
+                    self._substitute(videos, video, int(index), int(read))
+        if self.max_fault_fraction is not None:
+            if len(self._recent) == FAULT_WINDOW:
+                self._failed_recently -= self._recent[0]
+            self._recent.append(bool(len(skipped)))
+            self._failed_recently += self._recent[-1]
+            self._check_fraction()
+
+    def _fail_if_strict(self, message):
+        if self.strict:
+            raise ValueError(message + "\n(config.data.strict is on: fix the data, or turn it off to "
+                             "substitute unreadable frames, skip unreadable videos and count them.)")
+
+    def _count(self, fault):
+        if fault.kind != SUBSTITUTED_FRAME:
+            if (fault.kind, fault.key) in self._seen:
+                return
+            self._seen.add((fault.kind, fault.key))
+        self.kinds[fault.kind] += 1
+        examples = self.kind_examples.setdefault(fault.kind, [])
+        if len(examples) < _EXAMPLES_PER_KIND and fault.message not in examples:
+            examples.append(fault.message)
+            logging.warning("%s input, %s: %s", self.split, fault.kind, fault.message)
+
+    def _note(self, message):
+        if len(self.examples) < _MAX_EXAMPLES:
+            self.examples.append(message)
+
+    def _skip(self, name, faults):
+        message = "; ".join(fault.message for fault in faults) or f"{name}: unreadable"
+        self._fail_if_strict(message)
+        self.unreadable += 1
+        for fault in faults:
+            self._count(fault)
+        self._note(message)
+        logging.warning("Skipped an unreadable video (%d so far): %s", self.unreadable, message)
+
+    def _substitute(self, videos, video, index, read):
+        faults = videos.frame_faults(video, index)
+        what = ", ".join(sorted({fault.kind for fault in faults})) or "unreadable"
+        message = (f"{videos.name(video)}: {videos.frame_name(video, index)} ({what}) replaced by "
+                   f"{videos.frame_name(video, read)}")
+        self._fail_if_strict(message)
+        for fault in faults:
+            self._count(fault)
+        self._count(Fault(SUBSTITUTED_FRAME, None, message))
+        self._note(message)
+
+    def _check_fraction(self):
+        failed = self._failed_recently
+        if failed > self.max_fault_fraction * FAULT_WINDOW:
+            raise RuntimeError(
+                f"{failed} of the last {len(self._recent)} {self.split} examples had an unreadable "
+                f"video: more than config.data.max_fault_fraction={self.max_fault_fraction} of a "
+                f"window of {FAULT_WINDOW} examples. The dataset looks broken; run python -m "
+                "input_pipeline.check_data. Faults so far:\n" + "\n".join(self.lines()))
+
+    def scalars(self):
+        """{'unreadable_videos': n, 'substituted_clips': n, 'faults_<kind>': count} with the
+        kinds met, for the metrics."""
+        return {"unreadable_videos": self.unreadable, "substituted_clips": self.substituted_clips, **{
+            fault_metric(kind): self.kinds[kind] for kind in KINDS if self.kinds[kind]}}
+
+    def lines(self):
+        """'N x kind, e.g. message | message' for each kind met."""
+        return [f"{self.kinds[kind]} x {kind}, e.g. " + " | ".join(self.kind_examples[kind])
+                for kind in KINDS if self.kinds[kind]]
+
+    def report(self):
+        """Logs the fault counts per kind, with a few examples, if they changed since the last
+        report; returns `scalars()`."""
+        if self.kinds != self._reported:
+            self._reported = collections.Counter(self.kinds)
+            logging.warning("Faults in the %s input so far (%d unreadable-video reads):\n%s",
+                            self.split, self.unreadable, "\n".join(self.lines()))
+        return self.scalars()
