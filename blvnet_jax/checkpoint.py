@@ -14,6 +14,7 @@ so a kill mid-deletion leaves no listed half-step (on GCS, where Orbax deletes i
 fails verification instead). A failed asynchronous save surfaces as `SaveError` at the next
 `confirm_saved`, naming the step, the path, the cause and the intact steps.
 """
+import contextlib
 import dataclasses
 import json
 import logging
@@ -208,9 +209,17 @@ def latest_step(manager: ocp.CheckpointManager, below: int | None = None) -> int
     return hosts.agreed_step(max(steps, default=None), steps, str(manager.directory))
 
 
-def damaged(step: int, manager: ocp.CheckpointManager, error: BaseException) -> DamagedCheckpointError:
-    reason = (str(error).strip().splitlines() or [""])[0][:300]
-    return DamagedCheckpointError(step, str(manager.directory), f"{type(error).__name__}: {reason}")
+@contextlib.contextmanager
+def reading(manager: ocp.CheckpointManager, step: int):
+    """Turns any failure to read `step` (running out of memory excepted) into a
+    `DamagedCheckpointError` naming the step and the error's first line."""
+    try:
+        yield
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - anything unreadable in a step is damage, named
+        reason = (str(error).strip().splitlines() or [""])[0][:300]
+        raise DamagedCheckpointError(step, str(manager.directory), f"{type(error).__name__}: {reason}") from error
 
 
 def read_step(manager: ocp.CheckpointManager, step: int, abstract_items: dict) -> tuple[dict, dict]:
@@ -221,28 +230,20 @@ def read_step(manager: ocp.CheckpointManager, step: int, abstract_items: dict) -
     Raises `DamagedCheckpointError` when the step cannot be read back as it was written, and
     `ArchitectureError` when it holds another model.
     """
-    try:
+    with reading(manager, step):
         metadata = manager.restore(step, args=metadata_restore_args())["metadata"]
         stored = manager.item_metadata(step)
         missing = [name for name in abstract_items if stored.get(name) is None]
         if missing:
             raise FileNotFoundError(f"its {missing[0]} item is missing")
-    except Exception as error:  # noqa: BLE001 - anything unreadable in a step is damage, named
-        if isinstance(error, MemoryError):
-            raise
-        raise damaged(step, manager, error) from error
     for name in ("params", "batch_stats"):  # another model is not damage
         if name in abstract_items:
             check_same_shapes(abstract_items[name], stored[name], str(manager.directory / str(step)))
     verified = metadata.get("integrity") == integrity.SCHEME
-    try:
+    with reading(manager, step):
         restored = manager.restore(step, args=ocp.args.Composite(
             **{name: ocp.args.StandardRestore(tree) for name, tree in abstract_items.items()},
             **({"digests": ocp.args.JsonRestore()} if verified else {})))
-    except Exception as error:  # noqa: BLE001
-        if isinstance(error, MemoryError):
-            raise
-        raise damaged(step, manager, error) from error
     items = {name: restored[name] for name in abstract_items}
     if verified:
         problem = integrity.problems(items, metadata, restored["digests"])
@@ -424,10 +425,8 @@ def restore_model(workdir: str, step: int | str | None = None,
     sharding = replicated(create_mesh())
 
     def read(at_step: int) -> tuple[nnx.Module, dict, dict]:
-        try:
+        with reading(manager, at_step):
             stored_config = manager.restore(at_step, args=metadata_restore_args())["metadata"]["config"]
-        except Exception as error:  # noqa: BLE001 - read_step names it; this only needs the config
-            raise damaged(at_step, manager, error) from error
         model = nnx.eval_shape(lambda: create_model((config or ml_collections.ConfigDict(stored_config)).model,
                                                     rngs=nnx.Rngs(0)))
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
