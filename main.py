@@ -11,10 +11,9 @@ host with `--distributed` (a TPU slice, SLURM and Open MPI tell JAX the coordina
 `--coordinator_address`, `--num_processes` and `--process_id`; the workdir must be one directory
 shared by all hosts (e.g. `gs://bucket/run`).
 """
-import logging as logging_std
 import os
 
-from blvnet_jax import xla_env
+from blvnet_jax import quiet, xla_env
 
 xla_env.configure()  # XLA:CPU flags and huge pages; must come before jax is imported
 
@@ -38,17 +37,6 @@ flags.DEFINE_integer("num_processes", None, "Number of processes (hosts), for mu
 flags.DEFINE_integer("process_id", None, "This process's index, for multi-host runs.")
 
 
-class QuietLibraries(logging_std.Filter):
-    """Drops the INFO chatter of Orbax and TensorFlow, and Orbax's warning at each save without
-    evaluation metrics (only evaluated saves compete for the best); other warnings still show."""
-
-    def filter(self, record):
-        if "/orbax/" in record.pathname and "did not provide metrics" in record.getMessage():
-            return False
-        return record.levelno >= logging_std.WARNING or not any(
-            part in record.pathname for part in ("/orbax/", "/tensorflow/", "/etils/"))
-
-
 def check_data():
     """Checks both splits of the config's data; exits with status 1, listing every problem, if any."""
     from input_pipeline import check_data as checker
@@ -63,7 +51,7 @@ def check_data():
 
 def main(argv):
     del argv
-    logging.get_absl_handler().addFilter(QuietLibraries())
+    quiet.quiet_libraries()
     if FLAGS.check_data:
         check_data()
     import jax

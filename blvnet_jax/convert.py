@@ -35,7 +35,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from blvnet_jax import checkpoint
+from blvnet_jax import checkpoint, quiet
 from blvnet_jax.blresnet import Bottleneck
 from blvnet_jax.layers import TemporalShift
 from blvnet_jax.models import create_model
@@ -392,6 +392,7 @@ def define_flags():
 
 def main(argv):
     del argv
+    quiet.quiet_libraries()
     config = FLAGS.config
     model = create_model(config.model, rngs=nnx.Rngs(config.get("seed", 0)))
     try:

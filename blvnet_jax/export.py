@@ -29,7 +29,7 @@ from absl import app, flags
 from etils import epath
 from flax import nnx
 
-from blvnet_jax import checkpoint, steps
+from blvnet_jax import checkpoint, quiet, steps
 
 FORMATS = ("jax_export", "saved_model")
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -221,6 +221,7 @@ def define_flags():
 
 def main(argv):
     del argv
+    quiet.quiet_libraries()
     try:
         paths = export(FLAGS.workdir, FLAGS.output, parse_formats(FLAGS.format), parse_batch(FLAGS.batch),
                        parse_checkpoint(FLAGS.checkpoint), FLAGS.overwrite, parse_platforms(FLAGS.platforms))

@@ -38,7 +38,7 @@ from absl import app, flags
 from etils import epath
 from flax import nnx
 
-from blvnet_jax import checkpoint, config_check, evaluation, steps
+from blvnet_jax import checkpoint, config_check, evaluation, quiet, steps
 from blvnet_jax.checkpoint import restore_model
 from input_pipeline import single_video
 
@@ -498,6 +498,7 @@ def run_classify(predictor: Predictor, videos: list[str], root: str, single: boo
 
 def main(argv):
     del argv
+    quiet.quiet_libraries()
     if bool(FLAGS.video) == bool(FLAGS.video_list):
         raise SystemExit("Give --video (a file or a folder) or --video_list (a text file), one of them")
     if FLAGS.features and FLAGS.window_seconds:

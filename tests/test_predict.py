@@ -252,6 +252,8 @@ def test_command_line_folder_to_csv_and_features_and_a_timeline(tmp_path, workdi
     assert np.load(tmp_path / "features" / "sub" / "b.npy").shape == (256,)  # width 8 x 32
     assert sorted(os.listdir(tmp_path / "features")) == ["a.npy", "sub"]
     assert "1 of 3 videos could not be read" in result.stdout
+    assert not [line for line in result.stderr.splitlines() if "/orbax/" in line or "checkpoint_manager.py" in line
+                or "composite_checkpoint_handler.py" in line]  # no library chatter (blvnet_jax.quiet)
 
     result = run_predict(f"--workdir={workdir}", f"--video={folder / 'sub' / 'b.mp4'}", "--window_seconds=1",
                          "--stride_seconds=0.5", f"--output_csv={tmp_path / 'timeline.csv'}",
