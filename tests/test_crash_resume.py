@@ -16,8 +16,10 @@ def test_kill_anywhere_and_resume_bit_identically(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd())
     straight = tmp_path / "straight"
     kill_resume.run_to_end(kill_resume.demo_command(str(straight), overrides), env, str(straight) + ".log")
-    kills = kill_resume.killed_run(str(tmp_path / "killed"), overrides, total_steps=8, kills=3, seed=0)
-    assert sum(kill["killed"] for kill in kills) >= 2, "the runs ended before they could be killed"
+    # Seed 1: SIGTERM at step 4, then SIGKILL while a checkpoint is written, the newest damaged before the restart.
+    kills = kill_resume.killed_run(str(tmp_path / "killed"), overrides, total_steps=8, kills=2, seed=1)
+    assert [(kill["signal"], kill["killed"]) for kill in kills] == [("SIGTERM", True), ("SIGKILL", True)], \
+        "the runs ended before they could be stopped"
     damaged = [kill for kill in kills if "damaged_step" in kill]
     assert len(damaged) == 1, "the last stop left fewer than two checkpoints to damage one of"
     for kill in kills:  # a restart resumes from the newest intact checkpoint: only later steps are redone
