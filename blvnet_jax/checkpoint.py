@@ -166,8 +166,8 @@ def saves_failed(manager: ocp.CheckpointManager, wait: bool) -> BaseException | 
 
 def confirm_saved(manager: ocp.CheckpointManager, step: int | None, wait: bool = True) -> None:
     """Raises `SaveError` if the save of `step` (the last one started; None: none) failed; with
-    `wait=False` only once it has ended. Every process of a multi-host run raises together. Once the
-    save has ended, the old steps it replaced are removed."""
+    `wait=False` only once it has ended. Every process of a multi-host run raises together. With
+    `wait`, the old steps the save replaced are then removed (not at every log step)."""
     if step is None:
         return
     error = saves_failed(manager, wait)
@@ -177,7 +177,7 @@ def confirm_saved(manager: ocp.CheckpointManager, step: int | None, wait: bool =
             error = RuntimeError(f"{', '.join(failed)} could not write it (see its log)")
     if error is not None:
         raise save_error(manager, step, error)
-    if not manager.is_saving_in_progress():
+    if wait:  # the save has ended, and the deletions it made with it
         remove_deleted_steps(manager)
 
 

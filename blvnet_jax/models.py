@@ -37,12 +37,16 @@ class VideoClassifier(nnx.Module):
         self.head = nnx.Linear(backbone.num_features, num_classes,
                                kernel_init=nnx.initializers.normal(0.001), rngs=rngs)
 
-    def __call__(self, video: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
-        """`rngs` needs a `dropout` stream in training mode when dropout > 0."""
+    def features(self, video: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        """Pooled features `(clips, num_features)` float32: each frame's through dropout, averaged
+        over the frames. `rngs` needs a `dropout` stream in training mode when dropout > 0."""
         features = self.dropout(self.backbone(video).astype(jnp.float32), rngs=rngs).mean(axis=1)
         if frame_blocks() > 1:  # each device holds one block of every clip's frames
             features = jax.lax.pmean(features, FRAME_AXIS)
-        return self.head(features)
+        return features
+
+    def __call__(self, video: jax.Array, *, rngs: nnx.Rngs | None = None) -> jax.Array:
+        return self.head(self.features(video, rngs=rngs))
 
 
 def check_model_config(model_config) -> None:

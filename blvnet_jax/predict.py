@@ -31,7 +31,6 @@ import threading
 from typing import Iterable, Iterator
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from absl import app, flags
@@ -83,14 +82,14 @@ def ranked(probabilities: np.ndarray, names: list[str], k: int) -> list[tuple[st
 
 def make_forward(graphdef: nnx.GraphDef):
     """`forward(params, batch_stats, video) -> (features, logits)` in eval mode: video uint8 `(views,
-    frames, crop, crop, 3)`; features float32 `(views, num_features)` are the backbone's per-frame
-    features averaged over frames, which the head classifies (`models.VideoClassifier`: dropout is
-    the identity in eval mode); logits float32 `(views, classes)`, those of `steps.make_eval_step`."""
+    frames, crop, crop, 3)`; features float32 `(views, num_features)` are
+    `models.VideoClassifier.features`, which the head classifies; logits float32 `(views, classes)`,
+    those of `steps.make_eval_step`."""
 
     def forward(params, batch_stats, video):
         model = nnx.merge(graphdef, params, batch_stats, copy=True)
         model.eval()
-        features = model.backbone(steps.normalize(video)).astype(jnp.float32).mean(axis=1)
+        features = model.features(steps.normalize(video))
         return features, model.head(features)
 
     return forward
