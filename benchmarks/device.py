@@ -10,7 +10,7 @@ bare GPU machine. Measures, each on one line as it goes:
   and on the CPU, both at `jax.default_matmul_precision("highest")`: max abs and relative difference.
 - `step`: bLVNet-TAM-50 8x2 (`configs/ssv1_8x2.py`: 16 frames, 224 crop, 174 classes) and TSN-R50
   on 16 frames; the train step (`steps.build_train_step`: forward, loss, backward, SGD update,
-  state donated, the crop windows resized on the device as in training) and inference (eval-mode
+  state donated, uint8 clips of the input pipeline's training batches in) and inference (eval-mode
   forward, uint8 clips in); `config.model.dtype` bfloat16 and float32; batches 8, 16, 32. Clips/s
   from the median of timed calls after warm-up, TFLOP/s from XLA's cost analysis of the compiled
   program, MFU against the card's dense peak (`PEAK_TFLOPS`; float32 against TF32, which XLA uses
@@ -46,7 +46,7 @@ from blvnet_jax.models import create_model
 MODEL = dict(name="blvnet_tam", depth=50, alpha=2, beta=4, num_frames=16, blending_frames=3,
              num_classes=174, dropout=0.5, width=64, input_channels=3, dtype="float32",
              remat=False, pointwise_as_dot=True, recompute_stem=True)
-DATA = dict(crop_size=224, resize_on_device=True)
+DATA = dict(crop_size=224)
 RECIPE = dict(seed=0, learning_rate=0.01, lr_schedule="cosine", lr_decay_epochs=(10.0, 20.0),
               lr_decay_factor=0.1, warmup_epochs=0.0, num_epochs=50.0, momentum=0.9,
               weight_decay=5e-4, grad_clip_norm=0.0, label_smoothing=0.0,
@@ -92,26 +92,14 @@ def make_config(model: str, dtype: str, quick: bool = False, **switches) -> Fiel
     return Fields(model=Fields(model_fields), data=Fields(data), **RECIPE)
 
 
-def device_resize_side(crop_size: int) -> int:
-    """Side of the square a training window travels in (`input_pipeline.transforms`): 256 for 224."""
-    return int(crop_size / 0.875 + 0.5)
-
-
 def random_batch(config: Fields, mode: str, batch_size: int, seed: int = 0) -> dict:
     """Seeded inputs of one call as numpy arrays. `infer`: uint8 clips `(batch, frames, crop,
-    crop, channels)`; `train`: a batch as the input pipeline makes it (`train_batch_shapes`): with
-    `resize_on_device`, uint8 windows `(batch, frames, side, side, 3)` with their int32 sizes
-    `window` `(batch, 2)` and bool `flip` `(batch,)`, and int32 `label` `(batch,)`."""
+    crop, channels)`; `train`: those and int32 `label` `(batch,)`, a batch as the input pipeline
+    makes it (`train_batch_shapes`)."""
     rng = np.random.default_rng(seed)
     frames, crop = config.model.num_frames, config.data.crop_size
-    if mode == "infer" or not config.data.resize_on_device:
-        batch = {"video": rng.integers(0, 256, (batch_size, frames, crop, crop, config.model.input_channels),
-                                       dtype=np.uint8)}
-    else:
-        side = device_resize_side(crop)
-        batch = {"video": rng.integers(0, 256, (batch_size, frames, side, side, 3), dtype=np.uint8),
-                 "window": rng.integers(int(0.66 * side), side + 1, (batch_size, 2)).astype(np.int32),
-                 "flip": np.arange(batch_size) % 2 == 0}
+    batch = {"video": rng.integers(0, 256, (batch_size, frames, crop, crop, config.model.input_channels),
+                                   dtype=np.uint8)}
     if mode == "train":
         batch["label"] = rng.integers(0, config.model.num_classes, batch_size).astype(np.int32)
     return batch

@@ -5,8 +5,7 @@
 
 `infer`: the eval-mode forward pass (uint8 clips in, logits out, normalisation included).
 `train`: the training program (`steps.build_train_step`: forward, loss, backward and the config's
-optimizer update, state donated) on a batch as the input pipeline makes it (with
-`config.data.resize_on_device`, the resize and flip of the crop windows are part of the step).
+optimizer update, state donated) on a batch as the input pipeline makes it.
 Inputs are put on the device once, before timing (host-to-device transfer excluded). Prints the
 median of `--repeats` timed calls and the achieved GFLOP/s from XLA's cost analysis of the
 compiled program; with `--json` the last line is `{"clips_per_s", "median_s", "gflops_per_s", ...}`.
@@ -28,28 +27,22 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
-import input_pipeline  # noqa: E402
 from benchmarks import programs  # noqa: E402
 
 
 def random_batch(config, batch_size: int, mode: str) -> dict:
     """Random inputs of one call, on the device. `infer`: uint8 clips `(batch, frames, crop,
-    crop, channels)`; `train`: a batch as the input pipeline makes it for `config.data`
-    (`input_pipeline.train_batch_shapes`), with `resize_on_device` decoded windows of random
-    sizes between 0.66 and 1 of their square, which the train step resizes and flips."""
+    crop, channels)`; `train`: those and int32 labels `(batch,)`, a batch as the input pipeline
+    makes it for `config.data` (`input_pipeline.train_batch_shapes`)."""
     model_config = config.model
     rng = np.random.default_rng(0)
     crop = config.data.crop_size
-    if mode == "infer":
-        shape = (batch_size, model_config.num_frames, crop, crop, model_config.input_channels)
-        return {"video": jax.device_put(rng.integers(0, 256, shape, dtype=np.uint8))}
-    shapes = input_pipeline.train_batch_shapes(config.data, model_config.num_frames, batch_size)
-    side = shapes["video"][0][2]
-    batch = {"video": rng.integers(0, 256, shapes["video"][0], dtype=np.uint8),
-             "label": rng.integers(0, model_config.num_classes, batch_size).astype(np.int32),
-             "window": rng.integers(int(0.66 * side), side + 1, (batch_size, 2)).astype(np.int32),
-             "flip": np.arange(batch_size) % 2 == 0}
-    return {key: jax.device_put(batch[key]) for key in shapes}
+    video = rng.integers(0, 256, (batch_size, model_config.num_frames, crop, crop, model_config.input_channels),
+                         dtype=np.uint8)
+    batch = {"video": video}
+    if mode == "train":
+        batch["label"] = rng.integers(0, model_config.num_classes, batch_size).astype(np.int32)
+    return jax.device_put(batch)
 
 
 def build(config, mode: str, batch_size: int):

@@ -3,8 +3,7 @@
 The model is split once into a graph definition (static) and its `params` / `batch_stats`
 (pytrees); the steps merge them inside `jax.jit`, so no Python walks the graph per step.
 A batch is `{'video': uint8 (batch, frames, height, width, channels), 'label': int32 (batch,)}`;
-the cast and ImageNet normalisation run on the device, and for a training batch from
-`config.data.resize_on_device` also the resize and flip of its crop windows (`model_input`).
+the cast and ImageNet normalisation run on the device.
 `build_train_step` is the one training program, with the config's optimizer and learning-rate
 schedule: the training loop, the cost summary and the speed benchmark all compile it.
 """
@@ -24,13 +23,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def standardize(pixels: jax.Array) -> jax.Array:
-    """float32 RGB `(..., 3)` in [0, 255] -> normalised with the ImageNet mean/std."""
-    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
-    std = jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0
-    return (pixels - mean) / std
-
-
 def normalize(video: jax.Array) -> jax.Array:
     """uint8 `(..., 3)` RGB in [0, 255] -> float32 normalised with ImageNet mean/std.
 
@@ -38,56 +30,9 @@ def normalize(video: jax.Array) -> jax.Array:
     """
     if video.dtype != jnp.uint8:
         return video.astype(jnp.float32)
-    return standardize(video.astype(jnp.float32))
-
-
-def _bilinear_taps(length: jax.Array, size: int):
-    """TF's half-pixel bilinear sampling of `length` (batch,) input pixels at `size` outputs:
-    (lower, upper) int32 `(batch, size)` input indices, clamped to the input, and the float32
-    weight of `upper`."""
-    position = (jnp.arange(size, dtype=jnp.float32) + 0.5) * (
-        length.astype(jnp.float32)[:, None] / size) - 0.5
-    floor = jnp.floor(position)
-    lower = jnp.maximum(floor, 0.0).astype(jnp.int32)
-    upper = jnp.minimum(jnp.ceil(position).astype(jnp.int32), length[:, None] - 1)
-    return lower, upper, position - floor
-
-
-def resize_windows(video: jax.Array, window: jax.Array, flip: jax.Array, size: int) -> jax.Array:
-    """Bilinear resize of each clip's top-left window to `(size, size)`, mirrored where `flip`.
-
-    video: uint8 `(batch, frames, side, side, 3)`; window: int32 `(batch, 2)` [height, width];
-    flip: bool `(batch,)` -> float32 `(batch, frames, size, size, 3)` in [0, 255]. The arithmetic
-    of `tf.image.resize` (half-pixel centres, no antialiasing, edge pixels repeated), so pixels
-    outside the window are never read and a window of `(size, size)` comes out unchanged.
-    """
-    left, right, right_weight = _bilinear_taps(window[:, 1], size)
-    mirrored = lambda taps: jnp.where(flip[:, None], taps[:, ::-1], taps)
-    left, right, right_weight = map(mirrored, (left, right, right_weight))
-    top, bottom, bottom_weight = _bilinear_taps(window[:, 0], size)
-
-    def lerp(pixels, lower, upper, weight, axis):
-        shape = [len(weight), 1, 1, 1, 1]
-        shape[axis] = size
-        gather = lambda index: jnp.take_along_axis(pixels, index.reshape(shape), axis)
-        low = gather(lower)
-        return low + (gather(upper) - low) * weight.reshape(shape)
-
-    columns = lerp(video.astype(jnp.float32), left, right, right_weight, axis=3)
-    return lerp(columns, top, bottom, bottom_weight, axis=2)
-
-
-def model_input(batch: dict, crop_size: int | None) -> jax.Array:
-    """The float32 model input `(batch, frames, crop, crop, channels)` of a training batch.
-
-    A batch with 'window' and 'flip' (`config.data.resize_on_device`) holds decoded windows that
-    are resized to `crop_size` and flipped here; otherwise 'video' is only normalised.
-    """
-    if "window" not in batch:
-        return normalize(batch["video"])
-    if crop_size is None:
-        raise ValueError("a batch of windows to resize needs the train step's crop_size")
-    return standardize(resize_windows(batch["video"], batch["window"], batch["flip"], crop_size))
+    mean = jnp.asarray(IMAGENET_MEAN, jnp.float32) * 255.0
+    std = jnp.asarray(IMAGENET_STD, jnp.float32) * 255.0
+    return (video.astype(jnp.float32) - mean) / std
 
 
 @jax.tree_util.register_dataclass
@@ -156,11 +101,10 @@ def split_frames(forward, mesh: jax.sharding.Mesh | None):
 
 
 def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformation,
-                    label_smoothing: float = 0.0, skip_nonfinite: bool = False, crop_size: int | None = None,
+                    label_smoothing: float = 0.0, skip_nonfinite: bool = False,
                     mesh: jax.sharding.Mesh | None = None):
     """`train_step(state, batch, rng) -> (state, {'loss', 'accuracy', 'grad_norm', 'skipped'})`, to be jitted.
 
-    `crop_size`: the side the windows of a `resize_on_device` batch are resized to (`model_input`).
     `mesh`: with more than one device on its `frames` axis, the model runs on split frames
     (`split_frames`).
 
@@ -171,7 +115,7 @@ def make_train_step(graphdef: nnx.GraphDef, optimizer: optax.GradientTransformat
     forward = split_frames(model_forward(graphdef, train=True), mesh)
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
-        video = model_input(batch, crop_size)
+        video = normalize(batch["video"])
         dropout_rng = jax.random.fold_in(rng, state.step)
 
         def loss_fn(params, batch_stats):
@@ -233,13 +177,12 @@ def build_train_step(config, model: nnx.Module, schedule: optax.Schedule,
     """The training program of `config`: `(graphdef, state, train_step)`.
 
     `state` is the model's TrainState under `make_optimizer(config, schedule)`; `train_step` is
-    `make_train_step` with the config's label smoothing, non-finite skipping and crop size, jitted
+    `make_train_step` with the config's label smoothing and non-finite skipping, jitted
     with the state donated and, on a `mesh`, state and metrics replicated over it.
     """
     optimizer = make_optimizer(config, schedule)
     graphdef, state = init_train_state(model, optimizer)
-    step_fn = make_train_step(graphdef, optimizer, config.label_smoothing, config.skip_nonfinite_steps,
-                              config.data.crop_size, mesh)
+    step_fn = make_train_step(graphdef, optimizer, config.label_smoothing, config.skip_nonfinite_steps, mesh)
     placement = {} if mesh is None else {"out_shardings": (replicated(mesh), replicated(mesh))}
     return graphdef, state, jax.jit(step_fn, donate_argnums=0, **placement)
 

@@ -59,8 +59,7 @@ def count_macs(model: nnx.Module, video_shape: tuple) -> int:
 
 def compiled_train_step(config, batch_size: int):
     """`config`'s training program (`steps.build_train_step`, `steps.measurement_schedule`)
-    compiled for `batch_size` uint8 clips `(batch, frames, crop, crop, channels)` and their labels:
-    the batches of `config.data.resize_on_device=False` (with it, the step also resizes windows)."""
+    compiled for `batch_size` uint8 clips `(batch, frames, crop, crop, channels)` and their labels."""
     model = create_model(config.model, rngs=nnx.Rngs(0))
     _, state, train_step = steps.build_train_step(config, model, steps.measurement_schedule(config))
     crop = config.data.crop_size

@@ -55,11 +55,6 @@ def get_data_config():
     # aspect jitter, height and width scales differ by at most `max_distort` positions.
     config.train_scales = (1.0, 0.875, 0.75, 0.66)
     config.max_distort = 1
-    # True: training windows go to the device as decoded, padded to a square of side
-    # int(crop_size / 0.875 + 0.5), and the train step resizes and flips them (the host only
-    # decodes; input_pipeline/README.md, Throughput); windows larger than that square are resized
-    # on the host. False: the host resizes and flips, and rounds the pixels to uint8.
-    config.resize_on_device = True
     # Training horizontal flip with p=0.5. Turn off for Something-Something, whose classes say
     # "left"/"right", or give `flip_label_map`: pairs (a, b) whose labels swap when a clip flips.
     config.flip = True

@@ -2,8 +2,7 @@
 
 Batches hold uint8 `(batch, frames, height, width, 3)` RGB clips in [0, 255]; the device casts
 them and normalises with the ImageNet mean and std (`blvnet_jax.steps.normalize`). Training
-batches can leave the resize and flip of their crop windows to the device too
-(`config.data.resize_on_device`, `train_batch_shapes`, `blvnet_jax.steps.resize_windows`).
+clips are cropped, resized and flipped on the host (`train_batch_shapes`).
 """
 from input_pipeline.datasets import create_eval_dataset
 from input_pipeline.datasets import create_train_dataset

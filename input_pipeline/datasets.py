@@ -92,7 +92,7 @@ def create_train_dataset(data_config, *, num_frames, global_batch_size, seed, pr
                          process_count=1, start_step=0):
     """An endless iterator of training batches of local_batch = global_batch_size //
     process_count clips: {'video': uint8 (local_batch, num_frames, crop, crop, 3), 'label': int32
-    (local_batch,)}, or with `resize_on_device` the windows to resize (`train_clips.train_batch_shapes`).
+    (local_batch,)} (`train_clips.train_batch_shapes`).
 
     Batches from `start_step` on equal those an uninterrupted run sees from that step. Unreadable
     frames are substituted, unreadable videos replaced by the next candidate, and both counted
@@ -130,7 +130,7 @@ def create_train_dataset(data_config, *, num_frames, global_batch_size, seed, pr
 
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
     return BatchIterator(dataset.with_options(_options()),
-                         tuple(train_clips.train_batch_shapes(config, num_frames, local_batch)),
+                         ("video", "label"),
                          stats, videos, lambda batch: batch["attempt"] > 0, refs, fill_holes=True)
 
 

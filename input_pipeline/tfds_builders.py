@@ -5,24 +5,30 @@ Prepared with `python -m input_pipeline.prepare_tfds` (or `build`).
 Each example: 'video' (the frames as JPEG, shorter side 256 for decoded videos; Something-
 Something V1 frames are stored as distributed), 'label' (a ClassLabel whose names are the
 class names) and 'video_id'. Videos PyAV cannot decode, and videos a list names but the
-folder lacks, are logged by name and left out. Layouts expected under the manual dir (where
-two names are given, either is read):
+folder lacks, are logged by name and left out.
 
-- something_something_v1: `20bn-something-something-v1/<id>/00001.jpg ...`,
+Layouts expected under the manual dir. Each annotation file is looked for under each of its
+names (the releases differ) in each of the folders listed, and the first found is read;
+video folders are always at the manual dir's root:
+
+- something_something_v1: frames `20bn-something-something-v1/<id>/00001.jpg ...`; in the
+  manual dir, `labels/` or `annotations/` (MMAction2's place):
   `something-something-v1-labels.csv` (a class name per line),
   `something-something-v1-{train,validation}.csv` (`<id>;<class name>` lines).
-- something_something_v2: `20bn-something-something-v2/<id>.webm`,
-  `something-something-v2-{labels,train,validation}.json` (20BN release) or
-  `labels/{labels,train,validation}.json` (Qualcomm release); labels: {class name: "index"},
-  train and validation: [{"id", "template", ...}] (the class is the template without brackets).
-- kinetics400 (CVDF release): `annotations/{train,val}.csv` (`label,youtube_id,time_start,
-  time_end,split` with a header; DeepMind's name `validate.csv` is read too), videos
+- something_something_v2: videos `20bn-something-something-v2/<id>.webm`; in the manual dir,
+  `labels/` (the Qualcomm zip's folder) or `annotations/`:
+  `something-something-v2-{labels,train,validation}.json` (20BN names) or
+  `{labels,train,validation}.json` (Qualcomm names); labels: {class name: "index"}, train and
+  validation: [{"id", "template", ...}] (the class is the template without brackets).
+- kinetics400: in `annotations/` (CVDF release) or the manual dir (DeepMind's release):
+  `train.csv`, `val.csv` (DeepMind: `validate.csv`; MMAction2: `kinetics_{train,val}.csv`),
+  `label,youtube_id,time_start,time_end,split` with a header; videos
   `{train,val}/<youtube_id>_<start:06d>_<end:06d>.mp4`; class names: the sorted train labels.
   A video of the same name in `replacement/replacement_for_corrupted_k400/` (CVDF's
   replacements for about 1400 corrupted clips) is read instead of the original.
-- moments_in_time: `moments_categories.txt` (`<name>,<index>` lines),
-  `{trainingSet,validationSet}.csv` (`<path>,<class name>,...` lines), videos
-  `training/<path>` and `validation/<path>`.
+- moments_in_time: in the manual dir (Moments_in_Time_Raw) or `annotations/` (MMAction2's
+  place): `moments_categories.txt` (`<name>,<index>` lines), `{trainingSet,validationSet}.csv`
+  (`<path>,<class name>,...` lines); videos `training/<path>` and `validation/<path>`.
 - video_folder: `<split>/<class name>/<video>` for splits among train, validation and test;
   class names are the sorted sub-folders of train.
 
@@ -71,9 +77,11 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     VERSION = tfds.core.Version("1.0.0")
     # False for datasets distributed as frames, which have no timestamps to cap the rate with.
     DECODES_VIDEOS = True
-    # Our split name -> the files (or folder) that may describe it, relative to the manual dir: the
-    # first one present is read; a split none of them is present for is left out.
+    # Our split name -> the names of the file (or folder) that may describe it; a split none of them
+    # is found for is left out.
     SPLITS = {}
+    # The folders of the manual dir ('' for itself) annotation files are looked for in, in order.
+    ANNOTATION_FOLDERS = ("",)
     # Where the class names come from, for error messages.
     CLASS_NAMES_SOURCE = ""
 
@@ -92,13 +100,19 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                   if self.annotation_file(root, split)}
         if not videos:
             expected = [name for names_of_split in self.SPLITS.values() for name in names_of_split]
-            raise FileNotFoundError(f"{root}: no split of {self.name} found, the manual dir needs one of "
-                                    f"{expected}; see {LAYOUTS_DOC}.")
+            raise _not_found(root, f"split of {self.name}", expected, self.ANNOTATION_FOLDERS)
         return {split: self._generate_examples(split, split_videos) for split, split_videos in videos.items()}
 
     def annotation_file(self, root, split):
         """The path of the file (or folder) describing `split`; None if the manual dir has none."""
-        return _first_present(root, self.SPLITS[split])
+        return _find_file(root, self.SPLITS[split], self.ANNOTATION_FOLDERS)
+
+    def required_file(self, root, what, names):
+        """The path of the first of `names` found in ANNOTATION_FOLDERS; an error naming `what` if none is."""
+        path = _find_file(root, names, self.ANNOTATION_FOLDERS)
+        if path is None:
+            raise _not_found(root, what, names, self.ANNOTATION_FOLDERS)
+        return path
 
     def class_names(self, root):
         """The class names, index = label."""
@@ -154,21 +168,23 @@ def _index(names):
     return {name: label for label, name in enumerate(names)}
 
 
-def _first_present(root, candidates):
-    """The path of the first of `candidates` (relative to `root`) that exists; None if none does."""
-    for candidate in candidates:
-        path = os.path.join(root, candidate)
-        if os.path.exists(path):
-            return path
+def _find_file(root, names, folders):
+    """The path of the first of `names` in the first of `folders` (relative to `root`, '' for
+    `root` itself) that holds one; None if none does."""
+    for folder in folders:
+        for name in names:
+            path = os.path.join(root, folder, name)
+            if os.path.exists(path):
+                return path
     return None
 
 
-def _required(root, candidates):
-    """The path of the first of `candidates` present in `root`; an error naming them if none is."""
-    path = _first_present(root, candidates)
-    if path is None:
-        raise FileNotFoundError(f"{root}: none of {list(candidates)} is in the manual dir; see {LAYOUTS_DOC}.")
-    return path
+def _not_found(root, what, names, folders):
+    """The one-line error for `what` missing: where it was looked for and what to do."""
+    where = ", ".join(f"{folder}/" if folder else "./" for folder in folders)
+    return FileNotFoundError(f"{root}: no {what} found; looked for {', '.join(names)} in {where} of the "
+                             f"manual dir; put it in one of those folders under one of those names (see "
+                             f"{LAYOUTS_DOC}).")
 
 
 def _existing(videos, dataset):
@@ -186,14 +202,16 @@ class _SomethingSomething(_VideoBuilder, skip_registration=True):
     """Both versions: a class-names file and, per split, a file of (video id, class name)."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Extract the 20BN release into the manual dir (see module doc)."
-    # The class-names file, relative to the manual dir (the first one present is read).
+    ANNOTATION_FOLDERS = ("", "labels", "annotations")
+    # The names of the class-names file.
     CLASS_NAMES_FILES = ()
     VIDEO_FOLDER = ""
     # Appended to a video id to name its video: '' for frame folders.
     VIDEO_SUFFIX = ""
 
     def class_names(self, root):
-        return self.read_class_names(_required(root, self.CLASS_NAMES_FILES))
+        return self.read_class_names(
+            self.required_file(root, f"class names of {self.name}", self.CLASS_NAMES_FILES))
 
     def videos(self, root, split):
         folder = os.path.join(root, self.VIDEO_FOLDER)
@@ -231,9 +249,9 @@ class SomethingSomethingV1(_SomethingSomething):
 class SomethingSomethingV2(_SomethingSomething):
     """Something-Something V2: webm videos (12 fps), 174 classes."""
 
-    SPLITS = {"train": ("something-something-v2-train.json", "labels/train.json"),
-              "validation": ("something-something-v2-validation.json", "labels/validation.json")}
-    CLASS_NAMES_FILES = ("something-something-v2-labels.json", "labels/labels.json")
+    SPLITS = {"train": ("something-something-v2-train.json", "train.json"),
+              "validation": ("something-something-v2-validation.json", "validation.json")}
+    CLASS_NAMES_FILES = ("something-something-v2-labels.json", "labels.json")
     CLASS_NAMES_SOURCE = "the labels json"
     VIDEO_FOLDER = "20bn-something-something-v2"
     VIDEO_SUFFIX = ".webm"
@@ -252,14 +270,15 @@ class Kinetics400(_VideoBuilder):
     """Kinetics-400: mp4 clips of about 10 s cut from YouTube, 400 classes."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put the annotations and the videos in the manual dir."
-    SPLITS = {"train": ("annotations/train.csv",),
-              "validation": ("annotations/val.csv", "annotations/validate.csv")}
+    SPLITS = {"train": ("train.csv", "kinetics_train.csv"),
+              "validation": ("val.csv", "validate.csv", "kinetics_val.csv")}
+    ANNOTATION_FOLDERS = ("annotations", "")
     CLASS_NAMES_SOURCE = "the train annotations"
     VIDEO_FOLDERS = {"train": "train", "validation": "val"}
     REPLACEMENTS = "replacement/replacement_for_corrupted_k400"
 
     def _rows(self, root, split):
-        with open(_required(root, self.SPLITS[split])) as f:
+        with open(self.required_file(root, f"{split} annotations of {self.name}", self.SPLITS[split])) as f:
             return list(csv.DictReader(f))
 
     def class_names(self, root):
@@ -284,11 +303,12 @@ class MomentsInTime(_VideoBuilder):
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Extract Moments_in_Time_Raw into the manual dir."
     SPLITS = {"train": ("trainingSet.csv",), "validation": ("validationSet.csv",)}
+    ANNOTATION_FOLDERS = ("", "annotations")
     CLASS_NAMES_SOURCE = "moments_categories.txt"
     VIDEO_FOLDERS = {"train": "training", "validation": "validation"}
 
     def class_names(self, root):
-        with open(os.path.join(root, "moments_categories.txt")) as f:
+        with open(self.required_file(root, f"class names of {self.name}", ("moments_categories.txt",))) as f:
             rows = [line.strip().rsplit(",", 1) for line in f if line.strip()]
         return [name for name, _ in sorted(rows, key=lambda row: int(row[1]))]
 

@@ -45,12 +45,7 @@ def _flip_label_table(config):
 
 
 def _train_clip_fn(config, seed):
-    """(jpegs (n,), label, example index) -> ({'video', ...}, label after flip).
-
-    With `config.resize_on_device`: {'video': uint8 (n, side, side, 3) window in the top-left
-    corner, 'window': int32 [height, width], 'flip': bool}; otherwise {'video': uint8
-    (n, crop, crop, 3)}, resized and flipped here.
-    """
+    """(jpegs (n,), label, example index) -> (uint8 (n, crop, crop, 3), label after the flip)."""
     flip_table = _flip_label_table(config)
     scales = tuple(config.train_scales)
 
@@ -58,13 +53,7 @@ def _train_clip_fn(config, seed):
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
             tf.stack([tf.constant(seed, tf.int64), index]), 2))
         flip = tf.logical_and(config.flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
-        if config.resize_on_device:
-            video, window = transforms.decode_train_window(jpegs, config.crop_size, scales,
-                                                           config.max_distort, crop_seed)
-            clip = {"video": video, "window": window, "flip": flip}
-        else:
-            clip = {"video": transforms.decode_train_clip(jpegs, config.crop_size, scales,
-                                                          config.max_distort, crop_seed, flip)}
+        clip = transforms.decode_train_clip(jpegs, config.crop_size, scales, config.max_distort, crop_seed, flip)
         size = flip_table.shape[0]
         flipped = tf.where(label < size, tf.gather(flip_table, tf.minimum(label, size - 1)), label)
         return clip, tf.where(flip, flipped, label)
@@ -73,30 +62,10 @@ def _train_clip_fn(config, seed):
 
 
 def train_batch_shapes(data_config, num_frames, batch_size):
-    """{key: (shape, numpy dtype)} of a training batch of `batch_size` clips.
-
-    'video' uint8 (batch, num_frames, crop, crop, 3) and 'label' int32 (batch,); with
-    `resize_on_device`, 'video' holds (batch, num_frames, side, side, 3) decoded windows in the
-    top-left corner (side = `transforms.device_resize_side(crop)`), 'window' int32 (batch, 2)
-    their [height, width], and 'flip' bool (batch,): the device resizes each window to crop x
-    crop and flips it (`blvnet_jax.steps.resize_windows`).
-    """
+    """{key: (shape, numpy dtype)} of a training batch of `batch_size` clips: 'video' uint8
+    (batch, num_frames, crop, crop, 3) and 'label' int32 (batch,)."""
     crop = data_config.crop_size
-    if not data_config.resize_on_device:
-        return {"video": ((batch_size, num_frames, crop, crop, 3), np.uint8),
-                "label": ((batch_size,), np.int32)}
-    side = transforms.device_resize_side(crop)
-    return {"video": ((batch_size, num_frames, side, side, 3), np.uint8),
-            "window": ((batch_size, 2), np.int32), "flip": ((batch_size,), np.bool_),
-            "label": ((batch_size,), np.int32)}
-
-
-def empty_clip(config, num_frames):
-    """Zeros in the layout of one training clip (`train_batch_shapes`, label aside): the clip of
-    an example none of whose videos could be read (its label is -1)."""
-    shapes = train_batch_shapes(config, num_frames, 1)
-    return {key: tf.zeros(shape[1:], dtype) for key, (shape, dtype) in shapes.items()
-            if key != "label"}
+    return {"video": ((batch_size, num_frames, crop, crop, 3), np.uint8), "label": ((batch_size,), np.int32)}
 
 
 def _frames_train_candidates(config, folders, order, *, num_frames, seed, tries, first_slots):
@@ -137,8 +106,9 @@ def _frames_train_candidates(config, folders, order, *, num_frames, seed, tries,
 def _gave_up(config, num_frames, tries, slot, **extra):
     """The element of an example none of whose candidates could be read (label -1, attempt
     `tries`): filled on the host from another example of its batch (`faults.fill_holes`)."""
-    return {**empty_clip(config, num_frames), "label": tf.constant(-1), "attempt": tf.constant(tries),
-            "slot": slot, "sampled": tf.zeros([num_frames], tf.int64),
+    crop = config.crop_size
+    return {"video": tf.zeros([num_frames, crop, crop, 3], tf.uint8), "label": tf.constant(-1),
+            "attempt": tf.constant(tries), "slot": slot, "sampled": tf.zeros([num_frames], tf.int64),
             "used": tf.zeros([num_frames], tf.int64), **extra}
 
 
@@ -164,7 +134,7 @@ def frames_train_clips(config, folders, *, num_frames, seed, start_step, global_
                 (tf.string, tf.int64), stateful=False)), lambda: (candidate["paths"], candidate["indices"]))
             paths = tf.ensure_shape(paths, [num_frames])
             clip, label = train_clip(sources.read_files(paths), candidate["label"], slot)
-            return {**clip, "label": label, "attempt": candidate["attempt"], "slot": slot,
+            return {"video": clip, "label": label, "attempt": candidate["attempt"], "slot": slot,
                     "sampled": candidate["indices"], "used": tf.ensure_shape(used, [num_frames])}
 
         videos = {key: element[key] for key in ("video", "indices", "paths", "label")}
@@ -198,7 +168,7 @@ def encoded_train_clips(config, *, num_frames, seed, start_step, process_index,
             indices = encoded.sampled_indices(video, indices_fn, num_frames, candidate["example"])
             jpegs, used = encoded.clip_frames(video, indices, candidate["substitute"])
             clip, label = train_clip(jpegs, encoded.checked_label(candidate["label"], num_classes), slot)
-            return {**clip, "label": label, "attempt": candidate["attempt"], "slot": slot,
+            return {"video": clip, "label": label, "attempt": candidate["attempt"], "slot": slot,
                     "ids": window["video_id"], "sampled": indices, "used": used}
 
         return faults.first_readable(faults.attempts(window, substitute), load, lambda: _gave_up(

@@ -1,10 +1,8 @@
 """Crops, resizes and flips of whole clips in TensorFlow, the same window for every frame.
 
-Training decodes only one crop window per frame (`tf.io.decode_and_crop_jpeg`), then either
-resizes and flips it here (`decode_train_clip`) or hands it on as decoded for the device to
-resize and flip (`decode_train_window`, `blvnet_jax.steps.resize_windows`); evaluation decodes
-whole frames (`decode_frames`), resizes the shorter side and cuts 1, 3 or 10 views, as the
-official code. All outputs are uint8.
+Training decodes only one crop window per frame (`tf.io.decode_and_crop_jpeg`), then resizes
+and flips it (`decode_train_clip`); evaluation decodes whole frames (`decode_frames`), resizes the
+shorter side and cuts 1, 3 or 10 views, as the official code. All outputs are uint8.
 
 Evaluation decodes with libjpeg's accurate integer IDCT, as PIL (the official loader) does:
 the same pixels, bit for bit. Training keeps TensorFlow's default fast IDCT, within a few grey
@@ -92,44 +90,6 @@ def decode_train_clip(jpegs, crop_size, scales, max_distort, seed, flip):
     flip_resized = lambda frame: tf.reverse(resize(frame), axis=[1])
     return tf.cond(flip, lambda: tf.stack(_decoded_windows(jpegs, window, flip_resized)),
                    lambda: tf.stack(_decoded_windows(jpegs, window, resize)))
-
-
-def device_resize_side(crop_size):
-    """Side of the square that carries a training window to the device: the usual shorter side
-    of the frames, int(crop_size / 0.875 + 0.5) (256 for 224)."""
-    return eval_resize_side(crop_size, resize_to_crop=False)
-
-
-def decode_train_window(jpegs, crop_size, scales, max_distort, seed):
-    """Decodes one crop window of each JPEG, to be resized on the device: (frames,) string ->
-    (uint8 (frames, side, side, 3) with the window in the top-left corner and zeros elsewhere,
-    int32 [height, width] of the window), side = `device_resize_side(crop_size)`.
-
-    A window larger than the square (frames with a shorter side above it) is resized to
-    crop_size here, as `decode_train_clip` does, and its size given as [crop_size, crop_size].
-    """
-    side = device_resize_side(crop_size)
-    window = _clip_window(jpegs, crop_size, scales, max_distort, seed)
-
-    def padded(height, width, finish):
-        # Zeros joined on with `concat` (memory copies, 2x faster than `tf.pad` here): each frame
-        # widened to the square, then all frames with the zero rows under each in one concat.
-        widened = lambda frame: tf.concat(
-            [finish(frame), tf.zeros([height, side - width, 3], tf.uint8)], axis=1)
-        below = tf.zeros([side - height, side, 3], tf.uint8)
-        rows = [piece for frame in _decoded_windows(jpegs, window, widened)
-                for piece in (frame, below)]
-        return tf.reshape(tf.concat(rows, axis=0), [jpegs.shape[0], side, side, 3])
-
-    def as_decoded():
-        return padded(window[2], window[3], tf.identity), window[2:]
-
-    def resized():
-        frames = padded(crop_size, crop_size, lambda frame: resize_uint8(frame, crop_size, crop_size))
-        return frames, tf.constant([crop_size, crop_size])
-
-    frames, size = tf.cond(tf.reduce_all(window[2:] <= side), as_decoded, resized)
-    return tf.ensure_shape(frames, [jpegs.shape[0], side, side, 3]), size
 
 
 def decode_frames(jpegs):

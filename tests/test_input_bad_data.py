@@ -113,7 +113,7 @@ def test_training_substitutes_the_nearest_readable_frame(broken_config):
     config, repaired_root = broken_config
     iterator = input_pipeline.create_train_dataset(config, num_frames=8, global_batch_size=4, seed=0)
     batches = [next(iterator) for _ in range(6)]  # Two epochs: each broken frame met twice.
-    assert all(batch["video"].shape == (4, 8, 18, 18, 3) for batch in batches)  # resize_on_device
+    assert all(batch["video"].shape == (4, 8, 16, 16, 3) for batch in batches)
     stats = iterator.stats
     assert stats.unreadable == 0
     assert stats.kinds == {faults.MISSING_FRAME: 1, faults.CORRUPT_FRAME: 2, faults.SUBSTITUTED_FRAME: 6}

@@ -4,7 +4,6 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from blvnet_jax import steps
 from configs import data_defaults
 import input_pipeline
 from input_pipeline import datasets
@@ -25,7 +24,6 @@ def data_config(tmp_path_factory):
     config.root = str(tmp_path_factory.mktemp("synthetic"))
     config.synthetic = tiny_synthetic_config()
     config.crop_size = CROP
-    config.resize_on_device = False
     return sources.resolve_synthetic(config)
 
 
@@ -38,35 +36,13 @@ def _train(config, **kwargs):
     return input_pipeline.create_train_dataset(config, **{**arguments, **kwargs})
 
 
-@pytest.mark.parametrize("resize_on_device, video_side", [(False, CROP), (True, 27)])
-def test_train_batch_shapes_and_labels(data_config, resize_on_device, video_side):
-    config = data_config.copy_and_resolve_references()
-    config.resize_on_device = resize_on_device
-    assert input_pipeline.num_videos(config, "train") == 12
-    batch = next(_train(config))
+def test_train_batch_shapes_and_labels(data_config):
+    assert input_pipeline.num_videos(data_config, "train") == 12
+    batch = next(_train(data_config))
     shapes = {key: (value.shape, value.dtype) for key, value in batch.items()}
-    assert shapes == input_pipeline.train_batch_shapes(config, NUM_FRAMES, 4)
-    assert batch["video"].shape == (4, NUM_FRAMES, video_side, video_side, 3)
+    assert shapes == input_pipeline.train_batch_shapes(data_config, NUM_FRAMES, 4)
+    assert batch["video"].shape == (4, NUM_FRAMES, CROP, CROP, 3)
     assert set(batch["label"]) <= {0, 1, 2, 3}
-
-
-def test_device_resize_gives_the_host_resized_clips(data_config):
-    # Frames 32x40, crop 24: windows of 24 and 21 pixels go to the device in squares of 27,
-    # those of 32 and 28 are resized on the host. Rounded, the device's float pixels are the
-    # host's uint8 ones, flips and labels included.
-    config = data_config.copy_and_resolve_references()
-    config.flip_label_map = ((0, 1), (2, 3))
-    on_host = _take(_train(config, global_batch_size=12), 2)
-    config.resize_on_device = True
-    on_device = _take(_train(config, global_batch_size=12), 2)
-    windows = np.concatenate([batch["window"] for batch in on_device])
-    assert set(windows.ravel()) == {21, 24}
-    assert 0 < np.concatenate([batch["flip"] for batch in on_device]).sum() < 24
-    for host, device in zip(on_host, on_device):
-        resized = steps.resize_windows(device["video"], device["window"], device["flip"], CROP)
-        np.testing.assert_array_equal(np.floor(np.asarray(resized) + 0.5).astype(np.uint8),
-                                      host["video"])
-        np.testing.assert_array_equal(device["label"], host["label"])
 
 
 def test_train_is_deterministic_and_resumes_exactly(data_config):

@@ -76,8 +76,7 @@ def test_train_and_eval_from_records(record_dir):
     iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2,
                                                    seed=0)
     batches = [next(iterator) for _ in range(4)]
-    # Training windows of crop 16 travel to the device in squares of 18 (resize_on_device).
-    assert batches[0]["video"].shape == (2, 4, 18, 18, 3) and batches[0]["video"].dtype == np.uint8
+    assert batches[0]["video"].shape == (2, 4, 16, 16, 3) and batches[0]["video"].dtype == np.uint8
     resumed = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2,
                                                   seed=0, start_step=2)
     for expected in batches[2:]:

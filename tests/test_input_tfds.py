@@ -70,8 +70,7 @@ def test_tfds_source_trains_and_evaluates(prepared):
     iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=3,
                                                    seed=0)
     batches = [next(iterator) for _ in range(3)]
-    # Training windows of crop 16 travel to the device in squares of 18 (resize_on_device).
-    assert batches[0]["video"].shape == (3, 4, 18, 18, 3)
+    assert batches[0]["video"].shape == (3, 4, 16, 16, 3)
     assert batches[0]["video"].dtype == np.uint8
     assert set(np.concatenate([b["label"] for b in batches])) <= {0, 1}
     assert iterator.stats.unreadable == 0
@@ -211,16 +210,22 @@ def _write_something_something_v1(manual, download):
             Image.fromarray(frame).save(folder / f"{number:05d}.jpg", quality=90)
 
 
-def _write_something_something_v2(manual, download):
+def _write_something_something_v2_annotations(folder, download, names="something-something-v2-{}.json"):
+    """The labels, train and validation json files in `folder`, named by `names` ('{}' the file's role)."""
+    folder.mkdir(parents=True, exist_ok=True)
     labels = {name: str(label) for label, name in enumerate(download.class_names)}
-    (manual / "something-something-v2-labels.json").write_text(json.dumps(labels, sort_keys=True))
+    (folder / names.format("labels")).write_text(json.dumps(labels, sort_keys=True))
     for split in SPLITS:
         entries = []
         for video in _listed(download, split):
             template = download.class_names[video.label].replace("something", "[something]")
             entries.append({"id": video.video_id, "label": template.replace("[something]", "a cup"),
                             "template": template, "placeholders": ["a cup"]})
-        (manual / f"something-something-v2-{split}.json").write_text(json.dumps(entries))
+        (folder / names.format(split)).write_text(json.dumps(entries))
+
+
+def _write_something_something_v2(manual, download):
+    _write_something_something_v2_annotations(manual, download)
     _write_videos(download, lambda video: manual / "20bn-something-something-v2" / f"{video.video_id}.webm",
                   "libvpx-vp9")
 
@@ -306,7 +311,7 @@ def test_tfds_source_trains_and_evaluates_on_each_dataset(dataset):
     train_labels = sorted(video.label for video in download.videos if video.split == "train")
     train = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=3, seed=0)
     batch = next(train)
-    assert batch["video"].shape == (3, 4, 18, 18, 3)
+    assert batch["video"].shape == (3, 4, 16, 16, 3)
     assert sorted(batch["label"]) == train_labels  # The first batch is the first epoch.
     assert train.stats.unreadable == 0
     batches = list(input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=2))
@@ -320,21 +325,31 @@ def _videos(builder_class, root, split):
     return builder.class_names(str(root)), builder.videos(str(root), split)
 
 
-def test_something_something_v2_reads_the_labels_folder_of_the_qualcomm_release(tmp_path):
-    (tmp_path / "labels").mkdir()
-    (tmp_path / "labels" / "labels.json").write_text('{"Holding something": "1", "Approaching something": "0"}')
-    (tmp_path / "labels" / "validation.json").write_text(
-        '[{"id": "7", "label": "holding a cup", "template": "Holding [something]", "placeholders": ["a cup"]}]')
-    names, videos = _videos(tfds_builders.SomethingSomethingV2, tmp_path, "validation")
-    assert names == ["Approaching something", "Holding something"]
-    assert videos == [("7", str(tmp_path / "20bn-something-something-v2" / "7.webm"), "Holding something")]
+@pytest.mark.parametrize("folder", ["", "labels", "annotations"])
+@pytest.mark.parametrize("names", ["something-something-v2-{}.json", "{}.json"])  # 20BN's, Qualcomm's.
+def test_something_something_v2_finds_its_annotations_in_each_layout(tmp_path, folder, names):
+    download = DOWNLOADS["something_something_v2"]
+    _write_something_something_v2_annotations(tmp_path / folder, download, names)
+    for split in SPLITS:
+        class_names, videos = _videos(tfds_builders.SomethingSomethingV2, tmp_path, split)
+        assert class_names == download.class_names
+        assert videos == [(video.video_id, str(tmp_path / "20bn-something-something-v2" / f"{video.video_id}.webm"),
+                           download.class_names[video.label]) for video in _listed(download, split)]
 
 
-def test_kinetics400_reads_deepminds_validate_csv(tmp_path):
-    (tmp_path / "annotations").mkdir()
+def test_missing_annotations_are_a_one_line_error_naming_where_it_looked(tmp_path):
+    with pytest.raises(FileNotFoundError) as error:
+        tfds_builders.build("something_something_v2", str(tmp_path), str(tmp_path / "tfds"))
+    assert str(error.value) == (
+        f"{tmp_path}: no class names of something_something_v2 found; looked for something-something-v2-labels.json, "
+        "labels.json in ./, labels/, annotations/ of the manual dir; put it in one of those folders under one of "
+        "those names (see the layouts in input_pipeline/tfds_builders.py).")
+
+
+def test_kinetics400_reads_deepminds_release_at_the_root(tmp_path):
     header = "label,youtube_id,time_start,time_end,split,is_cc\n"
-    (tmp_path / "annotations" / "train.csv").write_text(header + "zumba,abc,10,20,train,0\n")
-    (tmp_path / "annotations" / "validate.csv").write_text(header + "zumba,ghi,5.0,15.0,val,0\n")
+    (tmp_path / "train.csv").write_text(header + "zumba,abc,10,20,train,0\n")
+    (tmp_path / "validate.csv").write_text(header + "zumba,ghi,5.0,15.0,val,0\n")
     names, videos = _videos(tfds_builders.Kinetics400, tmp_path, "validation")
     assert names == ["zumba"]
     assert videos == [("ghi_000005_000015", str(tmp_path / "val" / "ghi_000005_000015.mp4"), "zumba")]
@@ -360,7 +375,17 @@ def test_class_missing_from_the_class_names_is_an_error_naming_the_list(tmp_path
         tfds_builders.build("something_something_v1", str(tmp_path), str(tmp_path / "tfds"))
 
 
+def test_moments_in_time_reads_the_annotations_folder_of_mmaction2(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "moments_categories.txt").write_text("running,1\nclapping,0\n")
+    (tmp_path / "annotations" / "validationSet.csv").write_text("running/yt-a_0.mp4,running,3,0\n")
+    names, videos = _videos(tfds_builders.MomentsInTime, tmp_path, "validation")
+    assert names == ["clapping", "running"]
+    assert videos == [("running/yt-a_0.mp4", str(tmp_path / "validation" / "running/yt-a_0.mp4"), "running")]
+
+
 def test_manual_dir_without_split_lists_says_what_it_needs(tmp_path):
     (tmp_path / "moments_categories.txt").write_text("clapping,0\n")
-    with pytest.raises(FileNotFoundError, match="no split of moments_in_time.*trainingSet.csv"):
+    with pytest.raises(FileNotFoundError, match=r"no split of moments_in_time found; looked for trainingSet.csv, "
+                       r"validationSet.csv in \./, annotations/ of the manual dir; put it"):
         tfds_builders.build("moments_in_time", str(tmp_path), str(tmp_path / "tfds"))

@@ -6,7 +6,6 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from blvnet_jax import steps
 from input_pipeline import transforms
 
 SCALES = (1.0, 0.875, 0.75, 0.66)
@@ -146,50 +145,3 @@ def test_training_resize_equals_the_uint8_kernel(height, width):
     uint8_kernel = tf.cast(tf.image.resize(tf.constant(image), [224, 224]) + 0.5, tf.uint8)
     np.testing.assert_array_equal(transforms.resize_uint8(tf.constant(image), 224, 224),
                                   uint8_kernel)
-
-
-@pytest.mark.parametrize("height, width, size", [(256, 168, 224), (100, 133, 224), (20, 30, 32),
-                                                 (32, 32, 32)])
-def test_device_resize_is_tf_bilinear_of_the_window(height, width, size):
-    # The window sits in the top-left corner of a square padded with 255s that must never be
-    # read; the result is TF's bilinear resize of the window, mirrored where asked.
-    rng = np.random.default_rng(height * width)
-    windows = rng.integers(0, 256, (2, 3, height, width, 3), np.uint8)
-    side = max(height, width) + 4
-    padded = np.full((2, 3, side, side, 3), 255, np.uint8)
-    padded[:, :, :height, :width] = windows
-    resized = np.asarray(steps.resize_windows(padded, np.array([[height, width]] * 2, np.int32),
-                                              np.array([False, True]), size))
-    expected = tf.image.resize(tf.cast(windows.reshape(6, height, width, 3), tf.float32),
-                               [size, size]).numpy().reshape(2, 3, size, size, 3)
-    np.testing.assert_array_equal(resized[0], expected[0])
-    np.testing.assert_array_equal(resized[1], expected[1][:, :, ::-1])
-    if (height, width) == (size, size):
-        np.testing.assert_array_equal(resized[0], windows[0])
-
-
-def test_decode_train_window_pads_small_windows_and_resizes_large_ones():
-    # Crop 32 carries windows in squares of 37. Shorter side 48: windows with a side of scale 1
-    # (48) or 0.875 (42) are resized here to 32; those of 0.75 (36) and 0.66 (31, snapped to 32)
-    # are decoded as they are, with zeros around.
-    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), np.uint8)
-    jpegs = tf.constant([_jpeg(image)] * 2)
-    sizes = set()
-    for k in range(24):
-        seed = tf.constant([3, k])
-        frames, size = transforms.decode_train_window(jpegs, 32, SCALES, 1, seed)
-        frames, (height, width) = frames.numpy(), size.numpy()
-        window = transforms.train_crop_window(48, 64, 32, SCALES, 1, seed).numpy()
-        assert frames.shape == (2, 37, 37, 3)
-        np.testing.assert_array_equal(frames[1], frames[0])
-        assert not frames[:, height:].any() and not frames[:, :, width:].any()
-        if max(window[2:]) > 37:
-            assert (height, width) == (32, 32)
-            np.testing.assert_array_equal(frames[0, :32, :32], transforms.decode_train_clip(
-                jpegs, 32, SCALES, 1, seed, tf.constant(False))[0])
-        else:
-            assert (height, width) == tuple(window[2:])
-            np.testing.assert_array_equal(frames[0, :height, :width],
-                                          tf.io.decode_and_crop_jpeg(jpegs[0], window).numpy())
-        sizes.add((height, width))
-    assert (32, 32) in sizes and any(36 in size for size in sizes)

@@ -48,9 +48,8 @@ def test_summary_speed_and_training_build_the_same_train_step(tmp_path, monkeypa
     assert len(states) == 3 and states[1] == states[0] and states[2] == states[0]
     assert isinstance(states[0].opt_state, optax.MultiStepsState)
     assert len(states[0].opt_state.inner_opt_state) == 3  # clipping, weight decay, SGD + momentum
-    side = 40  # decoded windows larger than the crop: the step resizes them to crop_size
-    batch = {"video": jax.ShapeDtypeStruct((2, 4, side, side, 3), jnp.uint8),
-             "window": jax.ShapeDtypeStruct((2, 2), jnp.int32), "flip": jax.ShapeDtypeStruct((2,), jnp.bool_),
+    crop = config.data.crop_size
+    batch = {"video": jax.ShapeDtypeStruct((2, 4, crop, crop, 3), jnp.uint8),
              "label": jax.ShapeDtypeStruct((2,), jnp.int32)}
     args = (states[0], batch, jax.random.key(0))
     programs = [str(jax.make_jaxpr(train_step.__wrapped__)(*args)) for _, _, train_step in builds]

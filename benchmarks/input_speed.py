@@ -1,6 +1,6 @@
 """Clips per second per core of training decode + augmentation, ours against the official loader.
 
-    python -m input_pipeline.benchmark [--cores=1] [--seconds=10] [--rounds=3] \
+    python -m benchmarks.input_speed [--cores=1] [--seconds=10] [--rounds=3] \
         [--video_frames=48] [--batch_size=8] [--json] [--readme]
 
 Writes its own data to a temporary folder: `--videos` videos of `--video_frames` frames of
@@ -8,12 +8,9 @@ Writes its own data to a temporary folder: `--videos` videos of `--video_frames`
 shards. Each measurement makes 16-frame clips at 224x224 for training (multi-scale crop, flip)
 and runs in its own process, pinned to `--cores` CPUs, alternating sources round by round; a
 figure is the median of `--rounds` runs of `--seconds` each after warm-up:
-- frames: `create_train_dataset` on the frame folders, uint8 batches out, the windows resized
-  and flipped later on the device (`resize_on_device`, the default);
+- frames: `create_train_dataset` on the frame folders, batches of uint8 clips out (cropped,
+  resized and flipped);
 - records: the same on the record shards;
-- frames, host resize: the frame folders with `resize_on_device=False`, resized clips out;
-- device resize: what `frames` and `records` leave to the device, run here on the CPU: the
-  jitted `blvnet_jax.steps.resize_windows` of batches of decoded windows;
 - PIL baseline: the official loader's training clip, step by step as its code takes them, in
   one Python process with torch on 1 thread (as in a DataLoader worker): per frame
   `Image.open`, `copy()` (the decode) and close; TSN's GroupMultiScaleCrop (the same scales,
@@ -41,15 +38,14 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
+from benchmarks import report
 from configs import data_defaults
 import input_pipeline
 from input_pipeline import records
-from input_pipeline import transforms
 
 FLAGS = flags.FLAGS
-SOURCES = ("frames", "records", "frames_host_resize", "device_resize", "pil", "pil_numpy")
-NAMES = {"frames": "frames", "records": "records", "frames_host_resize": "frames, host resize",
-         "device_resize": "device resize (on this CPU)", "pil": "PIL baseline (official steps)",
+SOURCES = ("frames", "records", "pil", "pil_numpy")
+NAMES = {"frames": "frames", "records": "records", "pil": "PIL baseline (official steps)",
          "pil_numpy": "PIL, numpy tensor steps"}
 NUM_FRAMES = 16
 CROP_SIZE = 224
@@ -177,9 +173,8 @@ def _pil_batches(source, data_dir, video_frames, batch_size):
 def _pipeline_clips(source, data_dir, batch_size):
     """Endless uint8 batches of our training pipeline; yields the clip count of each batch."""
     config = data_defaults.get_data_config()
-    config.update(source="records" if source == "records" else "frames", crop_size=CROP_SIZE,
-                  flip=True, resize_on_device=source != "frames_host_resize")
-    if config.source == "frames":
+    config.update(source=source, crop_size=CROP_SIZE, flip=True)
+    if source == "frames":
         config.update(root=os.path.join(data_dir, "frames"),
                       train_list=os.path.join(data_dir, "train.txt"))
     else:
@@ -189,28 +184,9 @@ def _pipeline_clips(source, data_dir, batch_size):
         yield batch["video"].shape[0]
 
 
-def _device_resized_clips(batch_size):
-    """Endless jitted resizes of batches of decoded 16-frame windows (TSN's window sizes of a
-    256-pixel shorter side) to 224, half of them flipped; yields the clip count of each batch."""
-    from blvnet_jax import steps  # noqa: PLC0415 - JAX only for this measurement.
-    import jax  # noqa: PLC0415
-
-    side = transforms.device_resize_side(CROP_SIZE)
-    rng = np.random.default_rng(0)
-    video = jax.device_put(rng.integers(0, 256, (batch_size, NUM_FRAMES, side, side, 3), np.uint8))
-    window = jax.device_put(rng.choice([256, 224, 192, 168], (batch_size, 2)).astype(np.int32))
-    flip = jax.device_put(np.arange(batch_size) % 2 == 0)
-    resize = jax.jit(steps.resize_windows, static_argnums=3)
-    while True:
-        resize(video, window, flip, CROP_SIZE).block_until_ready()
-        yield batch_size
-
-
 def measure(source, data_dir, video_frames, seconds, batch_size):
     """Clips per second of one source in this process, after a warm-up of 2 batches."""
-    if source == "device_resize":
-        clips = _device_resized_clips(batch_size)
-    elif source.startswith("pil"):
+    if source.startswith("pil"):
         clips = _pil_batches(source, data_dir, video_frames, batch_size)
     else:
         clips = _pipeline_clips(source, data_dir, batch_size)
@@ -225,7 +201,7 @@ def measure(source, data_dir, video_frames, seconds, batch_size):
 def _run_measurement(source, data_dir):
     """Runs `measure` in a fresh process pinned to the first `--cores` CPUs; clips/s."""
     cpus = sorted(os.sched_getaffinity(0))[:FLAGS.cores]
-    command = [sys.executable, "-m", "input_pipeline.benchmark", f"--measure={source}",
+    command = [sys.executable, "-m", "benchmarks.input_speed", f"--measure={source}",
                f"--data_dir={data_dir}", f"--seconds={FLAGS.seconds}",
                f"--video_frames={FLAGS.video_frames}", f"--batch_size={FLAGS.batch_size}",
                f"--cpus={','.join(map(str, cpus))}"]
@@ -265,13 +241,13 @@ def main(argv):
     lines = ["| source | clips/s/core | x PIL | x PIL, median of per-round ratios |", "|---|---|---|---|"]
     for source in SOURCES:
         rate = results[source]["clips_per_s_per_core"]
-        lines.append(f"| {NAMES[source]} | {rate:.1f} | {rate / baseline:.2f} | {results[source]['x_pil_per_round']:.2f} |")
+        per_round = results[source]["x_pil_per_round"]
+        lines.append(f"| {NAMES[source]} | {rate:.1f} | {rate / baseline:.2f} | {per_round:.2f} |")
     table = "\n".join(lines)
     print(f"16-frame clips at {CROP_SIZE} from 340x256 q90 JPEG, {FLAGS.cores} core(s) for "
           f"tf.data, 1 for PIL, median of {FLAGS.rounds} x {FLAGS.seconds} s\n{table}")
     if FLAGS.readme:
-        from benchmarks import report  # noqa: PLC0415 - only this option writes outside the pipeline.
-        command = " ".join(["python -m input_pipeline.benchmark"] + sys.argv[1:])
+        command = " ".join(["python -m benchmarks.input_speed"] + sys.argv[1:])
         report.update_readme("input_benchmark", (
             f"`{command}` on {report.machine()}: 16-frame training clips at {CROP_SIZE} from 340x256 JPEG "
             f"(q90), batches of {FLAGS.batch_size}, tf.data pinned to {FLAGS.cores} core(s), the PIL loaders in one "
