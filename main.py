@@ -13,7 +13,7 @@ shared by all hosts (e.g. `gs://bucket/run`).
 """
 import os
 
-from blvnet_jax import quiet, xla_env
+from blvnet_jax import cli, quiet, xla_env
 
 xla_env.configure()  # XLA:CPU flags and huge pages; must come before jax is imported
 
@@ -60,7 +60,11 @@ def main(argv):
     from blvnet_jax import config_check
     try:
         # Checked before the training code (TensorFlow, the data pipeline) is even imported.
-        (config_check.check_training if FLAGS.mode == "train" else config_check.check_evaluation)(FLAGS.config)
+        if FLAGS.mode == "train":
+            config_check.check_training(FLAGS.config)
+        else:
+            config_check.check_evaluation(FLAGS.config)
+            config_check.check_workdir_model(FLAGS.config, FLAGS.workdir)
     except config_check.ConfigError as error:
         raise SystemExit(f"Config error ({config_flags.get_config_filename(FLAGS['config'])} with its "
                          f"--config.* overrides): {error}") from None
@@ -72,7 +76,8 @@ def main(argv):
             results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
         else:
             results = train.evaluate_checkpoint(FLAGS.config, FLAGS.workdir, checkpoint.parse_step(FLAGS.checkpoint))
-    except (hosts.NotSharedError, workdir_lock.WorkdirBusyError, checkpoint.NoCheckpointError) as error:
+    except (hosts.NotSharedError, workdir_lock.WorkdirBusyError, checkpoint.NoCheckpointError,
+            checkpoint.WeightsOnlyError) as error:
         raise SystemExit(f"Workdir error (--workdir={FLAGS.workdir}): {error}") from None
     except (checkpoint.DamagedCheckpointError, checkpoint.ArchitectureError) as error:
         raise SystemExit(f"Checkpoint error (--workdir={FLAGS.workdir}): {error}") from None
@@ -87,4 +92,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flags_as_required(["config", "workdir"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -45,6 +45,7 @@ from absl import app, flags
 from PIL import Image
 
 import input_pipeline
+from input_pipeline.sources import create_source
 from configs import data_defaults
 from input_pipeline import faults, prepare, sampling, synthetic, video_files, video_list
 
@@ -304,10 +305,10 @@ def strict_pipeline_error(dataset):
     config = data_defaults.get_data_config()
     config.update(root=paths["root"], train_list=os.path.join(paths["root"], "train_without_bad_lines.txt"),
                   class_names_file=paths["class_names_file"], crop_size=32, strict=True)
-    iterator = input_pipeline.create_train_dataset(config, num_frames=dataset["num_frames"],
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=dataset["num_frames"],
                                                    global_batch_size=BATCH_SIZE, seed=0)
     try:
-        for _ in range(math.ceil(input_pipeline.num_videos(config, "train") / BATCH_SIZE)):
+        for _ in range(math.ceil(create_source(config).num_videos("train") / BATCH_SIZE)):
             next(iterator)
     except ValueError as e:
         return str(e).splitlines()[0]

@@ -41,6 +41,7 @@ import tensorflow as tf
 from benchmarks import report
 from configs import data_defaults
 import input_pipeline
+from input_pipeline.sources import create_source
 from input_pipeline import records
 
 FLAGS = flags.FLAGS
@@ -179,8 +180,8 @@ def _pipeline_clips(source, data_dir, batch_size):
                       train_list=os.path.join(data_dir, "train.txt"))
     else:
         config.update(root=os.path.join(data_dir, "records"), shuffle_buffer=16)
-    for batch in input_pipeline.create_train_dataset(
-            config, num_frames=NUM_FRAMES, global_batch_size=batch_size, seed=0):
+    for batch in input_pipeline.create_train_dataset(create_source(config), num_frames=NUM_FRAMES,
+                                                     global_batch_size=batch_size, seed=0):
         yield batch["video"].shape[0]
 
 

@@ -8,7 +8,7 @@ Traces `--steps` calls after warm-up and sums the duration of every XLA op event
 kind (convolution, dot, transpose, fusion, ...). Reading the trace needs TensorFlow's xplane
 protobuf (`tensorflow-cpu`, already a dependency of the input pipeline).
 """
-from blvnet_jax import xla_env
+from blvnet_jax import cli, xla_env
 
 xla_env.configure()
 
@@ -80,4 +80,4 @@ if __name__ == "__main__":
     flags.DEFINE_integer("top", 30, "Lines to print.")
     flags.DEFINE_enum("group", "op", ["op", "category"], "Sum per op, or per kind of op.")
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

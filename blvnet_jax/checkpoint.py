@@ -55,6 +55,11 @@ class ArchitectureError(ValueError):
     """A checkpoint holds another model than the one it is read into."""
 
 
+class WeightsOnlyError(ValueError):
+    """Training was asked to resume from a checkpoint of weights only (`save_model`: a converted or
+    exported model), which holds no optimizer state."""
+
+
 class SaveError(OSError):
     """An asynchronous save failed (disk full, permission); the message names the step, path and cause."""
 
@@ -222,20 +227,47 @@ def reading(manager: ocp.CheckpointManager, step: int):
         raise DamagedCheckpointError(step, str(manager.directory), f"{type(error).__name__}: {reason}") from error
 
 
+def holds_weights_only(manager: ocp.CheckpointManager, step: int) -> bool:
+    """Whether `step` holds a model's weights only (`save_model`: a converted or exported model): its
+    digests, written in the same step as its items, list no optimizer state."""
+    stored = manager.item_metadata(step)
+    if "digests" not in stored or stored.get("opt_state") is not None:
+        return False
+    return "opt_state" not in manager.restore(step, args=ocp.args.Composite(digests=ocp.args.JsonRestore()))["digests"]
+
+
+def weights_only_error(manager: ocp.CheckpointManager, step: int) -> WeightsOnlyError:
+    return WeightsOnlyError(
+        f"step {step} in {manager.directory} holds a model's weights only (written by convert or save_model), not "
+        f"a training run to resume: to fine-tune from it, train in a new --workdir with "
+        f"--config.init_from={manager.directory.parent}")
+
+
+def refuse_weights_only(workdir: str, step: int) -> None:
+    """Raises `WeightsOnlyError` when `step` of `workdir` holds weights only (training cannot resume it)."""
+    with open_reader(workdir) as manager:
+        if holds_weights_only(manager, step):
+            raise weights_only_error(manager, step)
+
+
 def read_step(manager: ocp.CheckpointManager, step: int, abstract_items: dict) -> tuple[dict, dict]:
     """`(items, metadata)` of `step`, restored into the shapes, dtypes and shardings of
     `abstract_items` (`{'params': tree of jax.ShapeDtypeStruct, ...}`) and verified against the
     step's digests (and finite).
 
-    Raises `DamagedCheckpointError` when the step cannot be read back as it was written, and
-    `ArchitectureError` when it holds another model.
+    Raises `DamagedCheckpointError` when the step cannot be read back as it was written,
+    `ArchitectureError` when it holds another model and `WeightsOnlyError` when a training state is
+    asked of a step of weights only.
     """
     with reading(manager, step):
         metadata = manager.restore(step, args=metadata_restore_args())["metadata"]
         stored = manager.item_metadata(step)
         missing = [name for name in abstract_items if stored.get(name) is None]
-        if missing:
+        weights_only = missing == ["opt_state"] and holds_weights_only(manager, step)
+        if missing and not weights_only:
             raise FileNotFoundError(f"its {missing[0]} item is missing")
+    if weights_only:
+        raise weights_only_error(manager, step)
     for name in ("params", "batch_stats"):  # another model is not damage
         if name in abstract_items:
             check_same_shapes(abstract_items[name], stored[name], str(manager.directory / str(step)))

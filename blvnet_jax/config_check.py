@@ -9,6 +9,9 @@ from blvnet_jax.models import check_model_config
 MIN_CROP_SIZE = 32  # five stride-2 stages; smaller inputs leave layer4 nothing to see
 # Model fields that change parameter shapes: a checkpoint must agree on them to initialise from it.
 SHAPE_FIELDS = ("name", "depth", "alpha", "beta", "blending_frames", "width", "input_channels")
+# Model fields a checkpoint must agree on to be evaluated with a config: the shapes, and what its
+# evaluation's files are filed under (`eval/step_<N>_<crops>x<clips>` would hide another frame count).
+EVALUATED_FIELDS = SHAPE_FIELDS + ("num_classes", "num_frames")
 
 
 class ConfigError(ValueError):
@@ -89,6 +92,15 @@ def check_num_classes(config) -> None:
                           f"({source}): set --config.model.num_classes={count}")
 
 
+def model_differences(stored_model: dict, model_config, fields: tuple[str, ...]) -> tuple[str, str]:
+    """`('model.width=8', 'model.width=16')`: the `fields` in which a checkpoint's stored model config
+    (JSON) and `model_config` differ, spelled with each one's values; `('', '')` if none (fields the
+    checkpoint predates are not compared)."""
+    differ = [field for field in fields if field in stored_model and stored_model[field] != model_config[field]]
+    return tuple(", ".join(f"model.{field}={json.dumps(values[field])}" for field in differ)
+                 for values in (stored_model, model_config))
+
+
 def check_init_from(config) -> None:
     """`config.init_from` must be a workdir with a checkpoint of the same architecture."""
     from blvnet_jax import checkpoint  # Orbax only when there is something to read
@@ -96,12 +108,24 @@ def check_init_from(config) -> None:
     if step is None:
         raise ConfigError(f"config.init_from={config.init_from!r} has no checkpoint under "
                           f"{checkpoint.checkpoint_dir(config.init_from)}")
-    stored = metadata["config"]["model"]
-    for field in SHAPE_FIELDS:
-        if stored[field] != config.model[field]:
-            raise ConfigError(f"config.init_from={config.init_from!r} holds model.{field}={json.dumps(stored[field])} "
-                              f"but this config has model.{field}={json.dumps(config.model[field])}: "
-                              "initialise from a checkpoint of the same architecture")
+    stored, configured = model_differences(metadata["config"]["model"], config.model, SHAPE_FIELDS)
+    if stored:
+        raise ConfigError(f"config.init_from={config.init_from!r} holds {stored} but this config has {configured}: "
+                          "initialise from a checkpoint of the same architecture")
+
+
+def check_workdir_model(config, workdir: str) -> None:
+    """The latest checkpoint of `workdir` holds the model `config` evaluates (`EVALUATED_FIELDS`);
+    read-only, and a workdir without one passes (reading it then says so)."""
+    from blvnet_jax import checkpoint  # Orbax only when there is something to read
+    step, metadata = checkpoint.stored_metadata(workdir)
+    if step is None:
+        return
+    stored, configured = model_differences(metadata["config"]["model"], config.model, EVALUATED_FIELDS)
+    if stored:
+        raise ConfigError(f"the checkpoint of step {step} in {checkpoint.checkpoint_dir(workdir)} holds {stored} but "
+                          f"this config has {configured}: evaluate it with the config it was trained with, or give "
+                          "the --workdir of a model of this config")
 
 
 def check_frame_split(model_config, frames: int) -> None:

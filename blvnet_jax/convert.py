@@ -35,7 +35,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from blvnet_jax import checkpoint, quiet
+from blvnet_jax import checkpoint, cli, quiet
 from blvnet_jax.blresnet import Bottleneck
 from blvnet_jax.layers import TemporalShift
 from blvnet_jax.models import create_model
@@ -418,4 +418,4 @@ def main(argv):
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["checkpoint", "config", "output"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -20,7 +20,6 @@ from jax.experimental import multihost_utils
 import input_pipeline
 from blvnet_jax import hosts, steps
 from blvnet_jax.sharding import global_batch
-from input_pipeline import encoded, sources
 
 
 def video_metrics(probabilities: np.ndarray, labels: np.ndarray) -> dict:
@@ -70,9 +69,10 @@ def views_to_videos(rows: dict, views: int) -> dict:
 class Evaluator:
     """Runs the eval split through the jitted eval step, across all hosts, every video once."""
 
-    def __init__(self, config, graphdef, mesh, class_names: list[str] | None):
+    def __init__(self, config, graphdef, mesh, source: input_pipeline.Source, class_names: list[str] | None):
         self.config = config
         self.mesh = mesh
+        self.source = source
         self.class_names = class_names
         self.eval_step = jax.jit(steps.make_eval_step(graphdef, mesh))
         self.views = config.data.num_crops * config.data.num_clips
@@ -91,7 +91,7 @@ class Evaluator:
         """
         config = self.config
         dataset = input_pipeline.create_eval_dataset(
-            config.data, num_frames=config.model.num_frames,
+            self.source, num_frames=config.model.num_frames,
             batch_size=config.eval_batch_size // jax.process_count(),
             process_index=jax.process_index(), process_count=jax.process_count())
         parts = []
@@ -106,9 +106,9 @@ class Evaluator:
         return views_to_videos(rows, self.views)
 
     def video_ids(self) -> list[str]:
-        """`video_ids` of the config's data, read once."""
+        """The id of each video of the 'val' split by video index, read once."""
         if self._video_ids is None:
-            self._video_ids = video_ids(self.config.data)
+            self._video_ids = self.source.video_ids("val")
         return self._video_ids
 
     def evaluate(self, params, batch_stats, step: int, workdir: str | epath.Path, writer=None) -> dict:
@@ -127,19 +127,6 @@ class Evaluator:
             logging.info("Evaluation of step %d (%s): top-1 %.4f; files in %s", step, protocol(results),
                          results["top1"], result_dir(workdir, step, results["crops"], results["clips"]))
         return results
-
-
-def video_ids(data_config) -> list[str]:
-    """The id of each video of the 'val' split, by the video index of `create_eval_dataset`: the
-    video directory of its list line (frame folders, synthetic) or its stored `video_id` (records,
-    TFDS: the split is read once)."""
-    config = sources.resolve_synthetic(data_config)
-    if config.source in ("records", "tfds"):
-        source = encoded.source_module(config)
-        stream = source.split_stream(config, "val", process_index=0, process_count=1)
-        ids = stream.map(lambda index, item: source.parse(item)["video_id"])
-        return [video_id.decode() for video_id in ids.as_numpy_iterator()]
-    return [entry.video_dir for entry in sources.frame_folders(config, "val").entries]
 
 
 MAX_ANNOTATED = 30  # classes up to which the confusion matrix shows each cell's count
@@ -169,7 +156,7 @@ def write_results(workdir: str | epath.Path, results: dict, predictions: dict, c
     `(height, width, 3)`.
 
     results: `Evaluator.evaluate`'s (model, step, crops, clips, top1, ..., num_videos); predictions:
-    `Evaluator.predict`'s; video_ids: each video's id by video index (`video_ids`), None: left empty.
+    `Evaluator.predict`'s; video_ids: each video's id by video index (`Source.video_ids`), None: left empty.
     """
     workdir = hosts.workdir_path(str(workdir))
     folder = result_dir(workdir, results["step"], results["crops"], results["clips"])

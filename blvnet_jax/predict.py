@@ -507,6 +507,11 @@ def main(argv):
     except (ValueError, FileNotFoundError) as error:
         raise SystemExit(f"Video error: {error}") from None
     single = len(videos) == 1 and not FLAGS.video_list and videos[0] == FLAGS.video
+    if single:  # a video that cannot be opened stops before the checkpoint is read
+        try:
+            single_video.probe(videos[0])
+        except VIDEO_ERRORS as error:
+            raise SystemExit(f"Video error: {error}") from None
     predictor = open_predictor()
     if FLAGS.window_seconds:
         run_timelines(predictor, videos)

@@ -21,8 +21,11 @@ FREE_FIELDS = frozenset({
 })
 
 
+MAX_LISTED = 6  # changed fields a refused resume names; the rest are counted
+
+
 class RecipeChangedError(ValueError):
-    """A resume whose config changes what is trained; the message lists each field."""
+    """A resume whose config changes what is trained; the message names the fields, in one line."""
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -51,13 +54,14 @@ def check_resume(stored_config: dict, config, where: str, step: int) -> dict | N
     changes = recipe_changes(stored_config, json.loads(config.to_json_best_effort()))
     if not changes:
         return None
-    lines = [f"  {field}: {json.dumps(old)} in the checkpoint, {json.dumps(new)} now"
-             for field, (old, new) in changes.items()]
+    listed = [f"{field} {json.dumps(old)} -> {json.dumps(new)}" for field, (old, new) in changes.items()]
     if not config.get("allow_recipe_change", False):
+        more = len(listed) - MAX_LISTED
+        shown = ", ".join(listed[:MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
         raise RecipeChangedError(
-            f"the checkpoint of step {step} in {where} was trained with another recipe; resuming would "
-            f"silently train something else. {len(changes)} field(s) differ:\n" + "\n".join(lines) +
-            "\nResume with the checkpoint's values, train in a new workdir, or pass "
-            "--config.allow_recipe_change=True to accept the change (recorded in the log and the checkpoint).")
-    logging.warning("Recipe change accepted at step %d (config.allow_recipe_change):\n%s", step, "\n".join(lines))
+            f"the checkpoint of step {step} in {where} was trained with another recipe ({len(changes)} field(s) "
+            f"differ: {shown}); resuming would silently train something else: train in another --workdir, resume "
+            "with the checkpoint's values, or pass --config.allow_recipe_change=True to accept the change "
+            "(recorded in the log and the checkpoint)")
+    logging.warning("Recipe change accepted at step %d (config.allow_recipe_change): %s", step, ", ".join(listed))
     return {"step": step, "changes": changes}

@@ -23,8 +23,8 @@ from blvnet_jax.sharding import batch_sharding, create_mesh, global_batch, repli
 from blvnet_jax.models import create_model
 
 
-def steps_per_epoch(config) -> int:
-    return max(1, input_pipeline.num_videos(config.data, "train") // config.batch_size)
+def steps_per_epoch(config, source: input_pipeline.Source) -> int:
+    return max(1, source.num_videos("train") // config.batch_size)
 
 
 def total_train_steps(config, epoch_steps: int) -> int:
@@ -62,6 +62,8 @@ def compile_train_step(config, jitted_step, state, mesh):
     batch = {key: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding(mesh, key))
              for key, (shape, dtype) in input_pipeline.train_batch_shapes(
                  config.data, config.model.num_frames, config.batch_size).items()}
+    logging.info("Compiling the train step (%s, %d frames at %d px, %d clips per device) ...", config.model.name,
+                 config.model.num_frames, config.data.crop_size, local_batch)
     compiled = jitted_step.lower(state, batch, jax.random.key(0)).compile()
     if compiled.memory_analysis() is None:
         return compiled
@@ -144,6 +146,7 @@ def resume_recipe_changes(config, workdir: epath.Path) -> list[dict]:
     step, metadata = checkpoint.stored_metadata(str(workdir))
     if step is None:
         return []
+    checkpoint.refuse_weights_only(str(workdir), step)
     history = list(metadata.get("recipe_changes", []))
     accepted = recipe.check_resume(metadata["config"], config, str(checkpoint.checkpoint_dir(str(workdir))), step)
     return history + [accepted] if accepted else history
@@ -153,12 +156,13 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
     """The loop of `train_and_evaluate`, run while this run holds the workdir's lock."""
     recipe_changes = resume_recipe_changes(config, workdir)
     mesh = create_mesh(config.mesh_shape)
-    epoch_steps = steps_per_epoch(config)
+    source = input_pipeline.create_source(config.data)
+    epoch_steps = steps_per_epoch(config, source)
     total_steps = total_train_steps(config, epoch_steps)
     schedule = steps.learning_rate_schedule(config, epoch_steps, total_steps)
     graphdef, state, jitted_step = steps.build_train_step(config, initial_model(config), schedule, mesh)
     state = jax.device_put(state, replicated(mesh))
-    class_names = input_pipeline.class_names(config.data)
+    class_names = source.class_names()
 
     manager = checkpoint.open_training_manager(str(workdir), config)
     state, start_step = checkpoint.restore_latest_train_state(manager, state)
@@ -166,12 +170,12 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
         logging.info("Resumed from %s at step %d", manager.directory, start_step)
 
     train_step = compile_train_step(config, jitted_step, state, mesh)
-    evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)
+    evaluator = evaluation.Evaluator(config, graphdef, mesh, source, class_names)
     logger = MetricLogger(workdir)
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=logger.writer,
                                                every_steps=config.log_every_steps)
     dataset = input_pipeline.create_train_dataset(
-        config.data, num_frames=config.model.num_frames, global_batch_size=config.batch_size, seed=config.seed,
+        source, num_frames=config.model.num_frames, global_batch_size=config.batch_size, seed=config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(), start_step=start_step)
     rng = jax.random.key(config.seed)
     logging.info("Training %s for %d steps (%d per epoch), global batch %d on %d devices",
@@ -219,6 +223,7 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
                 checkpoint.confirm_saved(manager, saving)
                 checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None,
                                             recipe_changes=recipe_changes)
+                logging.info("Saving checkpoint step %d to %s (in the background)", step, manager.directory / str(step))
                 saving = step
             if preempted:
                 logging.warning("Preempted: stopped at step %d with its checkpoint in %s; the same command "
@@ -231,6 +236,12 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
         finally:
             manager.close()
             logger.close()
+    done = int(state.step)
+    evaluated = (evaluation.result_dir(workdir, last_eval["step"], last_eval["crops"], last_eval["clips"])
+                 if last_eval else "none this run")
+    logging.info("%s at step %d of %d: checkpoints in %s, metrics in %s, TensorBoard in %s, evaluation in %s",
+                 "Finished" if done == total_steps else "Stopped", done, total_steps, manager.directory,
+                 workdir / "metrics.jsonl", workdir, evaluated)
     return last_eval
 
 
@@ -241,6 +252,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | str = "latest") -> dic
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     mesh = create_mesh(config.mesh_shape)
     params, batch_stats = jax.device_put((params, batch_stats), replicated(mesh))
-    class_names = metadata.get("class_names") or input_pipeline.class_names(config.data)
-    evaluator = evaluation.Evaluator(config, graphdef, mesh, class_names)
+    source = input_pipeline.create_source(config.data)
+    class_names = metadata.get("class_names") or source.class_names()
+    evaluator = evaluation.Evaluator(config, graphdef, mesh, source, class_names)
     return evaluator.evaluate(params, batch_stats, metadata["step"], workdir)

@@ -8,87 +8,25 @@ video; for 'records' and 'tfds' every stored video, which must also have a frame
 counts as `faults_<kind>`); exit status 1 when anything is wrong.
 """
 import collections
-import concurrent.futures
-import io
 import os
 import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
-import tqdm
 
-import tensorflow as tf
-
-from input_pipeline import encoded
 from input_pipeline import faults
 from input_pipeline import sources
 
 FLAGS = flags.FLAGS
 
 
-def stored_video_problems(video, num_classes):
-    """What is wrong with a stored video {'frames': JPEG bytes, 'label': int}: (kind, message)
-    pairs."""
-    problems = [] if len(video["frames"]) else [(faults.EMPTY_VIDEO, "no frame")]
-    if video["label"] < 0 or (num_classes and video["label"] >= num_classes):
-        problems.append((faults.LABEL_OUT_OF_RANGE,
-                         f"label {video['label']} outside [0, {num_classes or 'inf'})"))
-    for number, jpeg in enumerate(video["frames"]):
-        problem = sources.image_problem(io.BytesIO(jpeg))
-        if problem:
-            problems.append((faults.CORRUPT_FRAME, f"corrupt frame {number} ({problem})"))
-    return problems
-
-
-def check_stored_split(config, split, workers):
-    """All problems of a 'records' or 'tfds' split: (kind, "source split #number video 'id':
-    what is wrong") pairs, videos named as training names them (`encoded.StoredVideos`).
-
-    `workers` videos are checked at once, in tf.data (PIL decodes without the GIL).
-    """
-    source = encoded.source_module(config)
-    num_classes = sources.num_classes(config)
-
-    def video_problems(index, item):
-        video = source.parse(item)
-        text = tf.numpy_function(lambda frames, label: "\n".join(
-            f"{kind}\t{message}" for kind, message in stored_video_problems(
-                {"frames": frames, "label": label}, num_classes)).encode(),
-                                 [video["frames"], video["label"]], tf.string, stateful=False)
-        return index, video["video_id"], text
-
-    stream = source.split_stream(config, split, process_index=0, process_count=1)
-    videos = encoded.StoredVideos(config.source, split)
-    results = stream.map(video_problems, num_parallel_calls=workers, deterministic=True)
-    problems = []
-    try:
-        for index, video_id, text in tqdm.tqdm(results.as_numpy_iterator(),
-                                               desc=f"checking {split}", disable=None):
-            name = videos.name((int(index), video_id.decode()))
-            for line in text.decode().splitlines():
-                kind, message = line.split("\t", 1)
-                problems.append((kind, f"{name}: {message}"))
-    except tf.errors.OpError as e:
-        problems.append((faults.UNREADABLE_FILE, f"{config.source} {split}: stopped reading: {e.message}"))
-    return problems
-
-
 def check_split(data_config, split, workers):
     """All problems of one split: (kind, message) pairs, the message 'file:line ...: what is
     wrong' (frame folders) or "source split #number video 'id': what is wrong" (records, tfds)."""
-    config = sources.resolve_synthetic(data_config)
+    config = data_config.copy_and_resolve_references()
     config.strict = False
-    if config.source in ("records", "tfds"):
-        return check_stored_split(config, split, workers)
-    folders = sources.frame_folders(config, split)
-    problems = [(problem.kind, problem.message) for problem in folders.problems]
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        results = pool.map(folders.video_faults, range(len(folders.entries)))
-        for video_faults in tqdm.tqdm(results, total=len(folders.entries), desc=f"checking {split}",
-                                      disable=None):
-            problems += [(fault.kind, fault.message) for fault in video_faults]
-    return problems
+    return sources.create_source(config).check_split(split, workers)
 
 
 def report(problems):
@@ -116,4 +54,5 @@ if __name__ == "__main__":
     flags.DEFINE_list("split", ["train", "val"], "Splits to check.")
     flags.DEFINE_integer("workers", os.cpu_count(), "Parallel checking threads.")
     flags.mark_flags_as_required(["config"])
-    app.run(main)
+    from blvnet_jax import cli  # the programs' shared flags parser (absl and ml_collections only)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -1,9 +1,8 @@
-"""Videos stored as lists of encoded JPEG frames (the `records` and `tfds` sources).
+"""Videos stored as lists of encoded JPEG frames (`sources.StoredSource`), in TensorFlow.
 
-A source module (`records`, `tfds_source`) gives a host's endless, reshuffled stream of stored
-items and a `parse` of one item into {'frames': (n,) JPEG strings, 'label': int32, 'video_id':
-string}. Here the frames of a clip are picked among the stored ones (unreadable ones substituted),
-and examples are grouped with their candidate videos.
+A parsed video is {'frames': (n,) JPEG strings, 'label': int32, 'video_id': string}. Here the
+frames of a clip are picked among the stored ones (unreadable ones substituted), and training
+examples are grouped with their candidate videos.
 """
 import io
 
@@ -11,14 +10,6 @@ import numpy as np
 import tensorflow as tf
 
 from input_pipeline import faults
-from input_pipeline import records
-from input_pipeline import sources
-from input_pipeline import tfds_source
-
-
-def source_module(config):
-    """The module reading `config.source`: `records` or `tfds_source`."""
-    return {"records": records, "tfds": tfds_source}[config.source]
 
 
 def checked_label(label, num_classes):
@@ -52,7 +43,7 @@ def _readable_substitutes(frames, indices):
     """`faults.substitutes` of stored JPEGs; -1s, which fail to gather, when it finds none (an
     exception here would print its traceback)."""
     try:
-        return faults.substitutes(indices, len(frames), lambda i: not sources.image_problem(
+        return faults.substitutes(indices, len(frames), lambda i: not faults.image_problem(
             io.BytesIO(frames[i]), quick=True))
     except faults.NoSubstitute:
         return np.full(len(indices), -1, np.int64)
@@ -70,38 +61,6 @@ def clip_frames(video, indices, substitute):
     jpegs = tf.cond(tf.size(frames) > 0, lambda: tf.gather(frames, used),
                     lambda: tf.fill([count], ""))
     return tf.ensure_shape(jpegs, [count]), used
-
-
-def video_id(config, item):
-    """The 'video_id' of a stored item, without parsing its frames."""
-    if config.source == "records":
-        return records.parse_video_id(item)
-    return tfds_source.parse(item)["video_id"]
-
-
-class StoredVideos:
-    """Names the videos of a records or TFDS split in faults, as `sources.FrameFolders` does those
-    of a list file (`faults.InputStats.add_example`). A video is `ref` = (number in the split or
-    -1 when unknown, video id): "records val #3 video 'id'"."""
-
-    def __init__(self, source, split):
-        self.source, self.split = source, split
-
-    def name(self, ref):
-        number, video = ref
-        where = f"{self.source} {self.split}" + (f" #{number}" if number >= 0 else "")
-        return f"{where} video {video!r}"
-
-    def frame_name(self, ref, index):
-        return f"frame {index}"
-
-    def skip_faults(self, ref):
-        return [faults.Fault(faults.UNREADABLE_VIDEO, ref[1], f"{self.name(ref)}: unreadable video: no "
-                             "frame, no readable frame, or a label outside [0, num_classes)")]
-
-    def frame_faults(self, ref, index):
-        return [faults.Fault(faults.CORRUPT_FRAME, (ref[1], index),
-                             f"{self.name(ref)}: corrupt frame {index} (does not decode)")]
 
 
 def box(frames):

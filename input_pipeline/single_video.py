@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from input_pipeline import sampling, sources, transforms
+from input_pipeline import faults, sampling, transforms
 
 FRAME_PATTERNS = ("*.jpg", "*.jpeg", "*.png")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",
@@ -64,7 +64,7 @@ def _read_image(path: str) -> np.ndarray:
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
-    except sources.IMAGE_ERRORS as error:
+    except faults.IMAGE_ERRORS as error:
         raise UnreadableVideoError(f"{path}: PIL cannot decode it ({error})") from error
 
 

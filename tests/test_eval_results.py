@@ -40,8 +40,8 @@ def test_another_protocol_gets_its_own_folder_and_the_predictions_name_each_vide
     assert [line["path"] for line in index] == ["eval/step_4_1x1", "eval/step_4_1x2"]
     assert index[1] == dict(results, path="eval/step_4_1x2")
 
-    entries, _ = video_list.read_video_list(sources.resolve_synthetic(config.data).val_list)
-    names = train.input_pipeline.class_names(config.data)  # "moving right", "moving left": spaces
+    entries, _ = video_list.read_video_list(sources.create_source(config.data).config.val_list)
+    names = train.input_pipeline.create_source(config.data).class_names()  # "moving right", "moving left": spaces
     rows = read_csv(second / "predictions.csv")
     assert list(rows[0]) == ["video_index", "video_id", "label", "top1_class", "top1_probability", "top2_class",
                              "top2_probability"]

@@ -9,10 +9,10 @@ import pytest
 
 from configs import data_defaults
 import input_pipeline
+from input_pipeline.sources import create_source
 from input_pipeline import check_data
 from input_pipeline import faults
 from input_pipeline import sampling
-from input_pipeline import sources
 from input_pipeline import synthetic
 from input_pipeline import video_list
 from tests.test_input_synthetic import tiny_synthetic_config
@@ -98,27 +98,27 @@ def test_strict_mode_rejects_bad_list_lines(tmp_path, broken_config):
     config = broken_config[0].copy_and_resolve_references()
     config.train_list = str(tmp_path / "list.txt")
     (tmp_path / "list.txt").write_text("frames/train/00_0003 1 8 0\nbad line\n")
-    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=1, seed=0)
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=1, seed=0)
     assert iterator.stats.bad_list_lines == [f"{config.train_list}:2: expected 4 fields '<video dir> <start> <end> "
                                              "<label>' separated by ' ', got 2; set config.data.list_separator: "
                                              "'bad line'"]
     assert iterator.stats.kinds == {faults.MALFORMED: 1}
     config.strict = True
     with pytest.raises(ValueError, match="list.txt:2"):
-        input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=1, seed=0)
+        input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=1, seed=0)
 
 
 def test_training_substitutes_the_nearest_readable_frame(broken_config):
     """8-frame clips of 8-12 frame videos read frames 0-7: every broken frame, in both epochs."""
     config, repaired_root = broken_config
-    iterator = input_pipeline.create_train_dataset(config, num_frames=8, global_batch_size=4, seed=0)
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=8, global_batch_size=4, seed=0)
     batches = [next(iterator) for _ in range(6)]  # Two epochs: each broken frame met twice.
     assert all(batch["video"].shape == (4, 8, 16, 16, 3) for batch in batches)
     stats = iterator.stats
     assert stats.unreadable == 0
     assert stats.kinds == {faults.MISSING_FRAME: 1, faults.CORRUPT_FRAME: 2, faults.SUBSTITUTED_FRAME: 6}
     substituted = stats.kind_examples[faults.SUBSTITUTED_FRAME]
-    entries = sources.frame_folders(config, "train").entries
+    entries = create_source(config).folders("train").entries
     for video, index, _, nearest in BROKEN:
         broken, used = _frame(config.root, entries[video], index), _frame(config.root, entries[video], nearest)
         assert f"{entries[video].where} video {entries[video].video_dir!r}: {broken} (" in " ".join(substituted)
@@ -127,14 +127,14 @@ def test_training_substitutes_the_nearest_readable_frame(broken_config):
     assert all(message.startswith(os.path.join(config.root, "train.txt:")) for kind in stats.kind_examples
                for message in stats.kind_examples[kind])
     # The same pixels as data whose broken frames are copies of their nearest readable frame.
-    clean = input_pipeline.create_train_dataset(_repaired(config, repaired_root), num_frames=8,
+    clean = input_pipeline.create_train_dataset(create_source(_repaired(config, repaired_root)), num_frames=8,
                                                 global_batch_size=4, seed=0)
     for batch in batches:
         expected = next(clean)
         for key in batch:
             np.testing.assert_array_equal(batch[key], expected[key])
     assert clean.stats.kinds == {}
-    resumed = input_pipeline.create_train_dataset(config, num_frames=8, global_batch_size=4, seed=0,
+    resumed = input_pipeline.create_train_dataset(create_source(config), num_frames=8, global_batch_size=4, seed=0,
                                                   start_step=4)
     for batch in batches[4:]:
         np.testing.assert_array_equal(next(resumed)["video"], batch["video"])
@@ -143,7 +143,7 @@ def test_training_substitutes_the_nearest_readable_frame(broken_config):
 def test_strict_training_stops_at_an_unreadable_frame(broken_config):
     config = broken_config[0].copy_and_resolve_references()
     config.strict = True
-    iterator = input_pipeline.create_train_dataset(config, num_frames=8, global_batch_size=12, seed=0)
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=8, global_batch_size=12, seed=0)
     with pytest.raises(ValueError, match=r"frames/train/00_000[012]': (missing|corrupt) frame .*0000[13]\.jpg"):
         next(iterator)
 
@@ -159,13 +159,13 @@ def test_training_skips_videos_without_frames_and_stops_past_the_fault_fraction(
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     config.train_list = str(tmp_path / "list.txt")
     config.max_fault_fraction = 0.9
-    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=4, seed=0)
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4, seed=0)
     batches = [next(iterator) for _ in range(30)]  # 120 examples, 2/3 of their videos missing
     assert all(set(batch["label"]) <= {0, 1, 2, 3} for batch in batches)
     assert iterator.stats.kinds[faults.EMPTY_VIDEO] == 8
     assert "does not exist" in iterator.stats.kind_examples[faults.EMPTY_VIDEO][0]
     config.max_fault_fraction = 0.5
-    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=4, seed=0)
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4, seed=0)
     with pytest.raises(RuntimeError) as stopped:
         for step in range(30):
             next(iterator)
@@ -177,11 +177,11 @@ def test_training_skips_videos_without_frames_and_stops_past_the_fault_fraction(
 
 def test_evaluation_substitutes_frames_and_masks_videos_without_any(broken_config):
     config, repaired_root = broken_config
-    iterator = input_pipeline.create_eval_dataset(config, num_frames=8, batch_size=5)
+    iterator = input_pipeline.create_eval_dataset(create_source(config), num_frames=8, batch_size=5)
     batches = list(iterator)
     valid = np.concatenate([batch["video_index"][batch["mask"]] for batch in batches])
     np.testing.assert_array_equal(valid, np.arange(12))  # Video 12, with no folder, masked out.
-    entries = sources.frame_folders(config, "val").entries
+    entries = create_source(config).folders("val").entries
     hits = {video: int(np.sum(sampling.uniform_eval_indices(entries[video].num_frames, 8, 1) == index))
             for video, index, _, _ in BROKEN}
     kinds = {faults.EMPTY_VIDEO: 1, faults.SUBSTITUTED_FRAME: sum(hits.values()),
@@ -189,7 +189,8 @@ def test_evaluation_substitutes_frames_and_masks_videos_without_any(broken_confi
     assert iterator.stats.unreadable == 1
     assert iterator.stats.kinds == {kind: count for kind, count in kinds.items() if count}
     assert "frames/train/missing_folder" in iterator.stats.kind_examples[faults.EMPTY_VIDEO][0]
-    clean = list(input_pipeline.create_eval_dataset(_repaired(config, repaired_root), num_frames=8, batch_size=5))
+    clean = list(input_pipeline.create_eval_dataset(create_source(_repaired(config, repaired_root)), num_frames=8,
+                                                      batch_size=5))
     for batch, expected in zip(batches, clean):
         for key in batch:
             np.testing.assert_array_equal(batch[key], expected[key])
@@ -205,7 +206,7 @@ def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_pa
     (tmp_path / "b" / "00002.jpg").write_bytes(b"not a jpeg")
     config = data_defaults.get_data_config()
     config.update(root=str(tmp_path), train_list="list.txt")
-    folders = sources.frame_folders(config, "train")
+    folders = create_source(config).folders("train")
     found = [folders.video_faults(video) for video in range(3)]
     where = lambda line, video: f"{tmp_path}/list.txt:{line} video {video!r}: "
     assert found[0] == [faults.Fault(faults.MISSING_FRAME, f"{tmp_path}/a/00003.jpg",
@@ -222,7 +223,7 @@ def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_pa
     assert [fault.kind for fault in folders.frame_faults(0, 2)] == [faults.MISSING_FRAME]
     assert folders.frame_faults(0, 1) == []
     shutil.rmtree(tmp_path / "c")
-    assert "empty video: its folder" in sources.frame_folders(config, "train").video_faults(2)[0].message
+    assert "empty video: its folder" in create_source(config).folders("train").video_faults(2)[0].message
 
 
 def test_check_data_reports_every_problem_and_counts_them_by_kind(broken_config):
@@ -241,4 +242,4 @@ def test_missing_list_file_says_what_to_set(broken_config):
     config = broken_config[0].copy_and_resolve_references()
     config.val_list = "nowhere.txt"
     with pytest.raises(FileNotFoundError, match="config.data.train_list"):
-        sources.frame_folders(config, "val")
+        create_source(config).folders("val")

@@ -6,10 +6,10 @@ import pytest
 
 from configs import data_defaults
 import input_pipeline
+from input_pipeline.sources import create_source
 from input_pipeline import datasets
 from input_pipeline import sampling
 from input_pipeline import sources
-from input_pipeline import train_clips
 from tests.test_input_synthetic import tiny_synthetic_config
 
 NUM_FRAMES = 4
@@ -24,7 +24,7 @@ def data_config(tmp_path_factory):
     config.root = str(tmp_path_factory.mktemp("synthetic"))
     config.synthetic = tiny_synthetic_config()
     config.crop_size = CROP
-    return sources.resolve_synthetic(config)
+    return sources.create_source(config).config
 
 
 def _take(iterator, count):
@@ -33,11 +33,11 @@ def _take(iterator, count):
 
 def _train(config, **kwargs):
     arguments = dict(num_frames=NUM_FRAMES, global_batch_size=4, seed=0)
-    return input_pipeline.create_train_dataset(config, **{**arguments, **kwargs})
+    return input_pipeline.create_train_dataset(create_source(config), **{**arguments, **kwargs})
 
 
 def test_train_batch_shapes_and_labels(data_config):
-    assert input_pipeline.num_videos(data_config, "train") == 12
+    assert create_source(data_config).num_videos("train") == 12
     batch = next(_train(data_config))
     shapes = {key: (value.shape, value.dtype) for key, value in batch.items()}
     assert shapes == input_pipeline.train_batch_shapes(data_config, NUM_FRAMES, 4)
@@ -60,7 +60,7 @@ def test_train_is_deterministic_and_resumes_exactly(data_config):
 
 
 def test_train_epoch_visits_every_video_once(data_config):
-    order = train_clips.TrainOrder(12, seed=5)
+    order = sources.TrainOrder(12, seed=5)
     epoch = [int(order.candidates(slot, 1)[0]) for slot in range(12, 24)]
     assert sorted(epoch) == list(range(12))
 
@@ -95,9 +95,8 @@ def test_flip_swaps_mirrored_clips_labels(data_config):
 
 
 def _all_eval_batches(config, batch_size, process_index=0, process_count=1):
-    return list(input_pipeline.create_eval_dataset(
-        config, num_frames=NUM_FRAMES, batch_size=batch_size, process_index=process_index,
-        process_count=process_count))
+    return list(input_pipeline.create_eval_dataset(create_source(config), num_frames=NUM_FRAMES, batch_size=batch_size,
+                                                   process_index=process_index, process_count=process_count))
 
 
 def test_eval_views_and_every_video_once(data_config):
@@ -125,7 +124,7 @@ def test_eval_is_the_centre_crop_of_the_sampled_frames(data_config):
     config = data_config.copy_and_resolve_references()
     config.eval_resize_to_crop = True
     batch = _all_eval_batches(config, batch_size=8)[0]
-    folders = sources.frame_folders(config, "val")
+    folders = sources.create_source(config).folders("val")
     length = folders.entries[0].num_frames
     paths = folders.frame_paths(0, sampling.uniform_eval_indices(length, NUM_FRAMES, 1)[0])
     first = np.asarray(Image.open(paths[0]).convert("RGB").resize((30, 24), Image.BILINEAR))

@@ -13,6 +13,7 @@ import tensorflow as tf
 
 from configs import data_defaults
 import input_pipeline
+from input_pipeline.sources import create_source
 from input_pipeline import check_data
 from input_pipeline import faults
 from input_pipeline import prepare
@@ -72,17 +73,17 @@ def _records_config(record_dir):
 
 def test_train_and_eval_from_records(record_dir):
     config = _records_config(record_dir)
-    assert input_pipeline.num_videos(config, "train") == 4
-    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2,
+    assert create_source(config).num_videos("train") == 4
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=2,
                                                    seed=0)
     batches = [next(iterator) for _ in range(4)]
     assert batches[0]["video"].shape == (2, 4, 16, 16, 3) and batches[0]["video"].dtype == np.uint8
-    resumed = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2,
+    resumed = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=2,
                                                   seed=0, start_step=2)
     for expected in batches[2:]:
         np.testing.assert_array_equal(next(resumed)["video"], expected["video"])
     config.num_crops = 3
-    eval_batches = list(input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=3))
+    eval_batches = list(input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=3))
     assert eval_batches[0]["video"].shape == (3, 3, 4, 16, 16, 3)
     assert sum(int(b["mask"].sum()) for b in eval_batches) == 4
 
@@ -117,7 +118,7 @@ def _broken_config(record_dir):
 
 def test_records_training_substitutes_frames_skips_and_counts_unreadable_videos(broken_record_dir):
     iterator = input_pipeline.create_train_dataset(
-        _broken_config(broken_record_dir), num_frames=4, global_batch_size=4, seed=0)
+        create_source(_broken_config(broken_record_dir)), num_frames=4, global_batch_size=4, seed=0)
     batches = [next(iterator) for _ in range(4)]  # 16 examples: two epochs of 8 videos.
     assert all(set(batch["label"]) <= {0, 1} for batch in batches)
     messages = "\n".join(iterator.stats.examples)
@@ -135,9 +136,9 @@ def test_records_training_substitutes_frames_skips_and_counts_unreadable_videos(
 
 def test_records_training_resumes_exactly_past_unreadable_videos(broken_record_dir):
     config = _broken_config(broken_record_dir)
-    full = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2, seed=3)
+    full = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=2, seed=3)
     expected = [next(full) for _ in range(6)]
-    resumed = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=2,
+    resumed = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=2,
                                                   seed=3, start_step=4)
     for batch in expected[4:]:
         got = next(resumed)
@@ -148,7 +149,7 @@ def test_records_training_resumes_exactly_past_unreadable_videos(broken_record_d
 def test_records_strict_training_names_the_unreadable_video(broken_record_dir):
     config = _broken_config(broken_record_dir)
     config.strict = True
-    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=8,
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=8,
                                                    seed=0)
     with pytest.raises(ValueError, match="bad_jpeg|empty|bad_label"):
         next(iterator)
@@ -158,9 +159,8 @@ def test_records_hosts_read_disjoint_shards(broken_record_dir):
     config = _broken_config(broken_record_dir)
     seen = []
     for process_index in range(2):
-        iterator = input_pipeline.create_train_dataset(
-            config, num_frames=4, global_batch_size=4, seed=0, process_index=process_index,
-            process_count=2)
+        iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4, seed=0,
+                                                       process_index=process_index, process_count=2)
         for _ in range(4):  # 8 examples per host: two epochs of its 4 videos.
             next(iterator)
         seen.append({message.split("'")[1] for message in iterator.stats.examples})
@@ -174,7 +174,7 @@ def test_records_evaluation_substitutes_frames_and_masks_unreadable_videos(broke
     for shard in (1, 2):
         os.symlink(os.path.join(broken_record_dir, records.shard_name("train", shard, 4)),
                    os.path.join(broken_record_dir, records.shard_name("val", shard - 1, 2)))
-    iterator = input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=6)
+    iterator = input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=6)
     batches = list(iterator)
     # Shards 1 and 2 hold good1, bad_jpeg (frame 3 of its sampled 0, 2, 3, 5 replaced by frame 2),
     # good2 and empty (masked out); 2 padding examples fill the batch.
@@ -284,7 +284,7 @@ def test_later_splits_keep_the_class_list_of_the_first(tmp_path):
     _prepare_split(out, "val", _write_videos(tmp_path / "val", ["cat/d.mp4", "emu/e.mp4"]))
     assert video_list.read_class_names(os.path.join(out, "classes.txt")) == ["cat", "dog", "emu"]
     assert _labels(out, "val") == {"d.mp4": 0, "e.mp4": 2}
-    assert input_pipeline.class_names(_records_config(out)) == ["cat", "dog", "emu"]  # read beside the shards
+    assert create_source(_records_config(out)).class_names() == ["cat", "dog", "emu"]  # read beside the shards
     _write_videos(tmp_path / "test", ["cat/f.mp4", "fox/g.mp4"])
     with pytest.raises(prepare.PrepareError, match=r"split 'test': class folder 'fox' of .* is not among the 3 "
                        r"classes of .*classes.txt; a new class changes every label: prepare all splits again into"):

@@ -59,9 +59,9 @@ def test_source_synthetic_generates_once_into_root(tmp_path):
     config.source = "synthetic"
     config.root = str(tmp_path / "cache")
     config.synthetic = tiny_synthetic_config()
-    resolved = sources.resolve_synthetic(config)
+    resolved = sources.create_source(config).config
     assert resolved.source == "frames" and resolved.num_classes == 4
     stamp = os.path.getmtime(resolved.train_list)
-    assert sources.resolve_synthetic(config).train_list == resolved.train_list
+    assert sources.create_source(config).config.train_list == resolved.train_list
     assert os.path.getmtime(resolved.train_list) == stamp
-    assert sources.class_names(config)[:2] == ["moving right", "moving left"]
+    assert sources.create_source(config).class_names()[:2] == ["moving right", "moving left"]

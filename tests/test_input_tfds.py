@@ -11,6 +11,7 @@ from blvnet_jax import config_check
 from configs import data_defaults
 from configs import demo
 import input_pipeline
+from input_pipeline.sources import create_source
 from input_pipeline import check_data
 from input_pipeline import synthetic
 from input_pipeline import tfds_builders
@@ -65,16 +66,16 @@ def test_builder_keeps_class_names_and_every_decodable_frame(prepared):
 def test_tfds_source_trains_and_evaluates(prepared):
     _, data_dir = prepared
     config = _config(data_dir)
-    assert input_pipeline.class_names(config) == ["falling", "rising"]
-    assert input_pipeline.num_videos(config, "train") == 4
-    iterator = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=3,
+    assert create_source(config).class_names() == ["falling", "rising"]
+    assert create_source(config).num_videos("train") == 4
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=3,
                                                    seed=0)
     batches = [next(iterator) for _ in range(3)]
     assert batches[0]["video"].shape == (3, 4, 16, 16, 3)
     assert batches[0]["video"].dtype == np.uint8
     assert set(np.concatenate([b["label"] for b in batches])) <= {0, 1}
     assert iterator.stats.unreadable == 0
-    resumed = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=3,
+    resumed = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=3,
                                                   seed=0, start_step=1)
     np.testing.assert_array_equal(next(resumed)["video"], batches[1]["video"])
 
@@ -84,8 +85,8 @@ def test_tfds_evaluation_hosts_disjoint_and_complete(prepared):
     config = _config(data_dir)
     seen, labels = [], []
     for process_index in range(2):
-        batches = list(input_pipeline.create_eval_dataset(
-            config, num_frames=4, batch_size=2, process_index=process_index, process_count=2))
+        batches = list(input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=2,
+                                                          process_index=process_index, process_count=2))
         assert len(batches) == 1 and list(batches[0]["mask"]) == [True, False]
         assert batches[0]["video"].shape == (2, 1, 4, 16, 16, 3)
         seen.append(batches[0]["video_index"][0])
@@ -96,7 +97,7 @@ def test_tfds_evaluation_hosts_disjoint_and_complete(prepared):
 
 def test_unprepared_dataset_says_how_to_prepare(tmp_path):
     with pytest.raises(FileNotFoundError, match="input_pipeline.prepare_tfds"):
-        input_pipeline.create_eval_dataset(_config(str(tmp_path)), num_frames=4, batch_size=2)
+        input_pipeline.create_eval_dataset(create_source(_config(str(tmp_path))), num_frames=4, batch_size=2)
 
 
 def test_config_check_counts_the_classes_in_the_metadata(prepared, tmp_path):
@@ -135,10 +136,10 @@ def test_max_fps_config_keeps_at_most_that_many_frames_a_second(tmp_path):
     assert stored == [4, 5]
     config = _config(data_dir)
     with pytest.raises(FileNotFoundError, match="not prepared"):
-        input_pipeline.num_videos(config, "train")  # Every frame was not prepared.
+        create_source(config).num_videos("train")  # Every frame was not prepared.
     config.tfds_max_fps = 6
-    assert input_pipeline.num_videos(config, "train") == 2
-    batch = next(iter(input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=1)))
+    assert create_source(config).num_videos("train") == 2
+    batch = next(iter(input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=1)))
     assert batch["video"].shape == (1, 1, 4, 16, 16, 3)
     with pytest.raises(ValueError, match="distributed as frames"):
         tfds_builders.build("something_something_v1", str(manual), data_dir, max_fps=6)
@@ -307,14 +308,14 @@ def test_builder_keeps_class_order_labels_and_frames_in_order(dataset):
 def test_tfds_source_trains_and_evaluates_on_each_dataset(dataset):
     name, download, _, data_dir = dataset
     config = _config(data_dir, name)
-    assert input_pipeline.class_names(config) == download.class_names
+    assert create_source(config).class_names() == download.class_names
     train_labels = sorted(video.label for video in download.videos if video.split == "train")
-    train = input_pipeline.create_train_dataset(config, num_frames=4, global_batch_size=3, seed=0)
+    train = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=3, seed=0)
     batch = next(train)
     assert batch["video"].shape == (3, 4, 16, 16, 3)
     assert sorted(batch["label"]) == train_labels  # The first batch is the first epoch.
     assert train.stats.unreadable == 0
-    batches = list(input_pipeline.create_eval_dataset(config, num_frames=4, batch_size=2))
+    batches = list(input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=2))
     assert all(batch["video"].shape[2:] == (4, 16, 16, 3) for batch in batches)
     labels = np.concatenate([batch["label"][batch["mask"]] for batch in batches])
     assert sorted(labels) == sorted(video.label for video in download.videos if video.split == "validation")

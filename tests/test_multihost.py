@@ -26,6 +26,7 @@ args = json.loads(sys.argv[1])
 if args["processes"] > 1:
     jax.distributed.initialize(f"localhost:{args['port']}", args["processes"], args["process_id"])
 from flax import nnx
+import input_pipeline
 from blvnet_jax import evaluation
 from blvnet_jax.models import create_model
 from blvnet_jax.sharding import replicated
@@ -37,7 +38,7 @@ mesh = jax.sharding.Mesh(np.array(interleaved).reshape(-1, 1), ("data", "frames"
                          axis_types=(jax.sharding.AxisType.Auto,) * 2)
 graphdef, params, batch_stats = nnx.split(create_model(config.model, rngs=nnx.Rngs(0)), nnx.Param, nnx.BatchStat)
 params, batch_stats = jax.device_put((params, batch_stats), replicated(mesh))
-evaluator = evaluation.Evaluator(config, graphdef, mesh, None)
+evaluator = evaluation.Evaluator(config, graphdef, mesh, input_pipeline.create_source(config.data), None)
 os.makedirs(args["workdir"], exist_ok=True)
 results = evaluator.evaluate(params, batch_stats, 0, args["workdir"])
 predictions = evaluator.predict(params, batch_stats)
@@ -95,7 +96,7 @@ def test_interleaved_devices_score_every_video_with_its_own_label(tmp_path):
     np.testing.assert_array_equal(one["video_index"], np.arange(10))
     np.testing.assert_array_equal(two["video_index"], one["video_index"])
     np.testing.assert_array_equal(two["labels"], one["labels"])
-    entries, _ = video_list.read_video_list(sources.resolve_synthetic(views_config(tmp_path / "data").data).val_list)
+    entries, _ = video_list.read_video_list(sources.create_source(views_config(tmp_path / "data").data).config.val_list)
     np.testing.assert_array_equal(one["labels"], [entry.label for entry in entries])
     np.testing.assert_allclose(two["probabilities"], one["probabilities"], rtol=1e-6)
     assert two["results"] == one["results"] and one["results"]["num_videos"] == 10
@@ -120,7 +121,7 @@ def test_a_workdir_not_shared_by_the_hosts_is_refused_naming_them(tmp_path, data
 def data_root(tmp_path_factory):
     """The tiny synthetic dataset, generated once before any process reads it."""
     root = tmp_path_factory.mktemp("pod") / "data"
-    sources.resolve_synthetic(tiny_config(root).data)
+    sources.create_source(tiny_config(root).data)
     return root
 
 

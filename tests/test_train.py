@@ -265,7 +265,7 @@ def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
 
 
 def test_check_data_flag_stops_before_training_and_lists_every_problem(tmp_path):
-    paths = sources.resolve_synthetic(tiny_config(tmp_path / "data").data)
+    paths = sources.create_source(tiny_config(tmp_path / "data").data).config
     entries, _ = video_list.read_video_list(paths.train_list)
     broken = [os.path.join(paths.root, entry.video_dir, "00002.jpg") for entry in entries[:2]]
     for frame in broken:
