@@ -54,7 +54,7 @@ def check_data(data_config, splits=("train", "val")) -> None:
 def data_class_count(data_config) -> tuple[int, str]:
     """(number of classes of the data, where that number comes from); (0, '') when the data does not say.
 
-    The number `input_pipeline.sources.num_classes` checks labels against, found without writing the synthetic
+    The number `input_pipeline.Source.num_classes` checks labels against, found without writing the synthetic
     dataset or scanning videos, and without TensorFlow except to read a TFDS dataset's metadata.
     """
     if data_config.source == "synthetic":
@@ -68,7 +68,7 @@ def data_class_count(data_config) -> tuple[int, str]:
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(str(error)) from None
         return len(names), f"the class names of TFDS dataset {data_config.tfds_name!r}"
-    # As input_pipeline.sources.class_names_path: the file the config names, else prepare's classes.txt.
+    # As input_pipeline.records.class_names: the file the config names, else prepare's classes.txt.
     path, written = data_config.class_names_file, os.path.join(data_config.root, "classes.txt")
     if path:
         path = path if os.path.isabs(path) else os.path.join(data_config.root, path)

@@ -13,6 +13,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from input_pipeline import video_list
+
 # The class list `prepare` fixes for a dataset, beside its shards: one name a line, line i = label i.
 CLASSES_FILE = "classes.txt"
 
@@ -48,6 +50,14 @@ def parse(serialized):
     return {"video_id": example["video_id"], "label": tf.cast(example["label"], tf.int32),
             "num_frames": example["num_frames"],
             "frames": example["frames"].values}
+
+
+def class_names(config):
+    """The names of `config.class_names_file` (under `root` when relative), else of the classes.txt
+    `prepare` wrote beside the shards; None when there is neither."""
+    path = config.class_names_file or CLASSES_FILE
+    path = path if os.path.isabs(path) else os.path.join(config.root, path)
+    return video_list.read_class_names(path) if config.class_names_file or os.path.isfile(path) else None
 
 
 def record_files(root, split):

@@ -105,6 +105,10 @@ class Source(abc.ABC):
         """Every problem of a split, every frame opened and decoded: (kind, message) pairs."""
 
 
+# The stored formats: config.data.source -> the module that reads it.
+STORES = {"records": records, "tfds": tfds_source}
+
+
 def create_source(data_config):
     """The `Source` of `config.data`; for 'synthetic' the dataset is written first if needed."""
     config = data_config.copy_and_resolve_references()
@@ -114,8 +118,8 @@ def create_source(data_config):
         config.update(source="frames", num_classes=config.synthetic.num_classes, **paths)
     if config.source == "frames":
         return FrameFolderSource(config)
-    if config.source in ("records", "tfds"):
-        return StoredSource(config)
+    if config.source in STORES:
+        return StoredSource(config, STORES[config.source])
     raise ValueError(f"config.data.source={config.source!r}: use 'frames', 'synthetic', 'records' or 'tfds'.")
 
 
@@ -433,25 +437,21 @@ class StoredSource(Source):
     """'records' and 'tfds': videos stored whole, each a list of JPEG frames with its label and id.
 
     The store (`records` or `tfds_source`) gives a host's endless, reshuffled stream of items, a
-    split's items in order and a `parse` of an item into {'frames': (n,) JPEG strings, 'label':
-    int32, 'video_id'}. Training example k of host p is the k-th video of its stream; its
-    substitutes are the videos after it. Its frame indices come from a numpy generator seeded by
-    (seed, k * P + p).
+    split's items in order, the class names, a `parse` of an item into {'frames': (n,) JPEG
+    strings, 'label': int32, 'video_id'} and a `parse_video_id` that leaves the frames unparsed.
+    Training example k of host p is the k-th video of its stream; its substitutes are the videos
+    after it. Its frame indices come from a numpy generator seeded by (seed, k * P + p).
     """
 
-    def __init__(self, data_config):
+    def __init__(self, data_config, store):
         super().__init__(data_config)
-        self.store = {"records": records, "tfds": tfds_source}[data_config.source]
+        self.store = store
 
     def num_videos(self, split):
         return self.store.count_videos(self.config, split)
 
     def class_names(self):
-        if self.config.source == "tfds":
-            return tfds_source.class_names(self.config)
-        path = self.config.class_names_file or records.CLASSES_FILE
-        path = _under_root(self.config, path)
-        return video_list.read_class_names(path) if self.config.class_names_file or os.path.isfile(path) else None
+        return self.store.class_names(self.config)
 
     def videos(self, split):
         return StoredVideos(self.config.source, split)
@@ -511,12 +511,9 @@ class StoredSource(Source):
 
         return EvalInputs(count=self.num_videos(split), videos=self.videos(split),
                           dataset=self._split_items(split, process_index, process_count), load=load,
-                          identify=lambda item: {"id": self._video_id(item)}, padding={"id": tf.constant("")},
+                          identify=lambda item: {"id": self.store.parse_video_id(item)},
+                          padding={"id": tf.constant("")},
                           ref=lambda batch, i: (int(batch["video_index"][i]), batch["id"][i].decode()))
-
-    def _video_id(self, item):
-        """The 'video_id' of a stored item, without parsing its frames."""
-        return records.parse_video_id(item) if self.config.source == "records" else self.store.parse(item)["video_id"]
 
     def check_split(self, split, workers):
         """Stored videos must also have a frame and a label in [0, num_classes); `workers` videos

@@ -49,6 +49,11 @@ def parse(example):
             "video_id": example["video_id"]}
 
 
+def parse_video_id(example):
+    """The 'video_id' of a TFDS example (its frames are not decoded anyway)."""
+    return example["video_id"]
+
+
 def _read(config, split, read_config, shuffle_files):
     return builder(config).as_dataset(
         split=_SPLITS[split], shuffle_files=shuffle_files, read_config=read_config,
