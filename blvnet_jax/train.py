@@ -159,6 +159,8 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
     source = input_pipeline.create_source(config.data)
     epoch_steps = steps_per_epoch(config, source)
     total_steps = total_train_steps(config, epoch_steps)
+    logging.info("Data: %d training videos (%d steps per epoch); building %s and its optimizer state ...",
+                 source.num_videos("train"), epoch_steps, config.model.name)
     schedule = steps.learning_rate_schedule(config, epoch_steps, total_steps)
     graphdef, state, jitted_step = steps.build_train_step(config, initial_model(config), schedule, mesh)
     state = jax.device_put(state, replicated(mesh))
