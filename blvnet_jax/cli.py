@@ -1,8 +1,9 @@
-"""The flags parser of our programs that take `--config`: `app.run(main, flags_parser=cli.parse_flags)`.
+"""The flags parser of our programs: `app.run(main, flags_parser=cli.parse_flags)`.
 
-A config file that does not exist, or a `--config.*` override naming no field of the config, ends
-the program with one line saying what was wrong and what to do, where ml_collections would end it
-with a traceback. Light on purpose (the standard library, absl and ml_collections): `main.py`
+A config file that does not exist, a `--config.*` override naming no field of the config or
+giving a value of the wrong type, or a flag that does not parse, ends the program with one line
+saying what was wrong and what to do, where ml_collections would end it with a traceback (and absl
+with two lines). Light on purpose (the standard library, absl and ml_collections): `main.py`
 imports it before jax.
 """
 import difflib
@@ -11,23 +12,37 @@ import os
 import re
 
 import ml_collections
-from absl import app
+from absl import flags
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-    """absl's parser (`app.parse_flags_with_usage`), but the config mistakes above exit with status 1
-    and one line. A value of the wrong type is absl's own one-line error."""
+    """absl's parser, but the config mistakes above, a value of the wrong type and an unknown flag exit
+    with status 1 and one line."""
     path = config_file(argv)
     missing = path is not None and missing_file(path.split(":", 1)[0])  # FILE:ARGUMENT: get_config(ARGUMENT)
     if missing:
         raise SystemExit(f"Config error: --config={path}: {missing}")
     try:
-        return app.parse_flags_with_usage(argv)
+        return flags.FLAGS(argv)
+    except flags.Error as error:  # a value that does not parse, an unknown or missing flag
+        raise SystemExit(f"Flag error: {wrong_type(error, path) or error} (--helpfull lists the flags)") from None
     except (AttributeError, KeyError, TypeError):  # what ml_collections raises for a path it cannot follow
         wrong = unknown_override(argv, path)
         if wrong is None:
             raise
         raise SystemExit(f"Config error: {wrong}") from None
+
+
+def wrong_type(error: Exception, path: str | None) -> str | None:
+    """'--config.model.num_frames=abc: config.model.num_frames is an int (...)' when `error` is about a
+    `--config.*` value of the wrong type; None otherwise."""
+    match = re.match(r"flag (--config\.([\w.]+)=\S*): (.*)", str(error))
+    if path is None or match is None or missing_field(load_config(path), match[2]):
+        return None
+    value = load_config(path)
+    for field in match[2].split("."):
+        value = value[field]
+    return f"{match[1]}: config.{match[2]} is of type {type(value).__name__} ({match[3]})"
 
 
 def config_file(argv: list[str]) -> str | None:

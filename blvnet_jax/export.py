@@ -29,7 +29,7 @@ from absl import app, flags
 from etils import epath
 from flax import nnx
 
-from blvnet_jax import checkpoint, quiet, steps
+from blvnet_jax import checkpoint, cli, quiet, steps
 
 FORMATS = ("jax_export", "saved_model")
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -238,4 +238,4 @@ def main(argv):
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["workdir", "output"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -37,7 +37,7 @@ from absl import app, flags
 from etils import epath
 from flax import nnx
 
-from blvnet_jax import checkpoint, config_check, evaluation, quiet, steps
+from blvnet_jax import checkpoint, cli, config_check, evaluation, quiet, steps
 from blvnet_jax.checkpoint import restore_model
 from input_pipeline import single_video
 
@@ -522,4 +522,4 @@ def main(argv):
 if __name__ == "__main__":
     define_flags()
     flags.mark_flags_as_required(["workdir"])
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -17,7 +17,7 @@ from absl import app, flags
 from flax import nnx
 from ml_collections import config_flags
 
-from blvnet_jax import steps
+from blvnet_jax import cli, steps
 from blvnet_jax.models import create_model
 
 
@@ -119,4 +119,4 @@ def main(argv):
 if __name__ == "__main__":
     define_flags()
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

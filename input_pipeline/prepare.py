@@ -312,4 +312,5 @@ if __name__ == "__main__":
     flags.DEFINE_integer("jpeg_quality", 90, "JPEG quality of the stored frames.")
     flags.DEFINE_float("max_fps", 0, "Keep at most this many frames a second (0: every frame).")
     flags.mark_flags_as_required(["output_dir"])
-    app.run(main)
+    from blvnet_jax import cli  # the programs' shared flags parser (absl and ml_collections only)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -31,4 +31,5 @@ if __name__ == "__main__":
     flags.DEFINE_float("max_fps", 0, "Keep at most this many frames a second of each video "
                          "(0: every frame; config.data.tfds_max_fps).")
     flags.mark_flags_as_required(["dataset", "manual_dir", "data_dir"])
-    app.run(main)
+    from blvnet_jax import cli  # the programs' shared flags parser (absl and ml_collections only)
+    app.run(main, flags_parser=cli.parse_flags)

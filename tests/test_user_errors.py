@@ -73,11 +73,14 @@ def test_a_missing_config_file_is_named_with_the_closest_file(tmp_path):
                                       "configs/demo.py?")
 
 
-def test_a_value_of_the_wrong_type_is_absls_one_line(tmp_path):
+def test_a_value_of_the_wrong_type_names_the_type(tmp_path):
     result = run("main.py", "--config=configs/demo.py", f"--workdir={tmp_path}", "--config.model.num_frames=abc")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("FATAL Flags parsing error: flag --config.model.num_frames=abc: invalid literal "
-                                    "for int() with base 10: 'abc'\n")
+    assert one_line_error(result) == (
+        "Flag error: --config.model.num_frames=abc: config.model.num_frames is of type int (invalid literal for int() "
+        "with base 10: 'abc') (--helpfull lists the flags)")
+    assert result.stderr.strip().count("\n") == 0
+    unknown = run("main.py", "--config=configs/demo.py", f"--workdir={tmp_path}", "--mdoe=eval")
+    assert one_line_error(unknown).startswith("Flag error: Unknown command line flag 'mdoe'")
 
 
 @pytest.mark.parametrize("overrides, stored, given", [
