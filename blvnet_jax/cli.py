@@ -34,12 +34,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 
 def wrong_type(error: Exception, path: str | None) -> str | None:
-    """'--config.model.num_frames=abc: config.model.num_frames is an int (...)' when `error` is about a
+    """'--config.model.num_frames=abc: config.model.num_frames is of type int (...)' when `error` is about a
     `--config.*` value of the wrong type; None otherwise."""
     match = re.match(r"flag (--config\.([\w.]+)=\S*): (.*)", str(error))
-    if path is None or match is None or missing_field(load_config(path), match[2]):
+    if path is None or match is None:
         return None
     value = load_config(path)
+    if missing_field(value, match[2]):
+        return None
     for field in match[2].split("."):
         value = value[field]
     return f"{match[1]}: config.{match[2]} is of type {type(value).__name__} ({match[3]})"
