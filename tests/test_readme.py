@@ -179,4 +179,4 @@ def test_no_path_of_a_particular_machine(readme):
         text = f.read()
     # Where this checkout and the user running the tests live: machine-specific, never in a README.
     checkout, home = os.path.dirname(os.path.dirname(os.path.abspath(__file__))), os.path.expanduser("~")
-    assert f"{os.path.dirname(checkout)}/" not in text and f"{home}/" not in text
+    assert f"{checkout}/" not in text and f"{home}/" not in text
