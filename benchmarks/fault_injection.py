@@ -15,8 +15,9 @@ evaluation read (training reads frames 0 .. n - 1 of these videos), so every fau
 frame read, the fault rate is about three times the stated one (the figures say how many clips
 held a substitute).
 
-Then: a few videos written as mp4 files, plus an empty and a truncated one, go through
-`input_pipeline.prepare` (it completes and names the two unreadable files); `main.py` trains on
+Then: a few videos written as mp4 files, plus an empty and a truncated one, are prepared into the
+stored format as a video_folder dataset (`tfds_builders.build`: it completes, leaves out and names
+the two unreadable files, and the 'tfds' source reads the others back); `main.py` trains on
 the faulty data for one epoch (every training video met) and must complete: unreadable frames
 are replaced by their nearest readable neighbour, videos without any are skipped. The per-kind
 counts are read back from `metrics.jsonl` and the log, with an example of each kind (list file,
@@ -31,6 +32,7 @@ compiles faster).
 import collections
 import csv
 import json
+import logging
 import math
 import os
 import re
@@ -47,7 +49,7 @@ from PIL import Image
 import input_pipeline
 from input_pipeline.sources import create_source
 from configs import data_defaults
-from input_pipeline import faults, prepare, sampling, synthetic, video_files, video_list
+from input_pipeline import faults, sampling, synthetic, tfds_builders, video_files, video_list
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FRAMES = 4  # Frames of a clip by default; videos have n + 1 .. 2n - 1 frames.
@@ -190,9 +192,25 @@ def write_faulty_dataset(out_dir, train_videos, val_videos, *, num_frames, few, 
     return dataset
 
 
+class _LeftOutVideos(logging.Handler):
+    """Collects the builder's "Left out video <id> (<path>): <why>" warnings."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        message = record.getMessage()
+        if message.startswith("Left out video "):
+            self.messages.append(message)
+
+
 def prepare_video_files(out_dir, dataset, per_class=2):
-    """Writes `per_class` clean training videos of each class as mp4 files (a folder per class),
-    plus an empty and a truncated mp4, and runs `prepare.prepare` on them; returns its figures."""
+    """Writes `per_class` clean training videos of each class as mp4 files, a video_folder manual
+    download (`videos/train/<class>/<video>.mp4`), plus an empty and a truncated mp4, and prepares
+    it with `tfds_builders.build('video_folder', ...)`; returns its figures: the videos, those
+    written (read back through the 'tfds' source, with their frame counts) and the left-out ones
+    the builder logged."""
     root = dataset["paths"]["root"]
     by_label = collections.defaultdict(list)
     with open(os.path.join(root, "train_clean.txt")) as f:
@@ -200,22 +218,39 @@ def prepare_video_files(out_dir, dataset, per_class=2):
             by_label[line.split()[3]].append(line.split())
     clean = [line for label in sorted(by_label) for line in by_label[label][:per_class]]
     folder = os.path.join(out_dir, "videos")
+    frame_counts = {}
     for video_dir, _, end, label in clean:
         frames = np.stack([np.asarray(Image.open(os.path.join(root, video_dir, f"{n:05d}.jpg")))
                            for n in range(1, int(end) + 1)])
-        os.makedirs(os.path.join(folder, f"class{label}"), exist_ok=True)
-        video_files.write_video(os.path.join(folder, f"class{label}", os.path.basename(video_dir) + ".mp4"), frames)
-    empty, truncated = os.path.join(folder, "class0", "empty.mp4"), os.path.join(folder, "class0", "truncated.mp4")
-    open(empty, "wb").close()
-    shutil.copy(os.path.join(folder, f"class{clean[0][3]}", os.path.basename(clean[0][0]) + ".mp4"), truncated)
-    with open(truncated, "rb+") as f:
-        f.truncate(os.path.getsize(truncated) // 2)
-    videos, _ = prepare.videos_by_class_folder(folder)
+        video_id = f"class{label}/{os.path.basename(video_dir)}.mp4"
+        os.makedirs(os.path.join(folder, "train", f"class{label}"), exist_ok=True)
+        video_files.write_video(os.path.join(folder, "train", video_id), frames)
+        frame_counts[video_id] = len(frames)
+    first = f"class{clean[0][3]}/{os.path.basename(clean[0][0])}.mp4"
+    empty, truncated = "class0/empty.mp4", "class0/truncated.mp4"
+    open(os.path.join(folder, "train", empty), "wb").close()
+    shutil.copy(os.path.join(folder, "train", first), os.path.join(folder, "train", truncated))
+    with open(os.path.join(folder, "train", truncated), "rb+") as f:
+        f.truncate(os.path.getsize(os.path.join(folder, "train", truncated)) // 2)
+    data_dir = os.path.join(out_dir, "tfds")
+    handler, logger = _LeftOutVideos(), logging.getLogger()  # The builder logs to the root logger.
+    level = logger.level
+    logger.addHandler(handler)
+    if level > logging.WARNING:
+        logger.setLevel(logging.WARNING)
     start = time.perf_counter()
-    unreadable = prepare.prepare(videos, os.path.join(out_dir, "records"), "train", num_shards=2, workers=1,
-                                 short_side=32)
-    return {"videos": len(videos), "written": len(videos) - len(unreadable), "unreadable": unreadable,
-            "expected_unreadable": [empty, truncated], "seconds": time.perf_counter() - start}
+    try:
+        _, wrote = tfds_builders.build("video_folder", folder, data_dir, workers=1)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    seconds = time.perf_counter() - start
+    config = data_defaults.get_data_config()
+    config.update(source="tfds", tfds_name="video_folder", tfds_data_dir=data_dir)
+    stored = create_source(config).videos("train")
+    return {"videos": len(frame_counts) + 2, "written": len(stored.ids), "wrote": wrote,
+            "written_frames": dict(zip(stored.ids, stored.num_frames.tolist())), "expected_frames": frame_counts,
+            "unreadable": handler.messages, "expected_unreadable": [empty, truncated], "seconds": seconds}
 
 
 def main_command(workdir, dataset, model, *extra):
@@ -332,7 +367,7 @@ def run(out_dir, *, train_videos, val_videos, model, num_frames=NUM_FRAMES, few=
                                    corrupt_fraction=corrupt_fraction, missing_fraction=missing_fraction, seed=seed)
     seconds["write_faulty_data"] = time.perf_counter() - start
     prepared = prepare_video_files(out_dir, dataset)
-    seconds["prepare_mp4"] = prepared.pop("seconds")
+    seconds["prepare_tfds_mp4"] = prepared.pop("seconds")
 
     cache_dir, workdir = os.path.join(out_dir, "jax_cache"), os.path.join(out_dir, "run")
     command = main_command(workdir, dataset, model)
@@ -433,7 +468,8 @@ def main(argv):
         for kind, examples in figures["examples"][split].items():
             print(f"  {kind}: {examples[0]}")
     prepared = figures["prepare"]
-    print(f"prepare: {prepared['videos']} mp4 files, {prepared['written']} written, unreadable:")
+    print(f"tfds_builders.build('video_folder'): {prepared['videos']} mp4 files, {prepared['written']} written, "
+          "left out:")
     for message in prepared["unreadable"]:
         print("  " + message)
     print(f"Evaluation, faulty list: {figures['eval_faulty_list']} ({figures['substituted_frames']['val']} frames "

@@ -4,13 +4,17 @@
         [--video_frames=48] [--batch_size=8] [--json] [--readme]
 
 Writes its own data to a temporary folder: `--videos` videos of `--video_frames` frames of
-340x256 JPEG at quality 90 (the official frame-folder format), as frame folders and as record
-shards. Each measurement makes 16-frame clips at 224x224 for training (multi-scale crop, flip)
-and runs in its own process, pinned to `--cores` CPUs, alternating sources round by round; a
-figure is the median of `--rounds` runs of `--seconds` each after warm-up:
+340x256 JPEG at quality 90 (the official frame-folder format), as frame folders, and the same
+folders as a Something-Something V1 manual download prepared into the stored format
+(`tfds_builders.build('something_something_v1', ...)`: ArrayRecord files of one record per
+frame, the JPEG files stored as they are, so both sources decode the same bytes). Each
+measurement makes 16-frame clips at 224x224 for training (multi-scale crop, flip) and runs in its
+own process, pinned to `--cores` CPUs, alternating sources round by round; a figure is the median
+of `--rounds` runs of `--seconds` each after warm-up:
 - frames: `create_train_dataset` on the frame folders, batches of uint8 clips out (cropped,
   resized and flipped);
-- records: the same on the record shards;
+- tfds: the same on the prepared dataset (`data.source='tfds'`), which reads a clip's 16 records
+  whatever the video's length;
 - PIL baseline: the official loader's training clip, step by step as its code takes them, in
   one Python process with torch on 1 thread (as in a DataLoader worker): per frame
   `Image.open`, `copy()` (the decode) and close; TSN's GroupMultiScaleCrop (the same scales,
@@ -36,17 +40,16 @@ from absl import app
 from absl import flags
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 
 from benchmarks import report
 from configs import data_defaults
 import input_pipeline
 from input_pipeline.sources import create_source
-from input_pipeline import records
+from input_pipeline import tfds_builders
 
 FLAGS = flags.FLAGS
-SOURCES = ("frames", "records", "pil", "pil_numpy")
-NAMES = {"frames": "frames", "records": "records", "pil": "PIL baseline (official steps)",
+SOURCES = ("frames", "tfds", "pil", "pil_numpy")
+NAMES = {"frames": "frames", "tfds": "tfds (stored format)", "pil": "PIL baseline (official steps)",
          "pil_numpy": "PIL, numpy tensor steps"}
 NUM_FRAMES = 16
 CROP_SIZE = 224
@@ -70,29 +73,33 @@ def textured_video(rng, num_frames, height, width):
     return frames
 
 
+TFDS_NAME = "something_something_v1"
+CLASSES = [f"class{label}" for label in range(4)]
+
+
 def write_data(out_dir, num_videos, video_frames):
-    """Writes frame folders + `train.txt` and 2 'train' record shards of the same JPEGs."""
+    """Writes frame folders `frames/video000/00001.jpg ...` + `train.txt`, and the same folders as a
+    something_something_v1 manual download (`manual/`, its frame folder a link to `frames/`)
+    prepared into the stored format in `tfds/`."""
     rng = np.random.default_rng(0)
-    serialized, lines = [], []
+    lines, split = [], []
     for number in range(num_videos):
         video_dir = f"video{number:03d}"
         os.makedirs(os.path.join(out_dir, "frames", video_dir))
-        jpegs = []
         for index, frame in enumerate(textured_video(rng, video_frames, 256, 340), start=1):
-            path = os.path.join(out_dir, "frames", video_dir, f"{index:05d}.jpg")
-            Image.fromarray(frame).save(path, quality=90)
-            with open(path, "rb") as f:
-                jpegs.append(f.read())
+            Image.fromarray(frame).save(os.path.join(out_dir, "frames", video_dir, f"{index:05d}.jpg"), quality=90)
         lines.append(f"{video_dir} 1 {video_frames} {number % 4}\n")
-        serialized.append(records.serialize(video_dir, number % 4, jpegs))
+        split.append(f"{video_dir};{CLASSES[number % 4]}\n")
     with open(os.path.join(out_dir, "train.txt"), "w") as f:
         f.writelines(lines)
-    for shard in range(2):
-        path = os.path.join(out_dir, "records", records.shard_name("train", shard, 2))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with tf.io.TFRecordWriter(path) as writer:
-            for example in serialized[shard::2]:
-                writer.write(example)
+    manual = os.path.join(out_dir, "manual")
+    os.makedirs(manual)
+    os.symlink(os.path.join(out_dir, "frames"), os.path.join(manual, tfds_builders.SomethingSomethingV1.VIDEO_FOLDER))
+    with open(os.path.join(manual, "something-something-v1-labels.csv"), "w") as f:
+        f.writelines(name + "\n" for name in CLASSES)
+    with open(os.path.join(manual, "something-something-v1-train.csv"), "w") as f:
+        f.writelines(split)
+    tfds_builders.build(TFDS_NAME, manual, os.path.join(out_dir, "tfds"))
 
 
 def _tsn_crop(image_width, image_height):
@@ -171,15 +178,21 @@ def _pil_batches(source, data_dir, video_frames, batch_size):
         yield batch_size
 
 
-def _pipeline_clips(source, data_dir, batch_size):
-    """Endless uint8 batches of our training pipeline; yields the clip count of each batch."""
+def pipeline_config(source, data_dir):
+    """`config.data` of our training pipeline on the data of `write_data`: 'frames' or 'tfds'."""
     config = data_defaults.get_data_config()
     config.update(source=source, crop_size=CROP_SIZE, flip=True)
     if source == "frames":
         config.update(root=os.path.join(data_dir, "frames"),
                       train_list=os.path.join(data_dir, "train.txt"))
     else:
-        config.update(root=os.path.join(data_dir, "records"), shuffle_buffer=16)
+        config.update(tfds_name=TFDS_NAME, tfds_data_dir=os.path.join(data_dir, "tfds"))
+    return config
+
+
+def _pipeline_clips(source, data_dir, batch_size):
+    """Endless uint8 batches of our training pipeline; yields the clip count of each batch."""
+    config = pipeline_config(source, data_dir)
     for batch in input_pipeline.create_train_dataset(create_source(config), num_frames=NUM_FRAMES,
                                                      global_batch_size=batch_size, seed=0):
         yield batch["video"].shape[0]

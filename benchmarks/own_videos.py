@@ -2,7 +2,7 @@
 
     python -m benchmarks.own_videos [--workdir=/tmp/blvnet_own_videos] [--steps=2]
 
-Writes 3 classes x 4 short mp4 videos per split into `WORKDIR/my_videos/{train,val}/<class>/`
+Writes 3 classes x 4 short mp4 videos per split into `WORKDIR/my_videos/{train,validation}/<class>/`
 (class names with spaces), then runs the commands of the README's first shell block under "Your
 own videos", in order, from the repository root: the paths they name (`my_videos/...`,
 `data/...`, `runs/...`) moved under WORKDIR, `N` = 3, and a tiny model and budget added to each
@@ -66,10 +66,10 @@ def write_mp4(path: str, frames: np.ndarray, fps: int = 12) -> None:
 
 
 def write_videos(root: str, seed: int = 0) -> None:
-    """`root/{train,val}/<class>/<k>.mp4`: a bright square moving left, moving right or standing
+    """`root/{train,validation}/<class>/<k>.mp4`: a bright square moving left, moving right or standing
     still on noise, 12 frames of 64x48 at 12 fps."""
     rng = np.random.default_rng(seed)
-    for split in ("train", "val"):
+    for split in ("train", "validation"):
         for label, name in enumerate(CLASSES):
             os.makedirs(os.path.join(root, split, name))
             for k in range(VIDEOS_PER_CLASS):
@@ -135,7 +135,7 @@ def report(command: list[str], output: str) -> None:
             print(tail(f.read(), 3))
     else:
         print(tail("\n".join(line for line in output.splitlines()
-                             if re.search(r"^wrote|Initialised from|Evaluation of step|videos written", line)), 3))
+                             if re.search(r"^wrote|Initialised from|Evaluation of step|prepared in", line)), 3))
 
 
 def main(argv):

@@ -46,9 +46,6 @@ def check_data(data_config, splits=("train", "val")) -> None:
             if not path or not os.path.exists(path):
                 raise ConfigError(f"config.data.{field}={data_config[field]!r}: {path or 'it'} does not exist; "
                                   "set it to your dataset (see input_pipeline/README.md)")
-    elif data_config.source == "records" and not os.path.isdir(data_config.root):
-        raise ConfigError(f"config.data.root={data_config.root!r} is not a folder of record shards; "
-                          "write them with python -m input_pipeline.prepare")
 
 
 def data_class_count(data_config) -> tuple[int, str]:
@@ -68,17 +65,13 @@ def data_class_count(data_config) -> tuple[int, str]:
         except (FileNotFoundError, ValueError) as error:
             raise ConfigError(str(error)) from None
         return len(names), f"the class names of TFDS dataset {data_config.tfds_name!r}"
-    # As input_pipeline.records.class_names: the file the config names, else prepare's classes.txt.
-    path, written = data_config.class_names_file, os.path.join(data_config.root, "classes.txt")
-    if path:
-        path = path if os.path.isabs(path) else os.path.join(data_config.root, path)
-        if not os.path.isfile(path):
-            raise ConfigError(f"config.data.class_names_file={data_config.class_names_file!r}: {path} does not "
-                              "exist; set it to the file of class names (one a line), or to '' for none")
-    elif data_config.source == "records" and os.path.isfile(written):
-        path = written
-    else:
+    path = data_config.class_names_file
+    if not path:
         return 0, ""
+    path = path if os.path.isabs(path) else os.path.join(data_config.root, path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"config.data.class_names_file={data_config.class_names_file!r}: {path} does not "
+                          "exist; set it to the file of class names (one a line), or to '' for none")
     with open(path) as f:
         count = sum(1 for line in f if line.strip())
     return count, f"the {count} names of {path}"

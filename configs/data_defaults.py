@@ -23,13 +23,13 @@ def get_synthetic_config():
 def get_data_config():
     """Returns the `data` ConfigDict with the pipeline's defaults."""
     config = ml_collections.ConfigDict()
-    # Where videos come from: 'frames' (frame folders + list files), 'records' (TFRecord shards
-    # from `python -m input_pipeline.prepare`), 'synthetic' (generated into `root`, then read as
-    # frames) or 'tfds' (TFDS builders of input_pipeline.tfds_builders).
+    # Where videos come from: 'frames' (frame folders + list files), 'tfds' (the stored format:
+    # datasets prepared by `python -m input_pipeline.prepare_tfds`) or 'synthetic' (generated
+    # into `root`, then read as frames).
     config.source = "frames"
-    # Folder the list-file video paths are relative to ('frames'), the folder of the record shards
-    # ('records'), or the cache folder of the generated dataset ('synthetic'; '' = a folder under
-    # the system temp dir named after the synthetic settings).
+    # Folder the list-file video paths are relative to ('frames'), or the cache folder of the
+    # generated dataset ('synthetic'; '' = a folder under the system temp dir named after the
+    # synthetic settings).
     config.root = ""
     # List files, one video a line: `<video dir> <start frame> <end frame> <label>`. Relative paths
     # are taken under `root`. For 'synthetic' they are set by the generator.
@@ -37,8 +37,8 @@ def get_data_config():
     config.val_list = ""
     config.list_separator = " "  # ';' for some Something-Something lists.
     config.image_template = "{:05d}.jpg"  # Frame file name; frame numbers are 1-based.
-    # Text file with one class name per line, line i = label i ('' = none; for 'records', the
-    # classes.txt `prepare` wrote beside the shards, if there is one).
+    # 'frames': text file with one class name per line, line i = label i ('' = none). A 'tfds'
+    # dataset keeps its class names.
     config.class_names_file = ""
     # Labels must lie in [0, num_classes); 0 = the number of lines of `class_names_file`, or no
     # range check without one.
@@ -65,9 +65,6 @@ def get_data_config():
     config.num_crops = 1  # Evaluation crops per clip: 1 (centre), 3 (along the long side) or 10.
     config.num_clips = 1  # Evaluation clips per video; views = num_crops * num_clips.
 
-    # Videos shuffled in a buffer of this size ('records' and 'tfds'; 'frames' draws a seeded
-    # permutation of the whole list every epoch).
-    config.shuffle_buffer = 1024
     config.prefetch = 2  # Batches prepared ahead of the accelerator.
     config.num_parallel_calls = -1  # Clips decoded at once; -1 = tf.data AUTOTUNE.
     # False: an unreadable frame is replaced by the nearest readable frame of its video; a video

@@ -1,7 +1,7 @@
 """Something-Something V1/V2: the shared base of the `ssv1_*` and `ssv2_*` settings.
 
 Frames are extracted to folders (`{:05d}.jpg`, shorter side 256) and listed one video a line;
-see input_pipeline/README or `python -m input_pipeline.prepare --help`. Classes say "left" and
+see input_pipeline/README.md (or prepare them with `python -m input_pipeline.prepare_tfds`). Classes say "left" and
 "right", so no horizontal flip. Evaluation resizes the shorter side to the crop size, as the
 official training command does (`--disable_scaleup`).
 """

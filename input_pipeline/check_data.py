@@ -3,9 +3,8 @@
   python -m input_pipeline.check_data --config=configs/demo.py [--split=train,val]
 
 Every frame of every video is opened and decoded: for 'frames' (and 'synthetic') every listed
-video; for 'records' and 'tfds' every stored video, which must also have a frame and a label in
-[0, num_classes). Prints each problem, then how many there are of each kind (the kinds training
-counts as `faults_<kind>`); exit status 1 when anything is wrong.
+video; for 'tfds' every stored video. Prints each problem, then how many there are of each kind
+(the kinds training counts as `faults_<kind>`); exit status 1 when anything is wrong.
 """
 import collections
 import os
@@ -23,7 +22,7 @@ FLAGS = flags.FLAGS
 
 def check_split(data_config, split, workers):
     """All problems of one split: (kind, message) pairs, the message 'file:line ...: what is
-    wrong' (frame folders) or "source split #number video 'id': what is wrong" (records, tfds)."""
+    wrong' (frame folders) or "tfds name split #number video 'id': what is wrong" (tfds)."""
     config = data_config.copy_and_resolve_references()
     config.strict = False
     return sources.create_source(config).check_split(split, workers)

@@ -129,37 +129,39 @@ def create_eval_dataset(source, *, num_frames, batch_size, process_index=0, proc
     """
     config = source.config
     eval_clip = _eval_clip_fn(config, num_frames)
-    inputs = source.eval_inputs("val", num_frames=num_frames, process_index=process_index,
-                                process_count=process_count)
+    videos = source.videos("val")
     stats = faults.InputStats("val", config.strict)
-    stats.add_list_problems(source.list_problems("val"))
-    my_count = len(range(process_index, inputs.count, process_count))
-    num_padding = eval_batch_count(inputs.count, batch_size, process_count) * batch_size - my_count
+    stats.add_list_problems(videos.problems)
+    count = len(videos.labels)
+    my_count = len(range(process_index, count, process_count))
+    num_padding = eval_batch_count(count, batch_size, process_count) * batch_size - my_count
     views = config.num_crops * config.num_clips
-    count = config.num_clips * num_frames
+    frames = config.num_clips * num_frames
     empty = tf.zeros([views, num_frames, config.crop_size, config.crop_size, 3], tf.uint8)
-    no_frames = tf.zeros([count], tf.int64)
-    missing = lambda video_index, extra: {"video": empty, "label": tf.constant(0), "video_index": video_index,
-                                          "mask": tf.constant(False), "sampled": no_frames, "used": no_frames,
-                                          **extra}
+    no_frames = tf.zeros([frames], tf.int64)
+    missing = lambda video_index: {"video": empty, "label": tf.constant(0), "video_index": video_index,
+                                   "mask": tf.constant(False), "sampled": no_frames, "used": no_frames}
 
-    def example(video_index, *video):
+    def example(video_index, indices, label):
         def load_view(attempt):
-            jpegs, label, indices, used, extra = inputs.load(video_index, *video, attempt["substitute"])
-            return {"video": eval_clip(jpegs), "label": label, "video_index": video_index, "mask": tf.constant(True),
-                    "sampled": indices, "used": tf.ensure_shape(used, [count]), **extra}
+            jpegs, used = tf.numpy_function(videos.clip_frames, [video_index, indices, attempt["substitute"]],
+                                            (tf.string, tf.int64), stateful=False)
+            return {"video": eval_clip(tf.ensure_shape(jpegs, [frames])), "label": label, "video_index": video_index,
+                    "mask": tf.constant(True), "sampled": indices, "used": tf.ensure_shape(used, [frames])}
 
         attempts = faults.attempts({"video_index": video_index[None]}, substitute=not config.strict)
-        return faults.first_readable(attempts, load_view, lambda: missing(video_index, inputs.identify(*video)))
+        return faults.first_readable(attempts, load_view, lambda: missing(video_index))
 
-    dataset = faults.map_examples(inputs.dataset, example, config.num_parallel_calls)
-    padding = tf.data.Dataset.from_tensors(missing(tf.constant(-1, tf.int64), inputs.padding))
+    inputs = source.eval_inputs("val", num_frames=num_frames, process_index=process_index, process_count=process_count)
+    dataset = faults.map_examples(inputs, example, config.num_parallel_calls)
+    padding = tf.data.Dataset.from_tensors(missing(tf.constant(-1, tf.int64)))
     dataset = dataset.concatenate(padding.repeat(num_padding))
     dataset = dataset.batch(batch_size).prefetch(config.prefetch)
 
     def refs(batch, i):
-        return ([], inputs.ref(batch, i)) if batch["mask"][i] else ([inputs.ref(batch, i)], None)
+        video = int(batch["video_index"][i])
+        return ([], video) if batch["mask"][i] else ([video], None)
 
     skipped = lambda batch: ~batch["mask"] & (batch["video_index"] >= 0)
     return BatchIterator(dataset.with_options(_options()), ("video", "label", "video_index", "mask"),
-                         stats, inputs.videos, skipped, refs)
+                         stats, videos, skipped, refs)

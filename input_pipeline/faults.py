@@ -1,7 +1,7 @@
 """Bad input, in one place: the kinds of fault, the frame substitution rule, the stop rule, their
 counting, and how tf.data tries an example's candidates without losing its position.
 
-The rules, for every source (frame folders, records, TFDS):
+The rules, for every source (frame folders, the stored TFDS format):
 - Substitution. A sampled frame that cannot be read (a missing file, a corrupt JPEG, a stored
   frame that does not decode) is replaced by the nearest readable frame of the same video: for
   frame i, frame i - 1, then i + 1, i - 2, i + 2, ... (at equal distance the earlier frame).
@@ -39,12 +39,11 @@ EMPTY_VIDEO = "empty video"  # No frame at all: a missing folder, no frame file,
 TRUNCATED_VIDEO = "truncated video"  # The listed frames are missing from some point on.
 MISSING_FRAME = "missing frame"  # A frame file missing before the last one on disk.
 CORRUPT_FRAME = "corrupt frame"  # A frame that does not decode.
-UNREADABLE_VIDEO = "unreadable video"  # Skipped, its fault unknown (records, TFDS, TF vs PIL).
-UNREADABLE_FILE = "unreadable file"  # check_data only: a record file that stops reading.
+UNREADABLE_VIDEO = "unreadable video"  # Skipped, its fault unknown (frames PIL reads, TensorFlow does not).
 SUBSTITUTED_FRAME = "substituted frame"  # A frame replaced by its nearest readable neighbour.
 # Every kind, in the order reports list them.
 KINDS = (MALFORMED, LABEL_OUT_OF_RANGE, EMPTY_VIDEO, TRUNCATED_VIDEO, MISSING_FRAME, CORRUPT_FRAME,
-         UNREADABLE_VIDEO, UNREADABLE_FILE, SUBSTITUTED_FRAME)
+         UNREADABLE_VIDEO, SUBSTITUTED_FRAME)
 
 # What PIL raises for a file that is not a decodable image.
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError)

@@ -1,11 +1,29 @@
-"""TFDS builders (manual download) for the datasets of the paper and for any folder of videos.
+"""TFDS builders (manual download): the one stored format, for the datasets of the paper and for
+any folder of videos.
 
-Prepared with `python -m input_pipeline.prepare_tfds` (or `build`).
+Prepared with `python -m input_pipeline.prepare_tfds` (or `build`), read by `tfds_source`.
 
-Each example: 'video' (the frames as JPEG, shorter side 256 for decoded videos; Something-
-Something V1 frames are stored as distributed), 'label' (a ClassLabel whose names are the
-class names) and 'video_id'. Videos PyAV cannot decode, and videos a list names but the
-folder lacks, are logged by name and left out.
+Layout: ArrayRecord files (random access) of one record per frame, so that a clip reads only its
+sampled frames, whatever the video's length. Each record has 'video_id', 'label' (a ClassLabel
+whose names are the class names), 'num_frames', 'frame' and 'jpeg'. A split holds first one
+header record per video (frame -1, no jpeg), in the order of its annotations, then every video's
+frames (frame 0, 1, ...) in the same order: the reader finds a video's frames from the headers
+alone. Frames are JPEG: a decoded video's with the shorter side resized to 256 (quality 90),
+Something-Something V1's stored as distributed. Videos PyAV cannot decode, and videos a list
+names but the manual dir lacks, are logged by name and left out.
+
+Preparation decodes the videos in parallel worker processes (`workers`), with a progress bar of
+videos. Each decoded video is kept in a cache under the data dir until the dataset is written,
+so a preparation that was stopped decodes only the videos it had not reached. The inputs (each
+video's id, label, size and modification time, and the class names) are kept in the dataset's
+metadata: preparing again with the same inputs does nothing, with other inputs it stops saying
+what changed, unless `overwrite`.
+
+A dataset one machine cannot prepare in reasonable time is prepared on Apache Beam (`pip install -r
+requirements-beam.txt`; `prepare_tfds --beam_runner=DirectRunner|DataflowRunner|SparkRunner|FlinkRunner
+--beam_options=...`, `build(download_config=...)`): the driver lists the videos and keeps the metadata, the
+pipeline's workers decode the videos (cache included) and write the shards, the same records as without
+Beam. The manual dir and the data dir must then be paths every worker reads (a shared filesystem).
 
 Layouts expected under the manual dir. Each annotation file is looked for under each of its
 names (the releases differ) in each of the folders listed, and the first found is read;
@@ -30,22 +48,26 @@ video folders are always at the manual dir's root:
   place): `moments_categories.txt` (`<name>,<index>` lines), `{trainingSet,validationSet}.csv`
   (`<path>,<class name>,...` lines); videos `training/<path>` and `validation/<path>`.
 - video_folder: `<split>/<class name>/<video>` for splits among train, validation and test;
-  class names are the sorted sub-folders of train.
+  class names are the lines of `classes_file` (`prepare_tfds --classes`) or else the sorted
+  sub-folders of train. Every split is labelled by that one list: a class folder it lacks is an
+  error naming it; a split may lack classes.
 
 Decoded videos keep every frame, as the official frame extraction does; `max_fps` > 0 (the
 builder config `max_fps_<F>`, `prepare_tfds --max_fps`, `config.data.tfds_max_fps`) keeps at
-most F frames a second, so that long, high-rate videos are not read whole for each clip.
-
-Generation runs in one process; for a large dataset the parallel, resumable
-`python -m input_pipeline.prepare` (the `records` source) is faster.
+most F frames a second (fewer frames to store; a clip reads only its own either way).
 """
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
+import multiprocessing
 import os
 
+from etils import epath
+import numpy as np
 import tensorflow_datasets as tfds
+import tqdm
 
 from input_pipeline import video_files
 
@@ -71,10 +93,15 @@ def frame_rate_config(max_fps):
                            description=f"At most {max_fps:g} frames a second of each video.")
 
 
+class PrepareError(ValueError):
+    """A dataset that cannot be prepared as asked; the message says what to do."""
+
+
 class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Shared features and example generation; subclasses list the videos of each split."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {"2.0.0": "One record per frame, after one header record per video (ArrayRecord)."}
     # False for datasets distributed as frames, which have no timestamps to cap the rate with.
     DECODES_VIDEOS = True
     # Our split name -> the names of the file (or folder) that may describe it; a split none of them
@@ -85,23 +112,45 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     # Where the class names come from, for error messages.
     CLASS_NAMES_SOURCE = ""
 
+    def __init__(self, *, workers=1, beam=False, **kwargs):
+        super().__init__(**kwargs)
+        self.workers = workers
+        # Whether `_generate_examples` returns Beam transforms (decoding in the pipeline's workers)
+        # rather than decoding in `workers` local processes.
+        self.beam = beam
+
     def _info(self):
         return self.dataset_info_from_configs(features=tfds.features.FeaturesDict({
-            "video": tfds.features.Video(shape=(None, None, None, 3), encoding_format="jpeg"),
-            "label": tfds.features.ClassLabel(),
             "video_id": tfds.features.Text(),
-        }))
+            "label": tfds.features.ClassLabel(),
+            "num_frames": tfds.features.Scalar(dtype=np.int32),
+            "frame": tfds.features.Scalar(dtype=np.int32),
+            "jpeg": tfds.features.Tensor(shape=(), dtype=np.object_),
+        }), disable_shuffling=True, metadata=tfds.core.MetadataDict())
 
     def _split_generators(self, dl_manager):
         root = str(dl_manager.manual_dir)
-        names = self.class_names(root)
+        names, videos = self.inputs(root)
         self.info.features["label"].names = names
+        self.info.metadata["inputs"] = inputs_manifest(names, videos)
+        return {split: self._generate_examples(split, split_videos, self.decode_cache)
+                for split, split_videos in videos.items()}
+
+    @property
+    def decode_cache(self):
+        """Where decoded videos are kept until the dataset is written: under the data dir."""
+        config = self.builder_config.name if self.builder_config else "every_frame"
+        return self.data_dir_root / "downloads" / "decoded" / self.name / config
+
+    def inputs(self, root):
+        """(class names, {split: [(video id, path, label)]}) of the manual dir `root`."""
+        names = self.class_names(root)
         videos = {split: self.labeled_videos(root, split, names) for split in self.SPLITS
                   if self.annotation_file(root, split)}
         if not videos:
             expected = [name for names_of_split in self.SPLITS.values() for name in names_of_split]
             raise _not_found(root, f"split of {self.name}", expected, self.ANNOTATION_FOLDERS)
-        return {split: self._generate_examples(split, split_videos) for split, split_videos in videos.items()}
+        return names, videos
 
     def annotation_file(self, root, split):
         """The path of the file (or folder) describing `split`; None if the manual dir has none."""
@@ -128,32 +177,119 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         videos = []
         for video_id, path, name in self.videos(root, split):
             if name not in labels:
-                raise ValueError(f"{self.annotation_file(root, split)}: video {video_id} is of class {name!r}, "
-                                 f"which is not among the {len(names)} class names of {self.name} (from "
-                                 f"{self.CLASS_NAMES_SOURCE}); are both from the same release?")
+                raise PrepareError(f"{self.annotation_file(root, split)}: video {video_id} is of class {name!r}, "
+                                   f"which is not among the {len(names)} class names of {self.name} (from "
+                                   f"{self.CLASS_NAMES_SOURCE}); are both from the same release?")
             videos.append((video_id, path, labels[name]))
         return _existing(videos, self.name)
 
-    def _generate_examples(self, split, videos):
-        skipped = 0
+    def _generate_examples(self, split, videos, cache):
+        """The header of each readable video, then its frames, keyed in that order (`record_key`).
+
+        Videos are decoded by `workers` processes, kept in `cache` until the split is written; with
+        `beam`, a Beam transform decoding them in the pipeline's workers, making the same records."""
         max_fps = self.builder_config.max_fps if self.builder_config else 0
-        for video_id, path, label in videos:
-            try:
-                frames = _jpeg_frames(path, max_fps)
-            except video_files.DECODE_ERRORS as e:
-                skipped += 1
-                logging.warning("Left out video %s (%s): %s", video_id, path, e)
-                continue
-            yield video_id, {"video": frames, "label": label, "video_id": video_id}
+        if self.beam:
+            beam = tfds.core.lazy_imports.apache_beam
+            return ("Videos" >> beam.Create(list(enumerate(videos)))
+                    | "DecodeVideos" >> beam.FlatMap(_beam_video_examples, cache=cache, max_fps=max_fps,
+                                                     num_videos=len(videos), left_out=f"{self.name} {split}"))
+        return self._local_examples(split, videos, cache, max_fps)
+
+    def _process_pipeline_result(self, pipeline_result):
+        """With Beam, the number of videos each split left out (counted by the workers), logged."""
+        beam = tfds.core.lazy_imports.apache_beam
+        counters = pipeline_result.metrics().query(beam.metrics.MetricsFilter().with_name(_LEFT_OUT))["counters"]
+        for counter in sorted(counters, key=lambda counter: counter.key.metric.namespace):
+            if counter.result:
+                logging.warning("%s: %d videos left out.", counter.key.metric.namespace, counter.result)
+
+    def _local_examples(self, split, videos, cache, max_fps):
+        """`_generate_examples` without Beam: decoded by `workers` local processes, in order."""
+        tasks = [(path, cache, max_fps) for _, path, _ in videos]
+        skipped = 0
+        pool = multiprocessing.get_context("spawn").Pool(self.workers) if self.workers > 1 else None
+        try:
+            results = pool.imap(decoded_frames, tasks) if pool else map(decoded_frames, tasks)
+            for number, (video, frames) in enumerate(zip(
+                    videos, tqdm.tqdm(results, total=len(videos), desc=f"{self.name} {split} videos", unit="video",
+                                      disable=None))):
+                skipped += isinstance(frames, str)
+                yield from video_examples(number, video, frames, len(videos))
+        finally:
+            if pool:
+                pool.terminate()
         if skipped:
             logging.warning("%s %s: %d videos left out.", self.name, split, skipped)
 
 
-def _jpeg_frames(path, max_fps):
-    """JPEG bytes of the frames: a frame folder's files as they are, or a decoded video's (at
-    most `max_fps` a second if > 0)."""
-    if not os.path.isdir(path):
-        return video_files.decode_video(path, SHORT_SIDE, JPEG_QUALITY, max_fps)
+def video_examples(number, video, frames, num_videos):
+    """The (key, example) pairs of video `number` of a split's `num_videos`: its header, then its
+    frames. `video` = (video id, path, label); `frames` as `decoded_frames` returns them (a message:
+    the video is logged and left out, no pair)."""
+    video_id, path, label = video
+    if isinstance(frames, str):
+        logging.warning("Left out video %s (%s): %s", video_id, path, frames)
+        return []
+    record = {"video_id": video_id, "label": label, "num_frames": len(frames)}
+    return [(record_key(number, -1, num_videos), {**record, "frame": -1, "jpeg": b""})] + [
+        (record_key(number, frame, num_videos), {**record, "frame": frame, "jpeg": jpeg})
+        for frame, jpeg in enumerate(frames)]
+
+
+_LEFT_OUT = "videos left out"
+
+
+def _beam_video_examples(numbered_video, cache, max_fps, num_videos, left_out):
+    """`video_examples` of one (number, video) of a split, decoded in a Beam worker; a video left
+    out counts in the counter `_LEFT_OUT` of namespace `left_out`."""
+    number, video = numbered_video
+    frames = decoded_frames((video[1], cache, max_fps))
+    if isinstance(frames, str):
+        tfds.core.lazy_imports.apache_beam.metrics.Metrics.counter(left_out, _LEFT_OUT).inc()
+    return video_examples(number, video, frames, num_videos)
+
+
+def record_key(number, frame, num_videos):
+    """The key that sorts video `number`'s header (frame -1) among the headers, before every frame,
+    and its frames after those of the videos before it. Headers take keys [0, num_videos); frames
+    spread over the rest of [0, 2**128), so that TFDS sorts a large split in many buckets and Beam,
+    which shards by key range, gives each shard about as many frames."""
+    if frame < 0:
+        return number
+    return num_videos + number * (((1 << 128) - num_videos) // num_videos) + frame
+
+
+def decoded_frames(task):
+    """JPEG bytes of each frame of a video, or a message saying why it cannot be read.
+
+    `task` = (path, cache dir, max_fps): a frame folder's files as they are; a video file decoded
+    (`video_files.decode_video`), kept in the cache under the hash of its path, size, modification
+    time and the settings, and read from there when it is already.
+    """
+    path, cache, max_fps = task
+    try:
+        if os.path.isdir(path):
+            return _folder_frames(path)
+        stat = os.stat(path)
+        key = json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns, SHORT_SIDE, JPEG_QUALITY, max_fps])
+        cached = epath.Path(cache) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
+        if cached.exists():
+            with cached.open("rb") as f, np.load(f) as stored:
+                return [part.tobytes() for part in np.split(stored["data"], stored["ends"][:-1])]
+        frames = video_files.decode_video(path, SHORT_SIDE, JPEG_QUALITY, max_fps)
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(".partial")
+        with partial.open("wb") as f:
+            np.savez(f, data=np.frombuffer(b"".join(frames), np.uint8), ends=np.cumsum([len(j) for j in frames]))
+        partial.rename(cached)
+        return frames
+    except video_files.DECODE_ERRORS as e:
+        return str(e) or type(e).__name__
+
+
+def _folder_frames(path):
+    """JPEG bytes of a frame folder's .jpg files, in name order."""
     names = sorted(name for name in os.listdir(path) if name.lower().endswith(".jpg"))
     if not names:
         raise ValueError("no .jpg frame in the folder")
@@ -162,6 +298,38 @@ def _jpeg_frames(path, max_fps):
         with open(os.path.join(path, name), "rb") as f:
             frames.append(f.read())
     return frames
+
+
+def inputs_manifest(names, videos):
+    """What a dataset is made from, JSON-ready: the class names and, per split, each video's
+    [id, label, size, modification time in ns] (a frame folder: its number of files, -1)."""
+    def stamp(path):
+        if os.path.isdir(path):
+            return [len(os.listdir(path)), -1]
+        stat = os.stat(path)
+        return [stat.st_size, stat.st_mtime_ns]
+
+    return {"class_names": list(names),
+            "videos": {split: [[video_id, label, *stamp(path)] for video_id, path, label in split_videos]
+                       for split, split_videos in videos.items()}}
+
+
+def describe_changes(old, new):
+    """What differs between two `inputs_manifest`s, in a few words, each with an example."""
+    changes = []
+    if old["class_names"] != new["class_names"]:
+        changes.append(f"the class names ({len(old['class_names'])} -> {len(new['class_names'])} classes)")
+    for split in sorted(set(old["videos"]) | set(new["videos"])):
+        before = {video_id: rest for video_id, *rest in old["videos"].get(split, [])}
+        after = {video_id: rest for video_id, *rest in new["videos"].get(split, [])}
+        kinds = {"added": [v for v in after if v not in before],
+                 "removed": [v for v in before if v not in after],
+                 "relabelled": [v for v in after if v in before and after[v][0] != before[v][0]],
+                 "changed on disk": [v for v in after if v in before and after[v][0] == before[v][0]
+                                     and after[v] != before[v]]}
+        changes += [f"{split}: {len(ids)} video{'s' if len(ids) > 1 else ''} {kind} (e.g. {ids[0]})"
+                    for kind, ids in kinds.items() if ids]
+    return ", ".join(changes) or "the order of the videos"
 
 
 def _index(names):
@@ -324,15 +492,24 @@ class VideoFolder(_VideoBuilder):
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put `<split>/<class name>/<video>` folders in the manual dir."
     SPLITS = {"train": ("train",), "validation": ("validation",), "test": ("test",)}
-    CLASS_NAMES_SOURCE = "the sub-folders of train"
+
+    def __init__(self, *, classes_file=None, **kwargs):
+        super().__init__(**kwargs)
+        self.classes_file = classes_file
+        self.CLASS_NAMES_SOURCE = f"--classes={classes_file}" if classes_file else "the sub-folders of train"
 
     def class_names(self, root):
+        if self.classes_file:
+            with open(self.classes_file) as f:
+                names = [line.strip() for line in f if line.strip()]
+            if len(set(names)) != len(names):
+                raise PrepareError(f"--classes={self.classes_file} names a class twice; give each name once.")
+            return names
         train = os.path.join(root, "train")
         if not os.path.isdir(train):
-            raise FileNotFoundError(f"{train} does not exist: video_folder takes its class names "
-                                    "from the sub-folders of `train` in the manual dir.")
-        return sorted(name for name in os.listdir(train)
-                      if os.path.isdir(os.path.join(train, name)))
+            raise PrepareError(f"{train} does not exist: video_folder takes its class names from the "
+                               "sub-folders of `train` in the manual dir (or from --classes=FILE).")
+        return sorted(name for name in os.listdir(train) if os.path.isdir(os.path.join(train, name)))
 
     def videos(self, root, split):
         folder = os.path.join(root, split)
@@ -349,20 +526,40 @@ BUILDERS = {builder.name: builder for builder in (
     SomethingSomethingV1, SomethingSomethingV2, Kinetics400, MomentsInTime, VideoFolder)}
 
 
-def dataset_builder(dataset, data_dir, max_fps=0):
+def dataset_builder(dataset, data_dir, max_fps=0, **kwargs):
     """The builder of `dataset` (a key of BUILDERS) in `data_dir`: every frame, or at most
-    `max_fps` a second of each video."""
+    `max_fps` a second of each video. `kwargs`: `workers` (or `beam`), and for video_folder `classes_file`."""
     builder_class = BUILDERS[dataset]
     if max_fps and not builder_class.DECODES_VIDEOS:
-        raise ValueError(f"{dataset} is distributed as frames, stored as they are: max_fps="
-                         f"{max_fps:g} applies only to datasets of video files; use 0.")
-    return builder_class(config=frame_rate_config(max_fps), data_dir=data_dir)
+        raise PrepareError(f"{dataset} is distributed as frames, stored as they are: max_fps="
+                           f"{max_fps:g} applies only to datasets of video files; use 0.")
+    return builder_class(config=frame_rate_config(max_fps), data_dir=data_dir, file_format="array_record", **kwargs)
 
 
-def build(dataset, manual_dir, data_dir, max_fps=0):
+def build(dataset, manual_dir, data_dir, max_fps=0, overwrite=False, download_config=None, **kwargs):
     """Prepares `dataset` (a key of BUILDERS) from `manual_dir` into `data_dir`, keeping every
-    frame or at most `max_fps` a second of each video."""
-    builder = dataset_builder(dataset, data_dir, max_fps)
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
-    return builder
+    frame or at most `max_fps` a second of each video; returns (builder, whether it wrote anything).
+
+    A dataset prepared before from the same inputs is left as it is; from other inputs it is a
+    PrepareError saying what changed, unless `overwrite`, which deletes it and prepares it again.
+    `download_config`: a `tfds.download.DownloadConfig` (its manual_dir is `manual_dir`); with a
+    `beam_runner` or `beam_options`, the videos are decoded in that Beam pipeline, not by `workers`.
+    """
+    download_config = dataclasses.replace(download_config or tfds.download.DownloadConfig(), manual_dir=manual_dir)
+    kwargs.setdefault("beam", download_config.beam_runner is not None or download_config.beam_options is not None)
+    builder = dataset_builder(dataset, data_dir, max_fps, **kwargs)
+    if builder.is_prepared():
+        names, videos = builder.inputs(manual_dir)
+        wanted, stored = inputs_manifest(names, videos), builder.info.metadata.get("inputs")
+        if stored == wanted:
+            return builder, False
+        if not overwrite:
+            what = describe_changes(stored, wanted) if stored else "it records no inputs"
+            raise PrepareError(f"{builder.data_dir} was prepared from other inputs: {what}. Pass --overwrite "
+                               "to delete it and prepare it again.")
+        epath.Path(builder.data_dir).rmtree()
+        builder = dataset_builder(dataset, data_dir, max_fps, **kwargs)
+    builder.download_and_prepare(download_config=download_config)
+    if builder.decode_cache.exists():
+        builder.decode_cache.rmtree()
+    return builder, True

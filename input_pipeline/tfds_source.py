@@ -1,18 +1,20 @@
-"""The `tfds` source: datasets written by the builders of `input_pipeline.tfds_builders`.
+"""The `tfds` source's videos: a split of a dataset written by `tfds_builders`, read frame by frame.
 
 `config.data.tfds_name` names the builder (e.g. 'something_something_v2', 'video_folder'),
 `config.data.tfds_data_dir` where it was prepared, `config.data.tfds_max_fps` the frame-rate
-cap it was prepared with (0: every frame). Frames are read still encoded and only the
-sampled ones are decoded. Our split 'val' is TFDS's 'validation'.
+cap it was prepared with (0: every frame). The header records of a split give each video's id,
+label and number of frames; a clip then reads only its frames' records (ArrayRecord, random
+access). Our split 'val' is TFDS's 'validation'.
 """
 import functools
 
+from array_record.python import array_record_data_source
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
 from input_pipeline import tfds_builders
 
-_SPLITS = {"train": "train", "val": "validation"}
+SPLITS = {"train": "train", "val": "validation"}
+_HEADER_CHUNK = 4096
 
 
 def builder(config):
@@ -43,45 +45,30 @@ def class_names(config):
     return builder(config).info.features["label"].names
 
 
-def parse(example):
-    """A TFDS example (frames left encoded) -> {'frames': (n,), 'label' int32, 'video_id'}."""
-    return {"frames": example["video"], "label": tf.cast(example["label"], tf.int32),
-            "video_id": example["video_id"]}
+def split_records(config, split):
+    """Random access to the records of split 'train' or 'val' (`tfds_builders`' layout)."""
+    prepared = builder(config)
+    if SPLITS[split] not in prepared.info.splits:
+        raise ValueError(f"TFDS dataset {config.tfds_name!r} in {prepared.data_dir} has no split "
+                         f"{SPLITS[split]!r} (it has {', '.join(prepared.info.splits)}).")
+    return array_record_data_source.ArrayRecordDataSource(prepared.info.splits[SPLITS[split]].file_instructions)
 
 
-def parse_video_id(example):
-    """The 'video_id' of a TFDS example (its frames are not decoded anyway)."""
-    return example["video_id"]
+def headers(records):
+    """The fields (`fields`) of the header records of a split, which come first (frame -1)."""
+    found, total = [], len(records)
+    while len(found) < total:
+        chunk = [fields(record) for record in records.__getitems__(range(len(found), min(len(found) + _HEADER_CHUNK,
+                                                                                             total)))]
+        kept = [header for header in chunk if header["frame"] < 0]
+        found += kept
+        if len(kept) < len(chunk):
+            break
+    return found
 
 
-def _read(config, split, read_config, shuffle_files):
-    return builder(config).as_dataset(
-        split=_SPLITS[split], shuffle_files=shuffle_files, read_config=read_config,
-        decoders={"video": tfds.decode.SkipDecoding()})
-
-
-def train_stream(config, *, seed, process_index, process_count):
-    """A host's endless stream of 'train' examples, reshuffled every epoch.
-
-    With at least as many files as hosts, each host reads its own files; else every host
-    reads all and keeps the examples `index % P == p`.
-    """
-    by_files = builder(config).info.splits["train"].num_shards >= process_count
-    context = tf.distribute.InputContext(process_count, process_index) if by_files else None
-    read_config = tfds.ReadConfig(shuffle_seed=seed, input_context=context)
-    stream = _read(config, "train", read_config, shuffle_files=True)
-    if not by_files:
-        stream = stream.enumerate().filter(
-            lambda index, _: index % process_count == process_index).map(lambda _, e: e)
-    return stream.shuffle(config.shuffle_buffer, seed=seed).repeat()
-
-
-def split_stream(config, split, *, process_index, process_count):
-    """Dataset of (video index, example): videos p, p + P, ... of a split, in order."""
-    stream = _read(config, split, tfds.ReadConfig(), shuffle_files=False).enumerate()
-    return stream.filter(lambda index, _: index % process_count == process_index)
-
-
-def count_videos(config, split):
-    """Number of videos of a split, from the dataset's metadata."""
-    return builder(config).info.splits[_SPLITS[split]].num_examples
+def fields(record):
+    """A serialized record -> {feature name: its value}."""
+    features = tf.train.Example.FromString(record).features.feature
+    return {name: (feature.bytes_list.value or feature.int64_list.value or [b""])[0]
+            for name, feature in features.items()}

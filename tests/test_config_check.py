@@ -149,7 +149,24 @@ def test_main_stops_on_a_bad_config_with_the_field_and_no_traceback(tmp_path):
     assert "Traceback" not in result.stderr and not os.listdir(tmp_path)
 
 
-def test_model_needs_one_output_per_class_of_the_data(tmp_path):
+@pytest.fixture(scope="module")
+def two_class_tfds(tmp_path_factory):
+    """The data dir of a video_folder TFDS dataset of 2 classes (cat, dog), one 3-frame video each."""
+    # The input pipeline (TensorFlow) is imported only by the tests that prepare data.
+    import numpy as np
+
+    from input_pipeline import synthetic, tfds_builders, video_files
+    manual = tmp_path_factory.mktemp("videos")
+    for label, name in enumerate(("cat", "dog")):
+        (manual / "train" / name).mkdir(parents=True)
+        video_files.write_video(str(manual / "train" / name / "a.mp4"),
+                                synthetic.render_video(label, 3, 32, 40, np.random.default_rng(label)))
+    data_dir = str(tmp_path_factory.mktemp("tfds"))
+    tfds_builders.build("video_folder", str(manual), data_dir)
+    return data_dir
+
+
+def test_model_needs_one_output_per_class_of_the_data(tmp_path, two_class_tfds):
     # The synthetic data's classes are counted from its settings: nothing is written.
     config = demo_config(num_classes=2)
     config.data.root = str(tmp_path / "synthetic")
@@ -158,33 +175,40 @@ def test_model_needs_one_output_per_class_of_the_data(tmp_path):
                            r"\(config.data.synthetic.num_classes\): set --config.model.num_classes=8$"):
             check(config)
     assert not os.path.exists(tmp_path / "synthetic")
-    # Records: the classes.txt prepare wrote beside the shards, or the file the config names.
-    (tmp_path / "classes.txt").write_text("cat\ndog\n")
-    config.data.update(source="records", root=str(tmp_path))
+    # TFDS: the class names kept in the prepared dataset's metadata.
+    config.data.update(source="tfds", tfds_name="video_folder", tfds_data_dir=two_class_tfds)
     config.model.num_classes = 8
-    with pytest.raises(config_check.ConfigError, match=r"num_classes=8 but the data has 2 classes \(the 2 names of "
-                       r".*classes.txt\): set --config.model.num_classes=2"):
+    with pytest.raises(config_check.ConfigError, match=r"^config.model.num_classes=8 but the data has 2 classes \(the "
+                       r"class names of TFDS dataset 'video_folder'\): set --config.model.num_classes=2$"):
         config_check.check_training(config)
     config.model.num_classes = 2
     config_check.check_training(config)
+    config_check.check_evaluation(config)
     config.data.num_classes = 3
     with pytest.raises(config_check.ConfigError, match=r"has 3 classes \(config.data.num_classes\)"):
         config_check.check_evaluation(config)
-    config.data.update(num_classes=0, class_names_file="absent.txt")
+    # Frame folders: the class names file the config names.
+    (tmp_path / "val.txt").write_text("video 1 8 0\n")
+    (tmp_path / "classes.txt").write_text("cat\ndog\nemu\n")
+    config.data.update(source="frames", root=str(tmp_path), val_list="val.txt", num_classes=0,
+                       class_names_file="classes.txt")
+    with pytest.raises(config_check.ConfigError, match=r"num_classes=2 but the data has 3 classes \(the 3 names of "
+                       r".*classes.txt\): set --config.model.num_classes=3"):
+        config_check.check_evaluation(config)
+    config.data.class_names_file = "absent.txt"
     with pytest.raises(config_check.ConfigError, match="config.data.class_names_file='absent.txt': .* does not exist"):
         config_check.check_evaluation(config)
 
 
-def test_main_stops_on_a_class_count_the_data_does_not_have(tmp_path):
+def test_main_stops_on_a_class_count_the_data_does_not_have(tmp_path, two_class_tfds):
     # The demo's 8-class model on 2 classes of prepared videos: stopped before anything is built.
-    (tmp_path / "records").mkdir()
-    (tmp_path / "records" / "classes.txt").write_text("cat\ndog\n")
     command = [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={tmp_path / 'run'}",
-               "--config.data.source=records", f"--config.data.root={tmp_path / 'records'}"]
+               "--config.data.source=tfds", "--config.data.tfds_name=video_folder",
+               f"--config.data.tfds_data_dir={two_class_tfds}"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300,
                             env=dict(os.environ, PYTHONPATH=os.getcwd()))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "Config error (configs/demo.py with its --config.* overrides): config.model.num_classes=8 but the data has 2 "
-        f"classes (the 2 names of {tmp_path / 'records' / 'classes.txt'}): set --config.model.num_classes=2")
+        "classes (the class names of TFDS dataset 'video_folder'): set --config.model.num_classes=2")
     assert not os.path.exists(tmp_path / "run")

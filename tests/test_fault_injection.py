@@ -41,9 +41,14 @@ def test_faults_at_the_stated_rates_are_substituted_counted_and_named(tmp_path):
             assert any(f"video {video_dir!r}: {kind}" in shown for video_dir in video_dirs)
     assert "does not exist" in " ".join(figures["examples"]["train"][faults.EMPTY_VIDEO])
 
-    prepared = figures["prepare"]
-    assert prepared["videos"] == 6 and prepared["written"] == 4
-    assert [message.split(": ")[0] for message in prepared["unreadable"]] == prepared["expected_unreadable"]
+    prepared = figures["prepare"]  # tfds_builders.build('video_folder') on 4 mp4 files + 2 unreadable ones
+    assert prepared["videos"] == 6 and prepared["written"] == 4 and prepared["wrote"]
+    assert prepared["written_frames"] == prepared["expected_frames"]  # Every frame, read back by the tfds source.
+    assert len(prepared["expected_frames"]) == 4 and all(5 <= n <= 7 for n in prepared["expected_frames"].values())
+    left_out = [message.split()[3] for message in prepared["unreadable"]]  # "Left out video <id> (<path>): <why>"
+    assert left_out == prepared["expected_unreadable"] == ["class0/empty.mp4", "class0/truncated.mp4"]
+    assert all(f"{tmp_path}/videos/train/{video_id}" in message
+               for video_id, message in zip(left_out, prepared["unreadable"]))
 
     assert figures["eval_faulty_list"]["num_videos"] == 12 - 1  # The video without a folder masked out.
     assert figures["eval_substituted_videos"] == figures["eval_frame_broken_videos"] > 0
@@ -51,7 +56,7 @@ def test_faults_at_the_stated_rates_are_substituted_counted_and_named(tmp_path):
 
     first_bad_line = video_list.read_video_list(f"{root}/train.txt", " ", 2)[1][0].message
     assert figures["strict_exit_status"] == 1 and not figures["strict_started_training"]
-    assert figures["strict_error"] == "ValueError: 5 bad list lines:\n" + first_bad_line
+    assert figures["strict_error"] == "ValueError: 5 listed videos left out:\n" + first_bad_line
     broken = [video_dir for video_dirs in figures["broken_videos"]["train"].values() for video_dir in video_dirs]
     assert figures["strict_pipeline_error"].startswith(f"{root}/train_without_bad_lines.txt:")
     assert any(f"video {video_dir!r}" in figures["strict_pipeline_error"] for video_dir in broken)

@@ -118,7 +118,7 @@ def test_training_substitutes_the_nearest_readable_frame(broken_config):
     assert stats.unreadable == 0
     assert stats.kinds == {faults.MISSING_FRAME: 1, faults.CORRUPT_FRAME: 2, faults.SUBSTITUTED_FRAME: 6}
     substituted = stats.kind_examples[faults.SUBSTITUTED_FRAME]
-    entries = create_source(config).folders("train").entries
+    entries = create_source(config).videos("train").entries
     for video, index, _, nearest in BROKEN:
         broken, used = _frame(config.root, entries[video], index), _frame(config.root, entries[video], nearest)
         assert f"{entries[video].where} video {entries[video].video_dir!r}: {broken} (" in " ".join(substituted)
@@ -181,7 +181,7 @@ def test_evaluation_substitutes_frames_and_masks_videos_without_any(broken_confi
     batches = list(iterator)
     valid = np.concatenate([batch["video_index"][batch["mask"]] for batch in batches])
     np.testing.assert_array_equal(valid, np.arange(12))  # Video 12, with no folder, masked out.
-    entries = create_source(config).folders("val").entries
+    entries = create_source(config).videos("val").entries
     hits = {video: int(np.sum(sampling.uniform_eval_indices(entries[video].num_frames, 8, 1) == index))
             for video, index, _, _ in BROKEN}
     kinds = {faults.EMPTY_VIDEO: 1, faults.SUBSTITUTED_FRAME: sum(hits.values()),
@@ -206,7 +206,7 @@ def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_pa
     (tmp_path / "b" / "00002.jpg").write_bytes(b"not a jpeg")
     config = data_defaults.get_data_config()
     config.update(root=str(tmp_path), train_list="list.txt")
-    folders = create_source(config).folders("train")
+    folders = create_source(config).videos("train")
     found = [folders.video_faults(video) for video in range(3)]
     where = lambda line, video: f"{tmp_path}/list.txt:{line} video {video!r}: "
     assert found[0] == [faults.Fault(faults.MISSING_FRAME, f"{tmp_path}/a/00003.jpg",
@@ -223,7 +223,7 @@ def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_pa
     assert [fault.kind for fault in folders.frame_faults(0, 2)] == [faults.MISSING_FRAME]
     assert folders.frame_faults(0, 1) == []
     shutil.rmtree(tmp_path / "c")
-    assert "empty video: its folder" in create_source(config).folders("train").video_faults(2)[0].message
+    assert "empty video: its folder" in create_source(config).videos("train").video_faults(2)[0].message
 
 
 def test_check_data_reports_every_problem_and_counts_them_by_kind(broken_config):
@@ -242,4 +242,4 @@ def test_missing_list_file_says_what_to_set(broken_config):
     config = broken_config[0].copy_and_resolve_references()
     config.val_list = "nowhere.txt"
     with pytest.raises(FileNotFoundError, match="config.data.train_list"):
-        create_source(config).folders("val")
+        create_source(config).videos("val")

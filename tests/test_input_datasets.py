@@ -124,7 +124,7 @@ def test_eval_is_the_centre_crop_of_the_sampled_frames(data_config):
     config = data_config.copy_and_resolve_references()
     config.eval_resize_to_crop = True
     batch = _all_eval_batches(config, batch_size=8)[0]
-    folders = sources.create_source(config).folders("val")
+    folders = sources.create_source(config).videos("val")
     length = folders.entries[0].num_frames
     paths = folders.frame_paths(0, sampling.uniform_eval_indices(length, NUM_FRAMES, 1)[0])
     first = np.asarray(Image.open(paths[0]).convert("RGB").resize((30, 24), Image.BILINEAR))

@@ -6,11 +6,12 @@ import pytest
 from PIL import Image
 
 from benchmarks import input_speed
+from input_pipeline.sources import create_source
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    """2 generated videos of 16 frames of 340x256, as frame folders and record shards."""
+    """2 generated videos of 16 frames of 340x256, as frame folders and as the prepared TFDS dataset."""
     out = str(tmp_path_factory.mktemp("input_speed"))
     input_speed.write_data(out, num_videos=2, video_frames=16)
     return out
@@ -46,3 +47,13 @@ def test_pil_baseline_crops_are_tsn_windows_inside_the_frame():
 def test_every_source_measures_a_rate(data_dir):
     for source in input_speed.SOURCES:
         assert input_speed.measure(source, data_dir, 16, seconds=0.2, batch_size=1) > 0
+
+
+def test_tfds_source_stores_the_frame_folders_jpegs_as_they_are(data_dir):
+    frames = create_source(input_speed.pipeline_config("frames", data_dir)).videos("train")
+    stored = create_source(input_speed.pipeline_config("tfds", data_dir)).videos("train")
+    assert stored.ids == frames.ids == ["video000", "video001"]
+    np.testing.assert_array_equal(stored.num_frames, [16, 16])
+    np.testing.assert_array_equal(stored.labels, frames.labels)
+    for video in range(2):
+        assert stored.read(video, range(16)) == frames.read(video, range(16))

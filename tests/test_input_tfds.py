@@ -1,8 +1,19 @@
-"""The TFDS builders on tiny PyAV-written manual downloads in each dataset's layout, read by the 'tfds' source."""
+"""The stored format: TFDS builders on tiny PyAV-written manual downloads in each dataset's layout
+(one header record per video, then one record per frame), read by the 'tfds' source; the class
+list, re-preparation, resumable and parallel preparation, the prepare_tfds command, decoding; and
+faults in a stored dataset: frames substituted, unreadable videos skipped, both counted."""
+import contextlib
 import csv
+import io
 import json
+import logging
+import os
+import re
+import subprocess
+import sys
 import typing
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -13,6 +24,7 @@ from configs import demo
 import input_pipeline
 from input_pipeline.sources import create_source
 from input_pipeline import check_data
+from input_pipeline import faults
 from input_pipeline import synthetic
 from input_pipeline import tfds_builders
 from input_pipeline import video_files
@@ -22,6 +34,34 @@ VIDEOS = [("train", "falling", "a.mp4", 9), ("train", "falling", "b.webm", 8),
           ("train", "rising", "c.mp4", 10), ("train", "rising", "d.mkv", 7),
           ("validation", "falling", "e.mp4", 8), ("validation", "rising", "f.webm", 9)]
 CODECS = {"mp4": "mpeg4", "webm": "libvpx", "mkv": "libx264"}
+CLASSES = ["falling", "rising"]
+
+
+@contextlib.contextmanager
+def _warnings():
+    """The messages of the warnings logged inside the block, in a list filled as they come."""
+    messages = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger().addHandler(handler)
+    try:
+        yield messages
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+
+def _write_video(path, num_frames, seed=0, codec="mpeg4", label=2):
+    """A 32x40 video of `num_frames` synthetic frames at `path`, its folders made."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    video_files.write_video(str(path), synthetic.render_video(label, num_frames, 32, 40, np.random.default_rng(seed)),
+                            codec)
+
+
+class Prepared(typing.NamedTuple):
+    builder: tfds_builders.VideoFolder
+    data_dir: str
+    manual: object  # pathlib.Path of the manual dir.
+    warnings: list  # Logged while preparing.
 
 
 @pytest.fixture(scope="module")
@@ -29,60 +69,130 @@ def prepared(tmp_path_factory):
     """A video_folder dataset prepared from 6 videos of 32x40 pixels and one unreadable file."""
     manual = tmp_path_factory.mktemp("manual")
     for split, name, file_name, length in VIDEOS:
-        (manual / split / name).mkdir(parents=True, exist_ok=True)
-        label = 2 if name == "falling" else 3  # Synthetic 'moving down' / 'moving up'.
-        frames = synthetic.render_video(label, length, 32, 40, np.random.default_rng(length))
-        video_files.write_video(str(manual / split / name / file_name), frames,
-                                CODECS[file_name.rsplit(".", 1)[1]])
+        # Synthetic 'moving down' / 'moving up'.
+        _write_video(manual / split / name / file_name, length, length, CODECS[file_name.rsplit(".", 1)[1]],
+                     2 if name == "falling" else 3)
     (manual / "train" / "rising" / "broken.mp4").write_bytes(b"not a video")
     data_dir = str(tmp_path_factory.mktemp("tfds"))
-    builder = tfds_builders.build("video_folder", str(manual), data_dir)
-    return builder, data_dir
+    with _warnings() as warnings:
+        builder, wrote = tfds_builders.build("video_folder", str(manual), data_dir)
+    assert wrote
+    return Prepared(builder, data_dir, manual, warnings)
 
 
 def _config(data_dir, tfds_name="video_folder"):
     config = data_defaults.get_data_config()
-    config.update(source="tfds", tfds_name=tfds_name, tfds_data_dir=data_dir, crop_size=16,
-                  shuffle_buffer=4)
+    config.update(source="tfds", tfds_name=tfds_name, tfds_data_dir=data_dir, crop_size=16)
     return config
 
 
-def test_builder_keeps_class_names_and_every_decodable_frame(prepared):
-    builder, _ = prepared
-    assert builder.info.features["label"].names == ["falling", "rising"]
-    assert builder.info.splits["train"].num_examples == 4  # broken.mp4 left out.
-    assert builder.info.splits["validation"].num_examples == 2
-    examples = {example["video_id"].numpy().decode(): example
-                for example in builder.as_dataset(split="train")}
-    assert sorted(examples) == ["falling/a.mp4", "falling/b.webm", "rising/c.mp4",
-                                "rising/d.mkv"]
-    for split, name, file_name, length in VIDEOS[:4]:
-        example = examples[f"{name}/{file_name}"]
-        assert int(example["label"]) == ["falling", "rising"].index(name)
-        # Shorter side resized to 256: 32x40 -> 256x320.
-        assert example["video"].shape == (length, 256, 320, 3)
+def _expected(split):
+    """[(video id, label, frames)] of the readable videos of a split, in their stored order."""
+    return [(f"{name}/{file_name}", CLASSES.index(name), length)
+            for video_split, name, file_name, length in VIDEOS if video_split == split]
+
+
+def _records(builder, split):
+    """(video id, label, num_frames, frame, jpeg) of each record of a split, in file order, read
+    with TFDS's own reader."""
+    return [(record["video_id"].decode(), int(record["label"]), int(record["num_frames"]), int(record["frame"]),
+             bytes(record["jpeg"])) for record in builder.as_data_source(split=split)]
+
+
+def test_a_split_holds_a_header_per_video_then_every_frame_in_order(prepared):
+    builder = prepared.builder
+    assert builder.info.features["label"].names == CLASSES
+    for split in ("train", "validation"):
+        expected = _expected(split)
+        records = _records(builder, split)
+        assert builder.info.splits[split].num_examples == len(records) == len(expected) + sum(
+            length for _, _, length in expected)
+        assert records[:len(expected)] == [
+            (video_id, label, length, -1, b"") for video_id, label, length in expected]
+        assert [record[:4] for record in records[len(expected):]] == [
+            (video_id, label, length, frame) for video_id, label, length in expected for frame in range(length)]
+        assert all(record[4] for record in records[len(expected):])
+
+
+def test_undecodable_video_is_left_out_and_named(prepared):
+    # broken.mp4 is among the train videos listed, not among those stored.
+    assert [record[0] for record in _records(prepared.builder, "train") if record[3] < 0] == [
+        video_id for video_id, _, _ in _expected("train")]
+    broken = prepared.manual / "train" / "rising" / "broken.mp4"
+    assert [message for message in prepared.warnings if "broken.mp4" in message] == [
+        f"Left out video rising/broken.mp4 ({broken}): {_decode_error(broken)}"]
+    assert "video_folder train: 1 videos left out." in prepared.warnings
+
+
+def _decode_error(path):
+    with pytest.raises(video_files.DECODE_ERRORS) as error:
+        video_files.decode_video(str(path), 256, 90)
+    return str(error.value) or type(error.value).__name__
+
+
+def test_videos_read_exactly_the_bytes_of_each_frame(prepared):
+    videos = create_source(_config(prepared.data_dir)).videos("train")
+    expected = _expected("train")
+    assert videos.ids == [video_id for video_id, _, _ in expected]
+    np.testing.assert_array_equal(videos.labels, [label for _, label, _ in expected])
+    np.testing.assert_array_equal(videos.num_frames, [length for _, _, length in expected])
+    assert videos.problems == []
+    for video, (video_id, _, length) in enumerate(expected):
+        # Every frame, shorter side resized to 256 (32x40 -> 256x320), JPEG quality 90.
+        frames = video_files.decode_video(str(prepared.manual / "train" / video_id), 256, 90)
+        assert len(frames) == length
+        assert videos.read(video, range(length)) == frames
+        for index in (0, length // 2, length - 1):
+            assert videos.read(video, [index]) == [frames[index]]
+        assert videos.read(video, [length - 1, 0, 0]) == [frames[-1], frames[0], frames[0]]
+        assert Image.open(io.BytesIO(frames[0])).size == (320, 256)
+        jpegs, used = videos.clip_frames(video, [1, 3, 3], substitute=False)
+        assert list(jpegs) == [frames[1], frames[3], frames[3]] and list(used) == [1, 3, 3]
+
+
+def test_videos_labelled_past_num_classes_are_left_out_as_list_problems(prepared):
+    config = _config(prepared.data_dir)
+    config.num_classes = 1  # The dataset has 2: 'rising' (label 1) is out of range.
+    videos = create_source(config).videos("train")
+    falling = [(video_id, length) for video_id, label, length in _expected("train") if label == 0]
+    assert videos.ids == [video_id for video_id, _ in falling]
+    np.testing.assert_array_equal(videos.num_frames, [length for _, length in falling])
+    assert videos.read(1, [0]) == [video_files.decode_video(str(prepared.manual / "train" / falling[1][0]), 256, 90)[0]]
+    assert [(problem.kind, problem.message) for problem in videos.problems] == [
+        ("label out of range", f"tfds video_folder train video {video_id!r}: label out of range: 1 is not in [0, 1) "
+                               "(config.data.num_classes)") for video_id, label, _ in _expected("train") if label == 1]
+    config.strict = True
+    with pytest.raises(ValueError, match="^2 listed videos left out:\ntfds video_folder train video 'rising/c.mp4'"):
+        create_source(config).videos("train")
 
 
 def test_tfds_source_trains_and_evaluates(prepared):
-    _, data_dir = prepared
-    config = _config(data_dir)
-    assert create_source(config).class_names() == ["falling", "rising"]
+    config = _config(prepared.data_dir)
+    assert create_source(config).class_names() == CLASSES
     assert create_source(config).num_videos("train") == 4
+    assert create_source(config).video_ids("val") == ["falling/e.mp4", "rising/f.webm"]
     iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=3,
                                                    seed=0)
     batches = [next(iterator) for _ in range(3)]
     assert batches[0]["video"].shape == (3, 4, 16, 16, 3)
     assert batches[0]["video"].dtype == np.uint8
     assert set(np.concatenate([b["label"] for b in batches])) <= {0, 1}
-    assert iterator.stats.unreadable == 0
+    assert iterator.stats.unreadable == 0 and iterator.stats.kinds == {}
     resumed = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=3,
                                                   seed=0, start_step=1)
-    np.testing.assert_array_equal(next(resumed)["video"], batches[1]["video"])
+    for expected in batches[1:]:
+        got = next(resumed)
+        np.testing.assert_array_equal(got["video"], expected["video"])
+        np.testing.assert_array_equal(got["label"], expected["label"])
+    config.num_crops = 3
+    eval_batches = list(input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=3))
+    assert len(eval_batches) == 1 and eval_batches[0]["video"].shape == (3, 3, 4, 16, 16, 3)
+    assert list(eval_batches[0]["mask"]) == [True, True, False]
+    assert list(eval_batches[0]["label"][:2]) == [0, 1]
 
 
 def test_tfds_evaluation_hosts_disjoint_and_complete(prepared):
-    _, data_dir = prepared
-    config = _config(data_dir)
+    config = _config(prepared.data_dir)
     seen, labels = [], []
     for process_index in range(2):
         batches = list(input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=2,
@@ -91,8 +201,8 @@ def test_tfds_evaluation_hosts_disjoint_and_complete(prepared):
         assert batches[0]["video"].shape == (2, 1, 4, 16, 16, 3)
         seen.append(batches[0]["video_index"][0])
         labels.append(batches[0]["label"][0])
-    assert sorted(seen) == [0, 1]  # Host p gets video p of the 2 validation videos.
-    assert sorted(labels) == [0, 1]  # One falling, one rising video.
+    assert seen == [0, 1]  # Host p gets video p of the 2 validation videos.
+    assert labels == [0, 1]  # falling/e.mp4, rising/f.webm.
 
 
 def test_unprepared_dataset_says_how_to_prepare(tmp_path):
@@ -101,9 +211,8 @@ def test_unprepared_dataset_says_how_to_prepare(tmp_path):
 
 
 def test_config_check_counts_the_classes_in_the_metadata(prepared, tmp_path):
-    _, data_dir = prepared
     config = demo.get_config()  # 8 classes
-    config.data = _config(data_dir)
+    config.data = _config(prepared.data_dir)
     with pytest.raises(config_check.ConfigError, match=r"config.model.num_classes=8 but the data has 2 classes \(the "
                        r"class names of TFDS dataset 'video_folder'\): set --config.model.num_classes=2"):
         config_check.check_num_classes(config)
@@ -115,8 +224,7 @@ def test_config_check_counts_the_classes_in_the_metadata(prepared, tmp_path):
 
 
 def test_check_data_finds_no_problem_in_a_prepared_dataset(prepared):
-    _, data_dir = prepared
-    assert check_data.check_split(_config(data_dir), "train", workers=2) == []
+    assert check_data.check_split(_config(prepared.data_dir), "train", workers=2) == []
 
 
 def test_max_fps_config_keeps_at_most_that_many_frames_a_second(tmp_path):
@@ -124,26 +232,250 @@ def test_max_fps_config_keeps_at_most_that_many_frames_a_second(tmp_path):
     lengths = {"train": [9, 8], "validation": [7]}
     for split, split_lengths in lengths.items():
         for number, length in enumerate(split_lengths):
-            (manual / split / "falling").mkdir(parents=True, exist_ok=True)
-            frames = synthetic.render_video(2, length, 32, 40, np.random.default_rng(length))
-            video_files.write_video(str(manual / split / "falling" / f"{number}.mp4"), frames,
+            path = manual / split / "falling" / f"{number}.mp4"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            video_files.write_video(str(path), synthetic.render_video(2, length, 32, 40, np.random.default_rng(length)),
                                     fps=12)
     data_dir = str(tmp_path / "tfds")
-    builder = tfds_builders.build("video_folder", str(manual), data_dir, max_fps=6)
+    builder, _ = tfds_builders.build("video_folder", str(manual), data_dir, max_fps=6)
     assert builder.data_dir.startswith(f"{data_dir}/video_folder/max_fps_6/")
-    # 12 fps thinned to 6: frames 0, 2, 4, ... are kept.
-    stored = sorted(example["video"].shape[0] for example in builder.as_dataset(split="train"))
-    assert stored == [4, 5]
     config = _config(data_dir)
     with pytest.raises(FileNotFoundError, match="not prepared"):
         create_source(config).num_videos("train")  # Every frame was not prepared.
     config.tfds_max_fps = 6
-    assert create_source(config).num_videos("train") == 2
+    videos = create_source(config).videos("train")
+    # 12 fps thinned to 6: frames 0, 2, 4, ... of each video are kept.
+    assert videos.ids == ["falling/0.mp4", "falling/1.mp4"] and list(videos.num_frames) == [5, 4]
+    for video, video_id in enumerate(videos.ids):
+        every_frame = video_files.decode_video(str(manual / "train" / video_id), 256, 90)
+        assert videos.read(video, range(videos.num_frames[video])) == every_frame[::2]
     batch = next(iter(input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=1)))
     assert batch["video"].shape == (1, 1, 4, 16, 16, 3)
-    with pytest.raises(ValueError, match="distributed as frames"):
+    with pytest.raises(tfds_builders.PrepareError, match="distributed as frames"):
         tfds_builders.build("something_something_v1", str(manual), data_dir, max_fps=6)
 
+
+# The class list: fixed once per dataset, every split labelled by it.
+
+def _headers(builder, split):
+    """(video id, label) of each video of a split, in stored order."""
+    return [(video_id, label) for video_id, label, _, frame, _ in _records(builder, split) if frame < 0]
+
+
+def _files(folder):
+    """{file name: (modification time, bytes)} of the files of a prepared dataset's folder."""
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        with open(os.path.join(folder, name), "rb") as f:
+            files[name] = (os.stat(os.path.join(folder, name)).st_mtime_ns, f.read())
+    return files
+
+
+def test_video_folder_labels_every_split_by_the_sorted_train_folders(tmp_path):
+    manual = tmp_path / "manual"
+    for number, path in enumerate(["train/emu/a.mp4", "train/cat/b.mp4", "train/dog/c.mp4", "validation/emu/d.mp4",
+                                   "validation/cat/e.mp4"]):
+        _write_video(manual / path, 2, number)
+    builder, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
+    assert builder.info.features["label"].names == ["cat", "dog", "emu"]
+    assert _headers(builder, "train") == [("cat/b.mp4", 0), ("dog/c.mp4", 1), ("emu/a.mp4", 2)]
+    # validation has no 'dog': 'emu' keeps label 2 (its own folders alone would make it 1).
+    assert _headers(builder, "validation") == [("cat/e.mp4", 0), ("emu/d.mp4", 2)]
+    written = _files(builder.data_dir)
+    _write_video(manual / "validation" / "fox" / "f.mp4", 2)
+    with pytest.raises(tfds_builders.PrepareError, match=re.escape(
+            f"{manual / 'validation'}: video fox/f.mp4 is of class 'fox', which is not among the 3 class names of "
+            "video_folder (from the sub-folders of train)")):
+        tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
+    assert _files(builder.data_dir) == written
+    # A new dataset from the same folders stops the same way, writing nothing.
+    with pytest.raises(tfds_builders.PrepareError, match="video fox/f.mp4 is of class 'fox'"):
+        tfds_builders.build("video_folder", str(manual), str(tmp_path / "other"))
+    assert not os.path.exists(tmp_path / "other" / "video_folder" / "2.0.0")
+
+
+def test_classes_file_fixes_the_class_list(tmp_path):
+    manual = tmp_path / "manual"
+    for number, path in enumerate(["train/cat/a.mp4", "train/emu/b.mp4", "validation/fox/c.mp4"]):
+        _write_video(manual / path, 2, number)
+    classes = tmp_path / "classes.txt"
+    classes.write_text("emu\nfox\ncat\n")
+    builder, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"), classes_file=str(classes))
+    assert builder.info.features["label"].names == ["emu", "fox", "cat"]
+    assert _headers(builder, "train") == [("cat/a.mp4", 2), ("emu/b.mp4", 0)]  # train lacks 'fox'
+    assert _headers(builder, "validation") == [("fox/c.mp4", 1)]
+    config = _config(str(tmp_path / "tfds"))
+    assert create_source(config).class_names() == ["emu", "fox", "cat"]
+    _write_video(manual / "train" / "dog" / "d.mp4", 2)
+    with pytest.raises(tfds_builders.PrepareError, match=re.escape(
+            "video dog/d.mp4 is of class 'dog', which is not among the 3 class names of video_folder (from "
+            f"--classes={classes})")):
+        tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"), classes_file=str(classes))
+    (tmp_path / "twice.txt").write_text("cat\ndog\ncat\n")
+    with pytest.raises(tfds_builders.PrepareError, match=r"--classes=.*twice.txt names a class twice"):
+        tfds_builders.build("video_folder", str(manual), str(tmp_path / "other"),
+                            classes_file=str(tmp_path / "twice.txt"))
+
+
+# Preparing again: nothing to do, or an error saying what changed, unless overwrite.
+
+def test_preparing_again_writes_nothing_and_stops_on_changed_inputs_unless_overwrite(tmp_path):
+    manual, data_dir = tmp_path / "manual", str(tmp_path / "tfds")
+    for number, path in enumerate(["train/cat/a.mp4", "train/dog/b.mp4", "validation/cat/c.mp4"]):
+        _write_video(manual / path, 3, number)
+    builder, wrote = tfds_builders.build("video_folder", str(manual), data_dir)
+    assert wrote
+    written = _files(builder.data_dir)
+    again, wrote = tfds_builders.build("video_folder", str(manual), data_dir)
+    assert not wrote and again.data_dir == builder.data_dir
+    assert _files(builder.data_dir) == written
+
+    _write_video(manual / "train" / "cat" / "new.mp4", 3, 7)
+    refused = (f"{builder.data_dir} was prepared from other inputs: {{}}. Pass --overwrite to delete it and "
+               "prepare it again.")
+    with pytest.raises(tfds_builders.PrepareError) as error:
+        tfds_builders.build("video_folder", str(manual), data_dir)
+    assert str(error.value) == refused.format("train: 1 video added (e.g. cat/new.mp4)")
+    assert _files(builder.data_dir) == written
+
+    _write_video(manual / "validation" / "cat" / "c.mp4", 5, 2)  # Rewritten: another size and time.
+    os.remove(manual / "train" / "dog" / "b.mp4")
+    _write_video(manual / "train" / "emu" / "d.mp4", 3, 8)
+    with pytest.raises(tfds_builders.PrepareError) as error:
+        tfds_builders.build("video_folder", str(manual), data_dir)
+    assert str(error.value) == refused.format(
+        "the class names (2 -> 3 classes), train: 2 videos added (e.g. cat/new.mp4), train: 1 video removed (e.g. "
+        "dog/b.mp4), validation: 1 video changed on disk (e.g. cat/c.mp4)")
+    assert _files(builder.data_dir) == written
+
+    builder, wrote = tfds_builders.build("video_folder", str(manual), data_dir, overwrite=True)
+    assert wrote
+    assert builder.info.features["label"].names == ["cat", "dog", "emu"]
+    assert _headers(builder, "train") == [("cat/a.mp4", 0), ("cat/new.mp4", 0), ("emu/d.mp4", 2)]
+    assert [record[2] for record in _records(builder, "validation")] == [5] * 6  # c.mp4: a header and 5 frames
+    assert not tfds_builders.build("video_folder", str(manual), data_dir)[1]
+
+
+@pytest.fixture(scope="module")
+def train_videos(tmp_path_factory):
+    """A video_folder manual dir of 3 train videos of 4-6 frames, and no other split."""
+    manual = tmp_path_factory.mktemp("train_videos")
+    for number, (name, length) in enumerate([("cat", 5), ("cat", 4), ("dog", 6)]):
+        _write_video(manual / "train" / name / f"{number}.mp4", length, number)
+    return manual
+
+
+class _Stopped(Exception):
+    """What a patched decoder raises, as if the preparation were stopped."""
+
+
+def test_a_stopped_preparation_decodes_again_only_the_videos_it_had_not_reached(train_videos, tmp_path,
+                                                                                 monkeypatch):
+    paths = [str(train_videos / "train" / path) for path in ("cat/0.mp4", "cat/1.mp4", "dog/2.mp4")]
+    data_dir = str(tmp_path / "tfds")
+    decode, decoded = video_files.decode_video, []
+
+    def stop_after_two(path, *args, **kwargs):
+        if len(decoded) == 2:
+            raise _Stopped()
+        frames = decode(path, *args, **kwargs)
+        decoded.append(path)
+        return frames
+
+    monkeypatch.setattr(video_files, "decode_video", stop_after_two)
+    with pytest.raises(_Stopped):
+        tfds_builders.build("video_folder", str(train_videos), data_dir, workers=1)
+    builder = tfds_builders.dataset_builder("video_folder", data_dir)
+    assert not builder.is_prepared()
+    assert decoded == paths[:2]
+    cached = sorted(os.listdir(builder.decode_cache))
+    assert len(cached) == 2 and all(name.endswith(".npz") for name in cached)
+
+    decoded_again = []
+    monkeypatch.setattr(video_files, "decode_video",
+                        lambda path, *args, **kwargs: decoded_again.append(path) or decode(path, *args, **kwargs))
+    builder, wrote = tfds_builders.build("video_folder", str(train_videos), data_dir, workers=1)
+    assert wrote and decoded_again == paths[2:]
+    assert not os.path.exists(builder.decode_cache)  # Removed once the dataset is written.
+    # The frames read from the cache are those of a fresh decode.
+    videos = create_source(_config(data_dir)).videos("train")
+    assert videos.ids == ["cat/0.mp4", "cat/1.mp4", "dog/2.mp4"] and list(videos.num_frames) == [5, 4, 6]
+    for video, path in enumerate(paths):
+        assert videos.read(video, range(videos.num_frames[video])) == decode(path, 256, 90)
+
+
+def test_two_workers_write_the_records_of_one(train_videos, tmp_path):
+    one, _ = tfds_builders.build("video_folder", str(train_videos), str(tmp_path / "one"), workers=1)
+    two, _ = tfds_builders.build("video_folder", str(train_videos), str(tmp_path / "two"), workers=2)
+    records = _records(two, "train")
+    assert len(records) == 3 + 15
+    assert records == _records(one, "train")
+    assert two.info.metadata["inputs"] == one.info.metadata["inputs"]
+
+
+def _prepare_command(*flags):
+    """`python -m input_pipeline.prepare_tfds` with `flags`, run to completion."""
+    return subprocess.run([sys.executable, "-m", "input_pipeline.prepare_tfds", *flags], capture_output=True,
+                          text=True, timeout=300, check=False, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+
+
+def test_prepare_command_stops_on_changed_inputs_in_one_line(tmp_path):
+    manual, data_dir = tmp_path / "manual", str(tmp_path / "tfds")
+    _write_video(manual / "train" / "cat" / "a.mp4", 2)
+    builder, _ = tfds_builders.build("video_folder", str(manual), data_dir)
+    written = _files(builder.data_dir)
+    _write_video(manual / "train" / "cat" / "new.mp4", 2)
+    result = _prepare_command("--dataset=video_folder", f"--manual_dir={manual}", f"--data_dir={data_dir}",
+                              "--workers=1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"prepare_tfds error: {builder.data_dir} was prepared from other inputs: train: 1 video added (e.g. "
+        "cat/new.mp4). Pass --overwrite to delete it and prepare it again.")
+    assert _files(builder.data_dir) == written
+
+
+def test_prepare_command_takes_classes_for_video_folder_only(tmp_path):
+    (tmp_path / "classes.txt").write_text("cat\n")
+    result = _prepare_command("--dataset=something_something_v1", f"--manual_dir={tmp_path}",
+                              f"--data_dir={tmp_path / 'tfds'}", f"--classes={tmp_path / 'classes.txt'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "prepare_tfds error: --classes is for video_folder; something_something_v1 names its classes.")
+    assert not os.path.exists(tmp_path / "tfds")
+
+
+# Decoding video files.
+
+def test_a_file_without_video_stream_is_a_decode_error(tmp_path):
+    path = str(tmp_path / "sound_only.mp4")
+    with av.open(path, "w") as container:
+        stream = container.add_stream("aac", rate=8000)
+        samples = np.zeros((1, 1024), np.float32)
+        frame = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        frame.sample_rate = 8000
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    with pytest.raises(video_files.DECODE_ERRORS, match="no video stream"):
+        video_files.decode_video(path, short_side=32, quality=90)
+
+
+@pytest.mark.parametrize("codec, fps, max_fps, kept", [
+    ("mpeg4", 24, 12, list(range(0, 36, 2))),
+    ("libvpx", 30, 12, [0, 3, 5, 8, 10, 13, 15, 18, 20, 23, 25, 28, 30, 33, 35]),
+    ("mpeg4", 24, 30, list(range(36)))])
+def test_max_fps_keeps_the_first_frame_of_each_step(tmp_path, codec, fps, max_fps, kept):
+    # 36 distinct flat frames: the JPEG of a kept frame is that frame's among all 36.
+    levels = 7 * np.arange(36)
+    frames = np.broadcast_to(levels[:, None, None, None], (36, 32, 48, 3)).astype(np.uint8)
+    path = str(tmp_path / ("video.webm" if codec == "libvpx" else "video.mp4"))
+    video_files.write_video(path, frames, codec, fps=fps)
+    every_frame = video_files.decode_video(path, short_side=32, quality=95)
+    assert len(set(every_frame)) == 36
+    jpegs = video_files.decode_video(path, short_side=32, quality=95, max_fps=max_fps)
+    assert [every_frame.index(jpeg) for jpeg in jpegs] == kept
+
+
+# Each dataset's layout.
 
 class Video(typing.NamedTuple):
     """A video of a tiny manual download."""
@@ -284,20 +616,26 @@ def dataset(request, tmp_path_factory):
     manual = tmp_path_factory.mktemp(f"{name}_manual")
     download.write(manual, download)
     data_dir = str(tmp_path_factory.mktemp(f"{name}_tfds"))
-    return name, download, tfds_builders.build(name, str(manual), data_dir), data_dir
+    builder, wrote = tfds_builders.build(name, str(manual), data_dir)
+    assert wrote
+    return name, download, builder, data_dir
 
 
 def test_builder_keeps_class_order_labels_and_frames_in_order(dataset):
-    _, download, builder, _ = dataset
+    name, download, builder, data_dir = dataset
     assert builder.info.features["label"].names == download.class_names
-    for split in SPLITS:
-        expected = {video.video_id: video for video in download.videos if video.split == split}
-        assert builder.info.splits[split].num_examples == len(expected)
-        examples = {example["video_id"].numpy().decode(): example for example in builder.as_dataset(split=split)}
-        assert sorted(examples) == sorted(expected)
-        for video_id, video in expected.items():
-            frames = examples[video_id]["video"].numpy()
-            assert int(examples[video_id]["label"]) == video.label
+    source = create_source(_config(data_dir, name))
+    for split, our_split in (("train", "train"), ("validation", "val")):
+        # In the order of the annotations, the missing videos left out.
+        expected = [video for video in download.videos if video.split == split]
+        videos = source.videos(our_split)
+        assert videos.ids == [video.video_id for video in expected]
+        assert list(videos.labels) == [video.label for video in expected]
+        assert list(videos.num_frames) == [video.num_frames for video in expected]
+        assert builder.info.splits[split].num_examples == sum(1 + video.num_frames for video in expected)
+        for number, video in enumerate(expected):
+            frames = np.stack([np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+                               for jpeg in videos.read(number, range(video.num_frames))])
             assert frames.shape == (video.num_frames, *download.frame_size, 3)
             # Back at 48x64, stored frame i is closer to source frame i than to any other source frame.
             small = np.stack([np.asarray(Image.fromarray(frame).resize((64, 48), Image.BILINEAR)) for frame in frames])
@@ -318,7 +656,7 @@ def test_tfds_source_trains_and_evaluates_on_each_dataset(dataset):
     batches = list(input_pipeline.create_eval_dataset(create_source(config), num_frames=4, batch_size=2))
     assert all(batch["video"].shape[2:] == (4, 16, 16, 3) for batch in batches)
     labels = np.concatenate([batch["label"][batch["mask"]] for batch in batches])
-    assert sorted(labels) == sorted(video.label for video in download.videos if video.split == "validation")
+    assert list(labels) == [video.label for video in download.videos if video.split == "validation"]
 
 
 def _videos(builder_class, root, split):
@@ -372,7 +710,8 @@ def test_kinetics400_reads_cvdf_replacements_of_corrupted_videos(tmp_path):
 def test_class_missing_from_the_class_names_is_an_error_naming_the_list(tmp_path):
     (tmp_path / "something-something-v1-labels.csv").write_text("Holding something\n")
     (tmp_path / "something-something-v1-train.csv").write_text("7;Dropping something\n")
-    with pytest.raises(ValueError, match="something-something-v1-train.csv: video 7 is of class 'Dropping something'"):
+    with pytest.raises(tfds_builders.PrepareError,
+                       match="something-something-v1-train.csv: video 7 is of class 'Dropping something'"):
         tfds_builders.build("something_something_v1", str(tmp_path), str(tmp_path / "tfds"))
 
 
@@ -390,3 +729,177 @@ def test_manual_dir_without_split_lists_says_what_it_needs(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no split of moments_in_time found; looked for trainingSet.csv, "
                        r"validationSet.csv in \./, annotations/ of the manual dir; put it"):
         tfds_builders.build("moments_in_time", str(tmp_path), str(tmp_path / "tfds"))
+
+
+# Faults in a stored dataset: Something-Something V1's frame folders are stored as they are, so a
+# corrupt JPEG frame is stored as it is.
+
+FAULTY_CLASSES = ["Holding something", "Pushing something from left to right"]
+# (video id, label, frames) of the train list; 'empty' has a folder without frames and 'gone' no
+# folder: both are left out. 'bad_jpeg' has a corrupt frame 3; every frame of 'all_bad' is corrupt.
+FAULTY_TRAIN = [("good0", 0, 6), ("good1", 1, 6), ("empty", 0, 0), ("bad_jpeg", 0, 6), ("good2", 0, 6),
+                ("all_bad", 1, 5), ("good3", 1, 6), ("good4", 0, 6), ("gone", 1, 6), ("good5", 1, 6)]
+FAULTY_VAL = ["good1", "bad_jpeg", "good2", "all_bad"]
+STORED_TRAIN = [video for video in FAULTY_TRAIN if video[0] not in ("empty", "gone")]
+TRAIN_WHERE = "tfds something_something_v1 train"
+
+
+def _write_faulty(manual, repaired):
+    """The faulty download in `manual`; `repaired`: with bad_jpeg's frame 3 a copy of its frame 2."""
+    manual.mkdir(parents=True)
+    labels = {video_id: label for video_id, label, _ in FAULTY_TRAIN}
+    _write_lines(manual / "something-something-v1-labels.csv", FAULTY_CLASSES)
+    _write_lines(manual / "something-something-v1-train.csv",
+                 [f"{video_id};{FAULTY_CLASSES[label]}" for video_id, label, _ in FAULTY_TRAIN])
+    _write_lines(manual / "something-something-v1-validation.csv",
+                 [f"{video_id};{FAULTY_CLASSES[labels[video_id]]}" for video_id in FAULTY_VAL])
+    for number, (video_id, label, length) in enumerate(FAULTY_TRAIN):
+        if video_id == "gone":
+            continue
+        folder = manual / "20bn-something-something-v1" / video_id
+        folder.mkdir(parents=True)
+        (folder / "notes.txt").write_text("not a frame")
+        for index, frame in enumerate(synthetic.render_video(label, length, 32, 40, np.random.default_rng(number))):
+            path = folder / f"{index + 1:05d}.jpg"
+            if video_id == "all_bad":
+                path.write_bytes(b"not a jpeg %d" % index)
+            else:
+                Image.fromarray(frame).save(path, quality=90)
+        if video_id == "bad_jpeg":
+            (folder / "00004.jpg").write_bytes((folder / "00003.jpg").read_bytes() if repaired else b"not a jpeg")
+
+
+@pytest.fixture(scope="module")
+def faulty(tmp_path_factory):
+    """{'faulty', 'repaired': the configs of the faulty download prepared, and of its repaired copy;
+    'warnings': logged while preparing the faulty one; 'manual': its manual dir}."""
+    found = {}
+    for which in ("faulty", "repaired"):
+        manual = tmp_path_factory.mktemp(which) / "manual"
+        _write_faulty(manual, repaired=which == "repaired")
+        data_dir = str(tmp_path_factory.mktemp(f"{which}_tfds"))
+        with _warnings() as warnings:
+            tfds_builders.build("something_something_v1", str(manual), data_dir)
+        found[which] = _config(data_dir, "something_something_v1")
+        if which == "faulty":
+            found.update(warnings=warnings, manual=manual)
+    return found
+
+
+def test_frame_folders_are_stored_as_they_are_and_empty_ones_left_out(faulty):
+    videos = create_source(faulty["faulty"]).videos("train")
+    assert videos.ids == [video_id for video_id, _, _ in STORED_TRAIN]
+    assert list(videos.labels) == [label for _, label, _ in STORED_TRAIN]
+    assert list(videos.num_frames) == [length for _, _, length in STORED_TRAIN]
+    for video, (video_id, _, length) in enumerate(STORED_TRAIN):
+        folder = faulty["manual"] / "20bn-something-something-v1" / video_id
+        assert videos.read(video, range(length)) == [(folder / f"{index:05d}.jpg").read_bytes()
+                                                     for index in range(1, length + 1)]
+    manual = faulty["manual"]
+    assert (f"Left out video empty ({manual}/20bn-something-something-v1/empty): no .jpg frame in the folder"
+            in faulty["warnings"])
+    assert (f"something_something_v1: video gone is listed but missing ({manual}/20bn-something-something-v1/gone)."
+            in faulty["warnings"])
+
+
+@pytest.fixture(scope="module")
+def faulty_training(faulty):
+    """{'faulty', 'repaired': (4 batches of 4 examples: two epochs of the 8 train videos, the
+    iterator's stats)}."""
+    runs = {}
+    for which in ("faulty", "repaired"):
+        iterator = input_pipeline.create_train_dataset(create_source(faulty[which]), num_frames=4,
+                                                       global_batch_size=4, seed=0)
+        runs[which] = ([next(iterator) for _ in range(4)], iterator.stats)
+    return runs
+
+
+def test_training_substitutes_corrupt_frames_and_skips_unreadable_videos(faulty_training):
+    batches, stats = faulty_training["faulty"]
+    assert all(batch["video"].shape == (4, 4, 16, 16, 3) and set(batch["label"]) <= {0, 1} for batch in batches)
+    # all_bad is the video of one example per epoch, each time replaced by the next candidate.
+    assert stats.unreadable == 2
+    skipped = [message for message in stats.examples if "'all_bad'" in message]
+    assert len(skipped) == 2
+    assert skipped[0].startswith(f"{TRAIN_WHERE} #4 video 'all_bad': corrupt frame 0 (")
+    assert all(f"'all_bad': corrupt frame {index} (" in skipped[0] for index in range(5))
+    # 4-frame clips of 6 frames read frames 0-3: bad_jpeg's frame 3 is replaced by frame 2 in each
+    # clip of it (once per epoch, and again in an epoch where it follows all_bad).
+    assert stats.kinds[faults.CORRUPT_FRAME] == 1 + 5  # bad_jpeg's frame 3, all_bad's 5 frames
+    assert stats.kinds[faults.SUBSTITUTED_FRAME] == stats.substituted_clips >= 2
+    assert set(stats.kinds) == {faults.CORRUPT_FRAME, faults.SUBSTITUTED_FRAME}
+    assert stats.kind_examples[faults.SUBSTITUTED_FRAME] == [
+        f"{TRAIN_WHERE} #2 video 'bad_jpeg': frame 3 (corrupt frame) replaced by frame 2"]
+    assert "good" not in "\n".join(stats.examples)
+    # The batches of the download whose bad_jpeg frame 3 is a copy of its frame 2.
+    repaired, repaired_stats = faulty_training["repaired"]
+    for batch, expected in zip(batches, repaired):
+        np.testing.assert_array_equal(batch["video"], expected["video"])
+        np.testing.assert_array_equal(batch["label"], expected["label"])
+    assert repaired_stats.unreadable == 2 and repaired_stats.kinds == {faults.CORRUPT_FRAME: 5}
+
+
+def test_training_resumes_exactly_past_faults(faulty, faulty_training):
+    batches, _ = faulty_training["faulty"]
+    resumed = input_pipeline.create_train_dataset(create_source(faulty["faulty"]), num_frames=4, global_batch_size=4,
+                                                  seed=0, start_step=1)
+    for expected in batches[1:]:  # Across the epoch boundary, after step 2.
+        got = next(resumed)
+        np.testing.assert_array_equal(got["video"], expected["video"])
+        np.testing.assert_array_equal(got["label"], expected["label"])
+
+
+def test_hosts_read_disjoint_examples_that_make_up_each_global_batch(faulty, faulty_training):
+    batches, stats = faulty_training["faulty"]
+    hosts = [input_pipeline.create_train_dataset(create_source(faulty["faulty"]), num_frames=4, global_batch_size=4,
+                                                 seed=0, process_index=process_index, process_count=2)
+             for process_index in range(2)]
+    for expected in batches:
+        local = [next(host) for host in hosts]
+        assert all(batch["video"].shape == (2, 4, 16, 16, 3) for batch in local)
+        np.testing.assert_array_equal(np.concatenate([batch["video"] for batch in local]), expected["video"])
+        np.testing.assert_array_equal(np.concatenate([batch["label"] for batch in local]), expected["label"])
+    assert sum(host.stats.unreadable for host in hosts) == stats.unreadable
+    assert sum(host.stats.substituted_clips for host in hosts) == stats.substituted_clips
+
+
+def test_strict_training_names_the_unreadable_video(faulty):
+    config = faulty["faulty"].copy_and_resolve_references()
+    config.strict = True
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=8, seed=0)
+    with pytest.raises(ValueError, match=f"(?s)^{TRAIN_WHERE} #(2 video 'bad_jpeg': corrupt frame 3|4 video 'all_bad': "
+                       r"corrupt frame 0) .*config.data.strict is on"):
+        next(iterator)
+
+
+def test_evaluation_substitutes_frames_and_masks_the_unreadable_video(faulty):
+    iterator = input_pipeline.create_eval_dataset(create_source(faulty["faulty"]), num_frames=4, batch_size=6)
+    batches = list(iterator)
+    # good1, bad_jpeg (frame 3 of its sampled 0, 2, 3, 5 replaced by frame 2), good2, and all_bad
+    # (masked out); 2 padding examples fill the batch.
+    assert len(batches) == 1
+    assert list(batches[0]["mask"]) == [True, True, True, False, False, False]
+    assert list(batches[0]["video_index"]) == [0, 1, 2, 3, -1, -1]
+    assert list(batches[0]["label"][:3]) == [1, 0, 0]
+    stats = iterator.stats
+    assert stats.unreadable == 1 and stats.substituted_clips == 1
+    assert stats.kinds == {faults.CORRUPT_FRAME: 1 + 5, faults.SUBSTITUTED_FRAME: 1}
+    assert stats.kind_examples[faults.SUBSTITUTED_FRAME] == [
+        "tfds something_something_v1 val #1 video 'bad_jpeg': frame 3 (corrupt frame) replaced by frame 2"]
+    assert next(message for message in stats.examples if "all_bad" in message).startswith(
+        "tfds something_something_v1 val #3 video 'all_bad': corrupt frame 0 (")
+    repaired = list(input_pipeline.create_eval_dataset(create_source(faulty["repaired"]), num_frames=4, batch_size=6))
+    for key in batches[0]:
+        np.testing.assert_array_equal(batches[0][key], repaired[0][key])
+
+
+def test_check_data_reports_every_bad_frame(faulty):
+    problems = check_data.check_split(faulty["faulty"], "train", workers=2)
+    assert [kind for kind, _ in problems] == [faults.CORRUPT_FRAME] * 6
+    assert [message.split(" (")[0] for _, message in problems] == (
+        [f"{TRAIN_WHERE} #2 video 'bad_jpeg': corrupt frame 3"] +
+        [f"{TRAIN_WHERE} #4 video 'all_bad': corrupt frame {index}" for index in range(5)])
+    assert check_data.report(problems).splitlines()[-1] == "6 problems: 6 corrupt frame."
+    repaired = check_data.check_split(faulty["repaired"], "val", workers=2)
+    assert [message.split(" (")[0] for _, message in repaired] == [
+        f"tfds something_something_v1 val #3 video 'all_bad': corrupt frame {index}" for index in range(5)]

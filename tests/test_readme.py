@@ -136,7 +136,7 @@ def test_every_command_names_existing_programs_configs_fields_and_flags(readme):
 def test_the_main_readme_commands_are_all_found():
     with open("README.md") as f:
         programs = {source for block in shell_blocks(f.read()) for source, _ in commands(block)}
-    assert {"main.py", "input_pipeline/prepare.py", "blvnet_jax/convert.py", "blvnet_jax/predict.py",
+    assert {"main.py", "input_pipeline/prepare_tfds.py", "blvnet_jax/convert.py", "blvnet_jax/predict.py",
             "blvnet_jax/export.py"} <= programs
 
 
@@ -147,7 +147,7 @@ def test_a_made_up_flag_field_config_or_program_is_caught():
         "    --config.model.widht=8 --made_up_flag=1   # a comment --not_a_flag",
         "python main.py --config=configs/no_such_config.py --workdir=/tmp/x",
         "cd x && .venv/bin/python -m blvnet_jax.no_such_program --workdir=/tmp/x",
-        'gcloud ssh --command="cd x && python3 -m input_pipeline.prepare --videos=v --nooverwrite --bogus"',
+        'gcloud ssh --command="cd x && python3 -m input_pipeline.prepare_tfds --dataset=v --nooverwrite --bogus"',
         "python -m pytest -q --whatever   # not ours: not checked",
         "python -m input_pipeline.prepare_tfds --dataset=x [--max_fsp=0]",
         "```",
@@ -162,7 +162,7 @@ def test_a_made_up_flag_field_config_or_program_is_caught():
         "--config.model.widht: config.model has no field 'widht'; did you mean 'width'?",
         "--config=configs/no_such_config.py: no such file (a relative path starts from " + os.getcwd() + ")",
         "blvnet_jax/no_such_program.py: no such program",
-        "--bogus: no such flag in input_pipeline/prepare.py",
+        "--bogus: no such flag in input_pipeline/prepare_tfds.py",
         "--max_fsp: no such flag in input_pipeline/prepare_tfds.py",
     ]
 
