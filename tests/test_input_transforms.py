@@ -63,6 +63,23 @@ def test_decode_train_clip_crops_the_window():
     np.testing.assert_array_equal(clip[0], decoded)
 
 
+def test_decode_train_clip_is_the_decoded_window_resized():
+    # Windows starting at any column, not only at multiples of libjpeg's 16-column blocks.
+    image = np.random.default_rng(1).integers(0, 255, (96, 128, 3), np.uint8)
+    jpegs = tf.constant([_jpeg(image)] * 2)
+    columns = set()
+    for k in range(20):
+        seed = tf.constant([2, k])
+        window = transforms.train_crop_window(96, 128, 64, SCALES, 1, seed)
+        columns.add(int(window[1]) % 16)
+        expected = transforms.resize_uint8(tf.io.decode_and_crop_jpeg(jpegs[0], window, channels=3),
+                                           64, 64).numpy()
+        for flip in (False, True):
+            clip = transforms.decode_train_clip(jpegs, 64, SCALES, 1, seed, tf.constant(flip)).numpy()
+            np.testing.assert_array_equal(clip[1], expected[:, ::-1] if flip else expected)
+    assert len(columns) > 1
+
+
 def test_resize_shorter_side():
     assert transforms.resize_shorter_side(tf.zeros([2, 50, 70, 3], tf.uint8), 64).shape == (
         2, 64, 89, 3)
