@@ -389,7 +389,7 @@ class StoredVideos(Videos):
         pays off only for remote files, whose requests it sends in parallel)."""
         keys = [int(self.first[video] + i) for i in indices]
         records = [self.records[key] for key in keys] if self.local else self.records.__getitems__(keys)
-        return [tfds_source.fields(record)["jpeg"] for record in records]
+        return [tfds_source.frame_jpeg(record) for record in records]
 
     def readable(self, video, index):
         return not faults.image_problem(io.BytesIO(self.read(video, [index])[0]), quick=True)
