@@ -59,7 +59,7 @@ def main(argv):
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
     from blvnet_jax import config_check
     try:
-        # Checked before the training code (TensorFlow, the data pipeline) is even imported.
+        # Checked before anything is built or compiled (the data: its files and class count, no video read).
         if FLAGS.mode == "train":
             config_check.check_training(FLAGS.config)
         else:

@@ -49,7 +49,7 @@ from PIL import Image
 import input_pipeline
 from input_pipeline.sources import create_source
 from configs import data_defaults
-from input_pipeline import faults, sampling, synthetic, tfds_builders, video_files, video_list
+from input_pipeline import faults, sampling, sources, synthetic, tfds_builders, video_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_FRAMES = 4  # Frames of a clip by default; videos have n + 1 .. 2n - 1 frames.
@@ -135,7 +135,7 @@ def inject_split(root, split, few, corrupt_fraction, missing_fraction, num_frame
     list_file = os.path.join(root, f"{split}.txt")
     with open(list_file) as f:
         lines = [line.strip() for line in f if line.strip()]
-    entries, _ = video_list.read_video_list(list_file)
+    entries, _ = sources.read_video_list(list_file)
     total = sum(entry.num_frames for entry in entries)
     plan = fault_plan(total, few, corrupt_fraction, missing_fraction)
     video_kinds = [kind for kind in VIDEO_KINDS for _ in range(plan[kind])]
@@ -256,7 +256,7 @@ def prepare_video_files(out_dir, dataset, per_class=2):
 def main_command(workdir, dataset, model, *extra):
     """`main.py` with the tiny setting on the faulty frame folders of `dataset`, one epoch."""
     paths = dataset["paths"]
-    steps = math.ceil(len(video_list.read_video_list(paths["train_list"], " ", NUM_CLASSES)[0]) / BATCH_SIZE)
+    steps = math.ceil(len(sources.read_video_list(paths["train_list"], " ", NUM_CLASSES)[0]) / BATCH_SIZE)
     return [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
             f"--config.model.name={model}", "--config.model.width=8",
             f"--config.model.num_frames={dataset['num_frames']}",
@@ -317,7 +317,7 @@ def eval_outputs(workdir, val_list):
         folder = os.path.join(workdir, json.loads(f.read().splitlines()[-1])["path"])
     with open(os.path.join(folder, "results.json")) as f:
         results = json.load(f)
-    entries, _ = video_list.read_video_list(val_list, " ", NUM_CLASSES)
+    entries, _ = sources.read_video_list(val_list, " ", NUM_CLASSES)
     with open(os.path.join(folder, "predictions.csv")) as f:
         rows = list(csv.DictReader(f))
     predictions = {entries[int(row.pop("video_index"))].video_dir: row for row in rows}

@@ -1,6 +1,5 @@
 """Checks a config before anything is built or compiled; each error names the field to fix."""
 import json
-import os
 
 import jax
 
@@ -36,53 +35,17 @@ def check_input_channels(model_config) -> None:
                           "converted official one, runs only on batches built outside input_pipeline)")
 
 
-def check_data(data_config, splits=("train", "val")) -> None:
-    """The data paths of `splits` exist."""
-    if data_config.source == "frames":
-        for field in ("root",) + tuple(f"{split}_list" for split in splits):
-            path = data_config[field]
-            if field != "root" and path and not os.path.isabs(path):
-                path = os.path.join(data_config.root, path)
-            if not path or not os.path.exists(path):
-                raise ConfigError(f"config.data.{field}={data_config[field]!r}: {path or 'it'} does not exist; "
-                                  "set it to your dataset (see input_pipeline/README.md)")
-
-
-def data_class_count(data_config) -> tuple[int, str]:
-    """(number of classes of the data, where that number comes from); (0, '') when the data does not say.
-
-    The number `input_pipeline.Source.num_classes` checks labels against, found without writing the synthetic
-    dataset or scanning videos, and without TensorFlow except to read a TFDS dataset's metadata.
-    """
-    if data_config.source == "synthetic":
-        return data_config.synthetic.num_classes, "config.data.synthetic.num_classes"
-    if data_config.num_classes:
-        return data_config.num_classes, "config.data.num_classes"
-    if data_config.source == "tfds":
-        from input_pipeline import tfds_source  # TensorFlow, for this source only
-        try:
-            names = tfds_source.class_names(data_config)
-        except (FileNotFoundError, ValueError) as error:
-            raise ConfigError(str(error)) from None
-        return len(names), f"the class names of TFDS dataset {data_config.tfds_name!r}"
-    path = data_config.class_names_file
-    if not path:
-        return 0, ""
-    path = path if os.path.isabs(path) else os.path.join(data_config.root, path)
-    if not os.path.isfile(path):
-        raise ConfigError(f"config.data.class_names_file={data_config.class_names_file!r}: {path} does not "
-                          "exist; set it to the file of class names (one a line), or to '' for none")
-    with open(path) as f:
-        count = sum(1 for line in f if line.strip())
-    return count, f"the {count} names of {path}"
-
-
-def check_num_classes(config) -> None:
-    """The model has one output per class of the data (when the data says how many it has)."""
-    count, source = data_class_count(config.data)
+def check_data(config, splits=("train", "val")) -> None:
+    """The data files of `splits` are found and the model has one output per class of the data
+    (when the data says how many it has): the source's `preflight`, which reads no video."""
+    from input_pipeline import sources  # TensorFlow: imported once the cheaper checks have passed
+    try:
+        count, where = sources.preflight(config.data, splits)
+    except (FileNotFoundError, ValueError) as error:
+        raise ConfigError(str(error)) from None
     if count and count != config.model.num_classes:
         raise ConfigError(f"config.model.num_classes={config.model.num_classes} but the data has {count} classes "
-                          f"({source}): set --config.model.num_classes={count}")
+                          f"({where}): set --config.model.num_classes={count}")
 
 
 def model_differences(stored_model: dict, model_config, fields: tuple[str, ...]) -> tuple[str, str]:
@@ -155,8 +118,7 @@ def check_training(config) -> None:
         if config[field] < 1 or config[field] % data_devices:
             raise ConfigError(f"config.{field}={config[field]} must be a positive multiple of the {data_devices} "
                               "devices of the data axis (each takes an equal share)")
-    check_data(config.data)
-    check_num_classes(config)
+    check_data(config)
     if config.init_from:
         check_init_from(config)
 
@@ -165,5 +127,4 @@ def check_evaluation(config) -> None:
     """What evaluating a checkpoint needs: the model and the validation data."""
     check_model(config.model, config.data.crop_size)
     check_input_channels(config.model)
-    check_data(config.data, splits=("val",))
-    check_num_classes(config)
+    check_data(config, splits=("val",))

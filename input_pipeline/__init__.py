@@ -9,10 +9,10 @@ cropped, resized and flipped on the host (`train_batch_shapes`).
 from input_pipeline.datasets import create_eval_dataset
 from input_pipeline.datasets import create_train_dataset
 from input_pipeline.datasets import eval_batch_count
+from input_pipeline.datasets import train_batch_shapes
 from input_pipeline.faults import InputStats
 from input_pipeline.sources import Source
 from input_pipeline.sources import create_source
-from input_pipeline.train_clips import train_batch_shapes
 
 __all__ = ["InputStats", "Source", "create_eval_dataset", "create_source", "create_train_dataset",
            "eval_batch_count", "train_batch_shapes"]

@@ -1,16 +1,16 @@
 """Training and evaluation pipelines: iterators of numpy batches of uint8 clips.
 
 Both are built over a `sources.Source`, which says which videos a host reads. Training is a pure
-function of (seed, step), so a resumed run sees exactly the batches of an uninterrupted one. Bad
-input is handled as
-`faults` says (unreadable frames substituted, unreadable videos replaced in training and masked
-in evaluation, the stop rule, strict mode) and counted in `iterator.stats`.
+function of (seed, step), so a resumed run sees exactly the batches of an uninterrupted one: a
+clip's frame indices come from a numpy generator seeded by (seed, example) (`sources`), its crop
+window and flip from a stateless TF seed (seed, example). Bad input is handled as `faults` says
+(unreadable frames substituted, unreadable videos replaced in training and masked in evaluation,
+the stop rule, strict mode) and counted in `iterator.stats`.
 """
 import numpy as np
 import tensorflow as tf
 
 from input_pipeline import faults
-from input_pipeline import train_clips
 from input_pipeline import transforms
 
 tf.config.set_visible_devices([], "GPU")
@@ -84,11 +84,44 @@ def _eval_clip_fn(config, num_frames):
     return eval_clip
 
 
+def _flip_label_table(config):
+    """int32 (n,): the label of each class after a horizontal flip, for the labels < n it names."""
+    size = 1 + max([label for pair in config.flip_label_map for label in pair], default=0)
+    table = np.arange(size, dtype=np.int32)
+    for a, b in config.flip_label_map:
+        table[a], table[b] = b, a
+    return tf.constant(table)
+
+
+def train_clip_fn(config, seed):
+    """(jpegs (n,), label, example index) -> (uint8 (n, crop, crop, 3), label after the flip)."""
+    flip_table = _flip_label_table(config)
+    scales = tuple(config.train_scales)
+
+    def train_clip(jpegs, label, index):
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
+            tf.stack([tf.constant(seed, tf.int64), index]), 2))
+        flip = tf.logical_and(config.flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
+        clip = transforms.decode_train_clip(jpegs, config.crop_size, scales, config.max_distort, crop_seed, flip)
+        size = flip_table.shape[0]
+        flipped = tf.where(label < size, tf.gather(flip_table, tf.minimum(label, size - 1)), label)
+        return clip, tf.where(flip, flipped, label)
+
+    return train_clip
+
+
+def train_batch_shapes(data_config, num_frames, batch_size):
+    """{key: (shape, numpy dtype)} of a training batch of `batch_size` clips: 'video' uint8
+    (batch, num_frames, crop, crop, 3) and 'label' int32 (batch,)."""
+    crop = data_config.crop_size
+    return {"video": ((batch_size, num_frames, crop, crop, 3), np.uint8), "label": ((batch_size,), np.int32)}
+
+
 def create_train_dataset(source, *, num_frames, global_batch_size, seed, process_index=0, process_count=1,
                          start_step=0):
     """An endless iterator of training batches of local_batch = global_batch_size //
     process_count clips of a `sources.Source`: {'video': uint8 (local_batch, num_frames, crop,
-    crop, 3), 'label': int32 (local_batch,)} (`train_clips.train_batch_shapes`).
+    crop, 3), 'label': int32 (local_batch,)} (`train_batch_shapes`).
 
     Batches from `start_step` on equal those an uninterrupted run sees from that step. Unreadable
     frames are substituted, unreadable videos replaced by the next candidate, and both counted
@@ -103,7 +136,7 @@ def create_train_dataset(source, *, num_frames, global_batch_size, seed, process
     stats = faults.InputStats("train", config.strict, config.max_fault_fraction)
     stats.add_list_problems(source.list_problems("train"))
     dataset, refs = source.train_examples(
-        train_clips.train_clip_fn(config, seed), num_frames=num_frames, seed=seed, start_step=start_step,
+        train_clip_fn(config, seed), num_frames=num_frames, seed=seed, start_step=start_step,
         global_batch_size=global_batch_size, process_index=process_index, process_count=process_count,
         tries=tries, substitute=not config.strict)
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)

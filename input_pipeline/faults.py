@@ -117,13 +117,6 @@ def substitutes(indices, length, readable):
     return used
 
 
-def substitute_or_not(substitute, indices, substitutes_fn):
-    """int64 indices in TensorFlow: `indices`, or when the bool tensor `substitute` is true
-    those `substitutes_fn()` returns (a tensor, typically of a numpy function over `substitutes`)."""
-    return tf.ensure_shape(tf.cond(substitute, substitutes_fn, lambda: tf.cast(indices, tf.int64)),
-                           indices.shape)
-
-
 def attempts(candidates, substitute):
     """Dataset of the attempts of one example, from its candidate videos {key: (tries, ...)
     tensor}: each candidate with 'attempt' (int32, its position) and 'substitute' (bool), as

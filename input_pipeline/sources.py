@@ -3,16 +3,21 @@
 A source opens each split once as `Videos`: every video's number of frames, label and id, and a
 reader of any of its frames by index. On that, one implementation here makes the training
 examples of a host (a pure function of seed and step, so a resumed run sees the examples of an
-uninterrupted one) and its evaluation inputs, and checks a split offline. Two kinds of videos:
-- `FrameFolders` ('frames'): list files of frame folders, the official layout. The 'synthetic'
-  dataset is written once as frame folders (`create_source`) and read as such.
-- `StoredVideos` ('tfds'): a dataset written by the TFDS builders of `tfds_builders`, one
-  record per frame (`tfds_source` opens it).
-`create_source` is the only code that reads `config.data.source`.
+uninterrupted one) and its evaluation inputs, and checks a split offline. The sources:
+- 'frames' (`FrameFolderSource`): list files of frame folders, the official layout (below).
+- 'synthetic' (`SyntheticSource`): the generated dataset of `synthetic`, written once as frame
+  folders and read as such.
+- 'tfds' (`tfds_source.TfdsSource`): a dataset written by the TFDS builders of `tfds_builders`,
+  one record per frame.
+`create_source` and `preflight` are the only code that reads `config.data.source`.
+
+A list line of the 'frames' layout is `<video dir> <start frame> <end frame> <label>`; frames are
+numbered from 1 and named by an `image_template` such as '{:05d}.jpg'. A line that does not parse
+is a 'malformed list line', one whose label is outside [0, num_classes) a 'label out of range'.
 """
 import abc
 import concurrent.futures
-import io
+import dataclasses
 import logging
 import os
 
@@ -23,9 +28,6 @@ import tqdm
 from input_pipeline import faults
 from input_pipeline import sampling
 from input_pipeline import synthetic
-from input_pipeline import tfds_source
-from input_pipeline import train_clips
-from input_pipeline import video_list
 
 
 class Videos(abc.ABC):
@@ -94,6 +96,16 @@ class Source(abc.ABC):
     def __init__(self, data_config):
         self.config = data_config
         self._splits = {}
+
+    @classmethod
+    def preflight(cls, data_config, splits):
+        """(number of classes, where that number comes from) of the data, (0, '') when it names
+        none, once the files of `splits` are found: what `num_classes` will be, without reading a
+        video or writing anything (`blvnet_jax.config_check` runs it before anything compiles).
+        Raises FileNotFoundError or ValueError saying which field to fix."""
+        if data_config.num_classes:
+            return data_config.num_classes, "config.data.num_classes"
+        return 0, ""
 
     def num_classes(self):
         """`config.data.num_classes`, else the number of class names, else 0 (labels unchecked)."""
@@ -165,8 +177,12 @@ class Source(abc.ABC):
                         "sampled": candidate["indices"], "used": tf.ensure_shape(used, [num_frames])}
 
             candidates = {key: element[key] for key in ("video", "indices", "label")}
-            return faults.first_readable(faults.attempts(candidates, substitute), load,
-                                         lambda: train_clips.gave_up(self.config, num_frames, tries, slot))
+            crop = self.config.crop_size
+            gave_up = lambda: {  # Filled on the host from another example of its batch (`faults.fill_holes`).
+                "video": tf.zeros([num_frames, crop, crop, 3], tf.uint8), "label": tf.constant(-1),
+                "attempt": tf.constant(tries), "slot": slot, "sampled": tf.zeros([num_frames], tf.int64),
+                "used": tf.zeros([num_frames], tf.int64)}
+            return faults.first_readable(faults.attempts(candidates, substitute), load, gave_up)
 
         def refs(batch, i):
             attempt = batch["attempt"][i]
@@ -227,18 +243,98 @@ class Source(abc.ABC):
         return problems
 
 
+def _source_class(data_config):
+    if data_config.source == "tfds":
+        from input_pipeline import tfds_source  # It builds on this module, and imports TFDS.
+        return tfds_source.TfdsSource
+    classes = {"frames": FrameFolderSource, "synthetic": SyntheticSource}
+    if data_config.source not in classes:
+        raise ValueError(f"config.data.source={data_config.source!r}: use 'frames', 'synthetic' or 'tfds'.")
+    return classes[data_config.source]
+
+
 def create_source(data_config):
-    """The `Source` of `config.data`; for 'synthetic' the dataset is written first if needed."""
+    """The `Source` of `config.data`."""
     config = data_config.copy_and_resolve_references()
-    if config.source == "synthetic":
-        paths = synthetic.ensure_synthetic_dataset(config.root or synthetic.default_cache_dir(config.synthetic),
-                                                   config.synthetic)
-        config.update(source="frames", num_classes=config.synthetic.num_classes, **paths)
-    if config.source == "frames":
-        return FrameFolderSource(config)
-    if config.source == "tfds":
-        return TfdsSource(config)
-    raise ValueError(f"config.data.source={config.source!r}: use 'frames', 'synthetic' or 'tfds'.")
+    return _source_class(config)(config)
+
+
+def preflight(data_config, splits=("train", "val")):
+    """`Source.preflight` of `config.data`'s source: (number of classes, where it comes from)."""
+    return _source_class(data_config).preflight(data_config, splits)
+
+
+@dataclasses.dataclass(frozen=True)
+class VideoEntry:
+    """One video of a list file: its frames are `start_frame .. start_frame + num_frames - 1`."""
+    video_dir: str
+    start_frame: int
+    num_frames: int
+    label: int
+    where: str  # 'list.txt:12', names the video in messages.
+
+    def frame_path(self, root, image_template, index):
+        """Path of the frame at 0-based `index` within the video."""
+        return os.path.join(root, self.video_dir, image_template.format(self.start_frame + index))
+
+
+class _BadLine(ValueError):
+    """What is wrong with a list line, and its `kind`."""
+
+    def __init__(self, kind, message):
+        super().__init__(message)
+        self.kind = kind
+
+
+def _parse_line(line, separator, num_classes):
+    """Returns (video_dir, start, end, label) or raises _BadLine saying what is wrong."""
+    fields = line.strip().split(separator)
+    if len(fields) != 4:
+        raise _BadLine(faults.MALFORMED, f"expected 4 fields '<video dir> <start> <end> <label>' "
+                       f"separated by {separator!r}, got {len(fields)}; set "
+                       "config.data.list_separator")
+    video_dir, start, end, label = fields
+    try:
+        start, end, label = int(start), int(end), int(label)
+    except ValueError:
+        raise _BadLine(faults.MALFORMED, "start frame, end frame and label must be integers") from None
+    if end < start:
+        raise _BadLine(faults.MALFORMED, f"end frame {end} is before start frame {start}: an empty video")
+    if label < 0 or (num_classes and label >= num_classes):
+        raise _BadLine(faults.LABEL_OUT_OF_RANGE, f"label {label} is outside [0, {num_classes or 'inf'})")
+    return video_dir, start, end, label
+
+
+def read_video_list(list_path, separator=" ", num_classes=0):
+    """Parses a list file into (entries, problems): `VideoEntry`s, and a `faults.Fault` per line
+    left out (kind 'malformed list line' or 'label out of range', message 'file:line: what is
+    wrong: the line').
+
+    Blank lines are skipped. `num_classes` > 0 makes a label outside [0, num_classes) a problem.
+    """
+    if not os.path.isfile(list_path):
+        raise FileNotFoundError(f"List file {list_path!r} does not exist; set "
+                                "config.data.train_list / val_list (relative paths are taken "
+                                "under config.data.root).")
+    entries, problems = [], []
+    with open(list_path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{list_path}:{number}"
+            try:
+                video_dir, start, end, label = _parse_line(line, separator, num_classes)
+            except _BadLine as e:
+                problems.append(faults.Fault(e.kind, where, f"{where}: {e}: {line.strip()!r}"))
+                continue
+            entries.append(VideoEntry(video_dir, start, end - start + 1, label, where))
+    return entries, problems
+
+
+def read_class_names(path):
+    """The class names of a file with one name per line (line i = label i)."""
+    with open(path) as f:
+        return [line.strip() for line in f if line.strip()]
 
 
 def _under_root(config, path):
@@ -348,83 +444,52 @@ class FrameFolderSource(Source):
     """'frames': a list file per split (`config.data.train_list`, `val_list`) of frame folders
     under `config.data.root`, class names in `config.data.class_names_file`."""
 
+    @classmethod
+    def preflight(cls, data_config, splits):
+        """Checks the root and the list files of `splits`; counts the names of the class-name file."""
+        for field in ("root",) + tuple(f"{split}_list" for split in splits):
+            value = data_config[field]
+            path = _under_root(data_config, value) if value and field != "root" else value
+            if not path or not os.path.exists(path):
+                raise FileNotFoundError(f"config.data.{field}={data_config[field]!r}: {path or 'it'} does not exist; "
+                                        "set it to your dataset (see input_pipeline/README.md)")
+        if data_config.num_classes or not data_config.class_names_file:
+            return super().preflight(data_config, splits)
+        path = _under_root(data_config, data_config.class_names_file)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"config.data.class_names_file={data_config.class_names_file!r}: {path} does "
+                                    "not exist; set it to the file of class names (one a line), or to '' for none")
+        count = len(read_class_names(path))
+        return count, f"the {count} names of {path}"
+
     def open_split(self, split):
         """The `FrameFolders` of a split's list file; lines that do not parse are its problems."""
         config = self.config
         list_file = {"train": config.train_list, "val": config.val_list}[split]
         if not list_file:
             raise ValueError(f"config.data.{split}_list is empty: give the list file of the {split} videos.")
-        entries, problems = video_list.read_video_list(
-            _under_root(config, list_file), config.list_separator, self.num_classes())
+        entries, problems = read_video_list(_under_root(config, list_file), config.list_separator, self.num_classes())
         return FrameFolders(config.root, config.image_template, entries, problems)
 
     def class_names(self):
         path = self.config.class_names_file
-        return video_list.read_class_names(_under_root(self.config, path)) if path else None
+        return read_class_names(_under_root(self.config, path)) if path else None
 
 
-class StoredVideos(Videos):
-    """The videos of one split of a prepared TFDS dataset (`tfds_source`), named
-    "tfds video_folder train #3 video 'falling/a.mp4'"."""
+class SyntheticSource(FrameFolderSource):
+    """'synthetic': the dataset of `config.data.synthetic`, written as frame folders under
+    `config.data.root` (default: a folder of the system temp dir named after the settings) the
+    first time it is needed, then read as 'frames'."""
 
-    def __init__(self, config, split, num_classes):
-        """A video whose label is not below `num_classes` (when not 0) is left out, a problem."""
-        self.where = f"tfds {config.tfds_name} {split}"
-        self.records = tfds_source.split_records(config, split)
-        self.local = "://" not in (config.tfds_data_dir or "")
-        headers = tfds_source.headers(self.records)
-        num_frames = np.array([header["num_frames"] for header in headers], np.int64)
-        first = len(headers) + np.concatenate([[0], np.cumsum(num_frames)[:-1]]).astype(np.int64)
-        kept = [number for number, header in enumerate(headers) if not num_classes or header["label"] < num_classes]
-        self.ids = [headers[number]["video_id"].decode() for number in kept]
-        self.labels = np.array([headers[number]["label"] for number in kept], np.int32)
-        self.num_frames, self.first = num_frames[kept], first[kept]
-        self.problems = [faults.Fault(faults.LABEL_OUT_OF_RANGE, header["video_id"].decode(), (
-            f"{self.where} video {header['video_id'].decode()!r}: label out of range: {header['label']} is not in "
-            f"[0, {num_classes}) (config.data.num_classes)")) for header in headers if header["label"] >= num_classes
-            and num_classes]
+    def __init__(self, data_config):
+        paths = synthetic.ensure_synthetic_dataset(data_config.root or synthetic.default_cache_dir(
+            data_config.synthetic), data_config.synthetic)
+        data_config.update(num_classes=data_config.synthetic.num_classes, **paths)
+        super().__init__(data_config)
 
-    def read(self, video, indices):
-        """Record by record from local files (2x faster than `__getitems__`' thread pool, which
-        pays off only for remote files, whose requests it sends in parallel)."""
-        keys = [int(self.first[video] + i) for i in indices]
-        records = [self.records[key] for key in keys] if self.local else self.records.__getitems__(keys)
-        return [tfds_source.frame_jpeg(record) for record in records]
-
-    def readable(self, video, index):
-        return not faults.image_problem(io.BytesIO(self.read(video, [index])[0]), quick=True)
-
-    def name(self, video):
-        return f"{self.where} #{video} video {self.ids[video]!r}"
-
-    def frame_name(self, video, index):
-        return f"frame {index}"
-
-    def skip_faults(self, video):
-        return self.video_faults(video) or [faults.Fault(
-            faults.UNREADABLE_VIDEO, self.ids[video],
-            f"{self.name(video)}: unreadable video: its frames decode in PIL, not in TensorFlow")]
-
-    def frame_faults(self, video, index):
-        problem = faults.image_problem(io.BytesIO(self.read(video, [index])[0]))
-        return [faults.Fault(faults.CORRUPT_FRAME, (self.ids[video], index),
-                             f"{self.name(video)}: corrupt frame {index} ({problem})")] if problem else []
-
-    def video_faults(self, video):
-        """'empty video' (no frame) or 'corrupt frame' (one that does not decode)."""
-        if not self.num_frames[video]:
-            return [faults.Fault(faults.EMPTY_VIDEO, self.ids[video], f"{self.name(video)}: empty video: no frame")]
-        return [fault for index in range(int(self.num_frames[video])) for fault in self.frame_faults(video, index)]
-
-
-class TfdsSource(Source):
-    """'tfds': a dataset prepared by `python -m input_pipeline.prepare_tfds` (`tfds_source`)."""
-
-    def open_split(self, split):
-        return StoredVideos(self.config, split, self.num_classes())
-
-    def class_names(self):
-        return tfds_source.class_names(self.config)
+    @classmethod
+    def preflight(cls, data_config, splits):
+        return data_config.synthetic.num_classes, "config.data.synthetic.num_classes"
 
 
 class TrainOrder:

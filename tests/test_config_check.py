@@ -151,16 +151,18 @@ def test_main_stops_on_a_bad_config_with_the_field_and_no_traceback(tmp_path):
 
 @pytest.fixture(scope="module")
 def two_class_tfds(tmp_path_factory):
-    """The data dir of a video_folder TFDS dataset of 2 classes (cat, dog), one 3-frame video each."""
+    """The data dir of a video_folder TFDS dataset of 2 classes (cat, dog), one 3-frame video each in its
+    train and validation splits."""
     # The input pipeline (TensorFlow) is imported only by the tests that prepare data.
     import numpy as np
 
     from input_pipeline import synthetic, tfds_builders, video_files
     manual = tmp_path_factory.mktemp("videos")
-    for label, name in enumerate(("cat", "dog")):
-        (manual / "train" / name).mkdir(parents=True)
-        video_files.write_video(str(manual / "train" / name / "a.mp4"),
-                                synthetic.render_video(label, 3, 32, 40, np.random.default_rng(label)))
+    for split in ("train", "validation"):
+        for label, name in enumerate(("cat", "dog")):
+            (manual / split / name).mkdir(parents=True)
+            video_files.write_video(str(manual / split / name / "a.mp4"),
+                                    synthetic.render_video(label, 3, 32, 40, np.random.default_rng(label)))
     data_dir = str(tmp_path_factory.mktemp("tfds"))
     tfds_builders.build("video_folder", str(manual), data_dir)
     return data_dir
@@ -186,6 +188,9 @@ def test_model_needs_one_output_per_class_of_the_data(tmp_path, two_class_tfds):
     config_check.check_evaluation(config)
     config.data.num_classes = 3
     with pytest.raises(config_check.ConfigError, match=r"has 3 classes \(config.data.num_classes\)"):
+        config_check.check_evaluation(config)
+    config.data.tfds_data_dir = str(tmp_path)  # Nothing prepared there: the error says how to prepare it.
+    with pytest.raises(config_check.ConfigError, match=r"^TFDS dataset 'video_folder' is not prepared in .*prepare_tfds"):
         config_check.check_evaluation(config)
     # Frame folders: the class names file the config names.
     (tmp_path / "val.txt").write_text("video 1 8 0\n")

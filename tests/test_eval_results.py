@@ -12,7 +12,7 @@ import PIL.Image
 import tensorflow as tf
 
 from blvnet_jax import checkpoint, evaluation, train
-from input_pipeline import sources, video_list
+from input_pipeline import sources
 from test_train import tiny_config
 
 
@@ -40,7 +40,7 @@ def test_another_protocol_gets_its_own_folder_and_the_predictions_name_each_vide
     assert [line["path"] for line in index] == ["eval/step_4_1x1", "eval/step_4_1x2"]
     assert index[1] == dict(results, path="eval/step_4_1x2")
 
-    entries, _ = video_list.read_video_list(sources.create_source(config.data).config.val_list)
+    entries, _ = sources.read_video_list(sources.create_source(config.data).config.val_list)
     names = train.input_pipeline.create_source(config.data).class_names()  # "moving right", "moving left": spaces
     rows = read_csv(second / "predictions.csv")
     assert list(rows[0]) == ["video_index", "video_id", "label", "top1_class", "top1_probability", "top2_class",

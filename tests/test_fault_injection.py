@@ -4,7 +4,7 @@ epoch with every fault counted by kind and named (file, line, video, frame), eva
 substitutes frames and masks videos without any, strict mode stops."""
 from benchmarks import fault_injection
 from input_pipeline import faults
-from input_pipeline import video_list
+from input_pipeline import sources
 
 
 def test_faults_at_the_stated_rates_are_substituted_counted_and_named(tmp_path):
@@ -54,7 +54,7 @@ def test_faults_at_the_stated_rates_are_substituted_counted_and_named(tmp_path):
     assert figures["eval_substituted_videos"] == figures["eval_frame_broken_videos"] > 0
     assert figures["intact_predictions_equal"]
 
-    first_bad_line = video_list.read_video_list(f"{root}/train.txt", " ", 2)[1][0].message
+    first_bad_line = sources.read_video_list(f"{root}/train.txt", " ", 2)[1][0].message
     assert figures["strict_exit_status"] == 1 and not figures["strict_started_training"]
     assert figures["strict_error"] == "ValueError: 5 listed videos left out:\n" + first_bad_line
     broken = [video_dir for video_dirs in figures["broken_videos"]["train"].values() for video_dir in video_dirs]

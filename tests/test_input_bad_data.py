@@ -13,8 +13,8 @@ from input_pipeline.sources import create_source
 from input_pipeline import check_data
 from input_pipeline import faults
 from input_pipeline import sampling
+from input_pipeline import sources
 from input_pipeline import synthetic
-from input_pipeline import video_list
 from tests.test_input_synthetic import tiny_synthetic_config
 
 # (video, 0-based frame index broken, how, its nearest readable frame): frame files are 1-based.
@@ -35,7 +35,7 @@ def broken_config(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("broken"))
     paths = synthetic.write_synthetic_dataset(os.path.join(root, "data"), tiny_synthetic_config())
     repaired = shutil.copytree(paths["root"], os.path.join(root, "repaired"))
-    entries, _ = video_list.read_video_list(paths["train_list"])
+    entries, _ = sources.read_video_list(paths["train_list"])
     for video, index, how, nearest in BROKEN:
         frame = _frame(paths["root"], entries[video], index)
         shutil.copy(_frame(repaired, entries[video], nearest), _frame(repaired, entries[video], index))
@@ -83,7 +83,7 @@ def test_nearest_readable_frame_rule():
 def test_list_problems_name_file_and_line(tmp_path):
     list_file = tmp_path / "list.txt"
     list_file.write_text("a 1 10 0\nb 1 x 0\nc 1 10\nd 5 4 1\ne 1 10 7\nf;1;10;1\n\ng 1 10 3\n")
-    entries, problems = video_list.read_video_list(str(list_file), " ", num_classes=4)
+    entries, problems = sources.read_video_list(str(list_file), " ", num_classes=4)
     assert [entry.video_dir for entry in entries] == ["a", "g"]
     assert entries[1].where == f"{list_file}:8"
     assert [problem.message.split(": ")[0] for problem in problems] == [

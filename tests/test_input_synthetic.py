@@ -7,7 +7,6 @@ import numpy as np
 from configs import data_defaults
 from input_pipeline import sources
 from input_pipeline import synthetic
-from input_pipeline import video_list
 
 
 def tiny_synthetic_config():
@@ -41,7 +40,7 @@ def test_writes_lists_and_frames_deterministically(tmp_path):
     config = tiny_synthetic_config()
     first = synthetic.write_synthetic_dataset(str(tmp_path / "a"), config)
     synthetic.write_synthetic_dataset(str(tmp_path / "b"), config)
-    entries, problems = video_list.read_video_list(first["train_list"], " ", 4)
+    entries, problems = sources.read_video_list(first["train_list"], " ", 4)
     assert not problems and len(entries) == 12
     assert sorted({entry.label for entry in entries}) == [0, 1, 2, 3]
     assert all(8 <= entry.num_frames <= 12 for entry in entries)
@@ -50,7 +49,7 @@ def test_writes_lists_and_frames_deterministically(tmp_path):
         assert names == [f"{i:05d}.jpg" for i in range(1, entry.num_frames + 1)]
     comparison = filecmp.dircmp(str(tmp_path / "a"), str(tmp_path / "b"))
     assert not comparison.diff_files and not comparison.left_only and not comparison.right_only
-    assert video_list.read_class_names(first["class_names_file"]) == [
+    assert sources.read_class_names(first["class_names_file"]) == [
         "moving right", "moving left", "moving down", "moving up"]
 
 
@@ -60,7 +59,7 @@ def test_source_synthetic_generates_once_into_root(tmp_path):
     config.root = str(tmp_path / "cache")
     config.synthetic = tiny_synthetic_config()
     resolved = sources.create_source(config).config
-    assert resolved.source == "frames" and resolved.num_classes == 4
+    assert resolved.num_classes == 4
     stamp = os.path.getmtime(resolved.train_list)
     assert sources.create_source(config).config.train_list == resolved.train_list
     assert os.path.getmtime(resolved.train_list) == stamp

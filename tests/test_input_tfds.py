@@ -215,12 +215,12 @@ def test_config_check_counts_the_classes_in_the_metadata(prepared, tmp_path):
     config.data = _config(prepared.data_dir)
     with pytest.raises(config_check.ConfigError, match=r"config.model.num_classes=8 but the data has 2 classes \(the "
                        r"class names of TFDS dataset 'video_folder'\): set --config.model.num_classes=2"):
-        config_check.check_num_classes(config)
+        config_check.check_data(config)
     config.model.num_classes = 2
-    config_check.check_num_classes(config)
+    config_check.check_data(config)
     config.data.tfds_data_dir = str(tmp_path)
     with pytest.raises(config_check.ConfigError, match="not prepared in .* input_pipeline.prepare_tfds"):
-        config_check.check_num_classes(config)
+        config_check.check_data(config)
 
 
 def test_check_data_finds_no_problem_in_a_prepared_dataset(prepared):

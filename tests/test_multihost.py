@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from input_pipeline import sources, video_list
+from input_pipeline import sources
 from test_integrity import flip_bytes, largest_file
 from test_train import final_params, main_command, tiny_config
 
@@ -96,7 +96,7 @@ def test_interleaved_devices_score_every_video_with_its_own_label(tmp_path):
     np.testing.assert_array_equal(one["video_index"], np.arange(10))
     np.testing.assert_array_equal(two["video_index"], one["video_index"])
     np.testing.assert_array_equal(two["labels"], one["labels"])
-    entries, _ = video_list.read_video_list(sources.create_source(views_config(tmp_path / "data").data).config.val_list)
+    entries, _ = sources.read_video_list(sources.create_source(views_config(tmp_path / "data").data).config.val_list)
     np.testing.assert_array_equal(one["labels"], [entry.label for entry in entries])
     np.testing.assert_allclose(two["probabilities"], one["probabilities"], rtol=1e-6)
     assert two["results"] == one["results"] and one["results"]["num_videos"] == 10

@@ -17,7 +17,7 @@ from flax import nnx
 from blvnet_jax import checkpoint, evaluation, steps, train
 from blvnet_jax.models import create_model
 from configs import demo
-from input_pipeline import sources, video_list
+from input_pipeline import sources
 
 
 def tiny_config(root, **overrides):
@@ -266,7 +266,7 @@ def test_nonfinite_steps_can_be_skipped_and_counted(tmp_path):
 
 def test_check_data_flag_stops_before_training_and_lists_every_problem(tmp_path):
     paths = sources.create_source(tiny_config(tmp_path / "data").data).config
-    entries, _ = video_list.read_video_list(paths.train_list)
+    entries, _ = sources.read_video_list(paths.train_list)
     broken = [os.path.join(paths.root, entry.video_dir, "00002.jpg") for entry in entries[:2]]
     for frame in broken:
         with open(frame, "wb") as f:
