@@ -58,9 +58,12 @@ class Videos(abc.ABC):
     def frame_name(self, video, index):
         """Frame `index` (0-based) of a video in messages."""
 
-    @abc.abstractmethod
     def skip_faults(self, video):
-        """The `faults.Fault`s of a video that was skipped."""
+        """The `faults.Fault`s of a video that was skipped: its `video_faults`, or 'unreadable
+        video' when it has none (frames PIL decodes, TensorFlow does not)."""
+        return self.video_faults(video) or [faults.Fault(
+            faults.UNREADABLE_VIDEO, self.ids[video],
+            f"{self.name(video)}: unreadable video: its frames decode in PIL, not in TensorFlow")]
 
     @abc.abstractmethod
     def frame_faults(self, video, index):
@@ -388,13 +391,6 @@ class FrameFolders(Videos):
     def frame_name(self, video, index):
         """The path of frame `index` (0-based)."""
         return self.frame_paths(video, [index])[0]
-
-    def skip_faults(self, video):
-        """`video_faults`; 'unreadable video' when none is found: its frames decode in PIL, not in
-        TensorFlow."""
-        return self.video_faults(video) or [faults.Fault(
-            faults.UNREADABLE_VIDEO, self.entries[video].video_dir,
-            f"{self.name(video)}: unreadable video: its frames decode in PIL, not in TensorFlow")]
 
     def frame_faults(self, video, index):
         """'missing frame', 'corrupt frame', or 'truncated video' (missing, and no later frame on

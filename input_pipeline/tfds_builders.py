@@ -109,8 +109,9 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     SPLITS = {}
     # The folders of the manual dir ('' for itself) annotation files are looked for in, in order.
     ANNOTATION_FOLDERS = ("",)
-    # Where the class names come from, for error messages.
+    # Where the class names come from, and what to do about a video of another class, for error messages.
     CLASS_NAMES_SOURCE = ""
+    UNKNOWN_CLASS_HINT = "are both from the same release?"
 
     def __init__(self, *, workers=1, beam=False, **kwargs):
         super().__init__(**kwargs)
@@ -179,7 +180,7 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if name not in labels:
                 raise PrepareError(f"{self.annotation_file(root, split)}: video {video_id} is of class {name!r}, "
                                    f"which is not among the {len(names)} class names of {self.name} (from "
-                                   f"{self.CLASS_NAMES_SOURCE}); are both from the same release?")
+                                   f"{self.CLASS_NAMES_SOURCE}); {self.UNKNOWN_CLASS_HINT}")
             videos.append((video_id, path, labels[name]))
         return _existing(videos, self.name)
 
@@ -187,11 +188,16 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         """The header of each readable video, then its frames, keyed in that order (`record_key`).
 
         Videos are decoded by `workers` processes, kept in `cache` until the split is written; with
-        `beam`, a Beam transform decoding them in the pipeline's workers, making the same records."""
+        `beam`, a Beam transform decoding them in the pipeline's workers, making the same records. Its
+        workers read the list of videos from a file in `cache`: a list in the pipeline itself goes into
+        the job's description (13 MB for Kinetics-400's train split; Dataflow refuses one over 20 MB)."""
         max_fps = self.builder_config.max_fps if self.builder_config else 0
         if self.beam:
             beam = tfds.core.lazy_imports.apache_beam
-            return ("Videos" >> beam.Create(list(enumerate(videos)))
+            listing = epath.Path(cache) / f"{split}_videos.jsonl"
+            listing.parent.mkdir(parents=True, exist_ok=True)
+            listing.write_text("".join(json.dumps([number, *video]) + "\n" for number, video in enumerate(videos)))
+            return ("ReadVideoList" >> beam.io.ReadFromText(str(listing))
                     | "DecodeVideos" >> beam.FlatMap(_beam_video_examples, cache=cache, max_fps=max_fps,
                                                      num_videos=len(videos), left_out=f"{self.name} {split}"))
         return self._local_examples(split, videos, cache, max_fps)
@@ -240,10 +246,10 @@ def video_examples(number, video, frames, num_videos):
 _LEFT_OUT = "videos left out"
 
 
-def _beam_video_examples(numbered_video, cache, max_fps, num_videos, left_out):
-    """`video_examples` of one (number, video) of a split, decoded in a Beam worker; a video left
-    out counts in the counter `_LEFT_OUT` of namespace `left_out`."""
-    number, video = numbered_video
+def _beam_video_examples(line, cache, max_fps, num_videos, left_out):
+    """`video_examples` of one line `[number, video id, path, label]` of a split's video list,
+    decoded in a Beam worker; a video left out counts in the counter `_LEFT_OUT` of namespace `left_out`."""
+    number, *video = json.loads(line)
     frames = decoded_frames((video[1], cache, max_fps))
     if isinstance(frames, str):
         tfds.core.lazy_imports.apache_beam.metrics.Metrics.counter(left_out, _LEFT_OUT).inc()
@@ -497,6 +503,8 @@ class VideoFolder(_VideoBuilder):
         super().__init__(**kwargs)
         self.classes_file = classes_file
         self.CLASS_NAMES_SOURCE = f"--classes={classes_file}" if classes_file else "the sub-folders of train"
+        self.UNKNOWN_CLASS_HINT = (f"add the class to {classes_file}" if classes_file else
+                                   "give train a folder of that class too, or list the classes with --classes=FILE")
 
     def class_names(self, root):
         if self.classes_file:

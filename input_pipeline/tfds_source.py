@@ -108,11 +108,6 @@ class StoredVideos(sources.Videos):
     def frame_name(self, video, index):
         return f"frame {index}"
 
-    def skip_faults(self, video):
-        return self.video_faults(video) or [faults.Fault(
-            faults.UNREADABLE_VIDEO, self.ids[video],
-            f"{self.name(video)}: unreadable video: its frames decode in PIL, not in TensorFlow")]
-
     def frame_faults(self, video, index):
         problem = faults.image_problem(io.BytesIO(self.read(video, [index])[0]))
         return [faults.Fault(faults.CORRUPT_FRAME, (self.ids[video], index),

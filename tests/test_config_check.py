@@ -190,7 +190,7 @@ def test_model_needs_one_output_per_class_of_the_data(tmp_path, two_class_tfds):
     with pytest.raises(config_check.ConfigError, match=r"has 3 classes \(config.data.num_classes\)"):
         config_check.check_evaluation(config)
     config.data.tfds_data_dir = str(tmp_path)  # Nothing prepared there: the error says how to prepare it.
-    with pytest.raises(config_check.ConfigError, match=r"^TFDS dataset 'video_folder' is not prepared in .*prepare_tfds"):
+    with pytest.raises(config_check.ConfigError, match="^TFDS dataset .video_folder. is not prepared in .*prepare"):
         config_check.check_evaluation(config)
     # Frame folders: the class names file the config names.
     (tmp_path / "val.txt").write_text("video 1 8 0\n")

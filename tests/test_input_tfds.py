@@ -285,7 +285,8 @@ def test_video_folder_labels_every_split_by_the_sorted_train_folders(tmp_path):
     _write_video(manual / "validation" / "fox" / "f.mp4", 2)
     with pytest.raises(tfds_builders.PrepareError, match=re.escape(
             f"{manual / 'validation'}: video fox/f.mp4 is of class 'fox', which is not among the 3 class names of "
-            "video_folder (from the sub-folders of train)")):
+            "video_folder (from the sub-folders of train); give train a folder of that class too, or list the "
+            "classes with --classes=FILE")):
         tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
     assert _files(builder.data_dir) == written
     # A new dataset from the same folders stops the same way, writing nothing.
@@ -309,7 +310,7 @@ def test_classes_file_fixes_the_class_list(tmp_path):
     _write_video(manual / "train" / "dog" / "d.mp4", 2)
     with pytest.raises(tfds_builders.PrepareError, match=re.escape(
             "video dog/d.mp4 is of class 'dog', which is not among the 3 class names of video_folder (from "
-            f"--classes={classes})")):
+            f"--classes={classes}); add the class to {classes}")):
         tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"), classes_file=str(classes))
     (tmp_path / "twice.txt").write_text("cat\ndog\ncat\n")
     with pytest.raises(tfds_builders.PrepareError, match=r"--classes=.*twice.txt names a class twice"):

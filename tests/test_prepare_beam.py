@@ -1,4 +1,5 @@
 """Preparation on Apache Beam (DirectRunner, 2 worker processes) writes the same dataset as without Beam."""
+import json
 import os
 import subprocess
 import sys
@@ -105,3 +106,17 @@ def test_beam_flags_make_the_download_config():
     assert config.beam_options.get_all_options()["direct_running_mode"] == "multi_processing"
     with pytest.raises(SystemExit, match="--beam_runner: Unexpected pipeline runner: NoSuchRunner"):
         prepare_tfds.beam_download_config("NoSuchRunner", None)
+
+
+def test_the_pipeline_holds_no_video_list(tmp_path):
+    # Dataflow refuses a job over 20 MB; in the pipeline, Kinetics-400's list of train videos would take 13 MB.
+    videos = [(f"class_{i % 400}/{'a' * 40}_{i:06d}.mp4", f"/data/kinetics/train/{'b' * 40}_{i:06d}.mp4", i % 400)
+              for i in range(50_000)]
+    builder = tfds_builders.dataset_builder("video_folder", str(tmp_path), beam=True)
+    pipeline = beam.Pipeline()
+    _ = pipeline | builder._generate_examples("train", videos, str(tmp_path / "cache"))
+    assert sum(len(json.dumps(video)) for video in videos) > 5_000_000
+    assert len(pipeline.to_runner_api().SerializeToString()) < 100_000
+    lines = (tmp_path / "cache" / "train_videos.jsonl").read_text().splitlines()
+    assert json.loads(lines[7]) == [7, *videos[7]]
+
