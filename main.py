@@ -79,7 +79,7 @@ def main(argv):
     except (hosts.NotSharedError, workdir_lock.WorkdirBusyError, checkpoint.NoCheckpointError,
             checkpoint.WeightsOnlyError) as error:
         raise SystemExit(f"Workdir error (--workdir={FLAGS.workdir}): {error}") from None
-    except (checkpoint.DamagedCheckpointError, checkpoint.ArchitectureError) as error:
+    except (checkpoint.DamagedCheckpointError, checkpoint.ArchitectureError, recipe.ClassListError) as error:
         raise SystemExit(f"Checkpoint error (--workdir={FLAGS.workdir}): {error}") from None
     except recipe.RecipeChangedError as error:
         raise SystemExit(f"Resume error (--workdir={FLAGS.workdir}): {error}") from None

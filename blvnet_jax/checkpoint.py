@@ -362,13 +362,14 @@ def restore_latest_train_state(manager: ocp.CheckpointManager, state):
     return dataclasses.replace(state, opt_state=restored["opt_state"], step=step_array), step
 
 
-def transfer_weights(source: nnx.Module, target: nnx.Module) -> str:
+def transfer_weights(source: nnx.Module, target: nnx.Module, other_classes: bool = False) -> str:
     """Copies `source`'s weights into `target` of the same architecture (e.g. 8x2 -> 16x2
-    frames); a head of another class count stays as initialised. Returns what was done."""
+    frames); a head of another class count, or of `other_classes` (another class list of the same
+    count), stays as initialised. Returns what was done."""
     source_items, target_items = model_items(source), model_items(target)
-    head_differs = source_items["params"]["head"]["bias"].shape != target_items["params"]["head"]["bias"].shape
+    other_count = source_items["params"]["head"]["bias"].shape != target_items["params"]["head"]["bias"].shape
     for items in (source_items, target_items):
-        if head_differs:
+        if other_count or other_classes:
             items["params"].pop("head")
     for name in ("params", "batch_stats"):
         check_same_shapes(target_items[name], source_items[name], "config.init_from")
@@ -376,7 +377,9 @@ def transfer_weights(source: nnx.Module, target: nnx.Module) -> str:
     nnx.replace_by_pure_dict(params, source_items["params"])
     nnx.replace_by_pure_dict(batch_stats, source_items["batch_stats"])
     nnx.update(target, params, batch_stats)
-    return "all weights" + (" except the head (another class count: re-initialised)" if head_differs else "")
+    if other_count or other_classes:
+        return f"all weights except the head (another class {'count' if other_count else 'list'}: re-initialised)"
+    return "all weights"
 
 
 def model_items(model: nnx.Module) -> dict:

@@ -67,13 +67,18 @@ def views_to_videos(rows: dict, views: int) -> dict:
 
 
 class Evaluator:
-    """Runs the eval split through the jitted eval step, across all hosts, every video once."""
+    """Runs the eval split through the jitted eval step, across all hosts, every video once.
 
-    def __init__(self, config, graphdef, mesh, source: input_pipeline.Source, class_names: list[str] | None):
+    `output_of_label`: the model output of each label of `source`, when the model was trained on its
+    classes in another order (`train.outputs_of_data_labels`); None: output i is label i."""
+
+    def __init__(self, config, graphdef, mesh, source: input_pipeline.Source, class_names: list[str] | None,
+                 output_of_label: list[int] | None = None):
         self.config = config
         self.mesh = mesh
         self.source = source
         self.class_names = class_names
+        self.output_of_label = output_of_label
         self.eval_step = jax.jit(steps.make_eval_step(graphdef, mesh))
         self.views = config.data.num_crops * config.data.num_clips
         if (config.eval_batch_size * self.views) % mesh.shape["data"]:
@@ -83,7 +88,7 @@ class Evaluator:
 
     def predict(self, params, batch_stats) -> dict:
         """`{'probabilities' (videos, classes), 'labels', 'video_index'}` over the whole eval split,
-        ordered by video index.
+        ordered by video index, class i being label i.
 
         Every view travels as one row with its own label, mask and video index, all sharded as the
         video, so each logit meets its own label whatever the mesh's device order (on multi-host
@@ -103,7 +108,10 @@ class Evaluator:
             rows["logits"] = self.eval_step(params, batch_stats, rows.pop("video"))
             parts.append(multihost_utils.process_allgather(rows, tiled=True))
         rows = {key: np.concatenate([part[key] for part in parts]) for key in ("logits",) + VIEW_FIELDS}
-        return views_to_videos(rows, self.views)
+        videos = views_to_videos(rows, self.views)
+        if self.output_of_label is not None:  # column i: the probability of label i
+            videos["probabilities"] = videos["probabilities"][:, self.output_of_label]
+        return videos
 
     def video_ids(self) -> list[str]:
         """The id of each video of the 'val' split by video index, read once."""

@@ -4,7 +4,9 @@ A resume continues the optimizer state, the learning-rate schedule and the data 
 checkpoint: a config that differs in the model, the data, the batch size, the schedule, the
 optimizer or the seed would silently train something else. Every field does, unless listed in
 `FREE_FIELDS` (how often things are logged, saved and evaluated, the evaluation protocol, where the
-data are found and how they are fed, how the computation is laid out over devices).
+data are found and how they are fed, how the computation is laid out over devices). So does the
+class list: output i of a model's head means the checkpoint's class i, label i the data's class i
+(`class_list_difference`).
 """
 import json
 import logging
@@ -25,7 +27,29 @@ MAX_LISTED = 6  # changed fields a refused resume names; the rest are counted
 
 
 class RecipeChangedError(ValueError):
-    """A resume whose config changes what is trained; the message names the fields, in one line."""
+    """A resume whose config or class list changes what is trained; the message names the fields or
+    the first other class, in one line."""
+
+
+class ClassListError(ValueError):
+    """A checkpoint evaluated on data of other classes than it was trained on; the message names the
+    first difference, in one line."""
+
+
+def class_list_difference(checkpoint_names: list[str] | None, data_names: list[str] | None) -> str | None:
+    """How the class names of a checkpoint and of the data differ, in words: "1 of 3 class names differ:
+    class 2 is 'fox' in the checkpoint, 'cat' in the data". None when they are the same, or when either
+    is None (nothing to compare)."""
+    if checkpoint_names is None or data_names is None or list(checkpoint_names) == list(data_names):
+        return None
+    count = max(len(checkpoint_names), len(data_names))
+    named = [[repr(names[i]) if i < len(names) else "missing" for i in range(count)]
+             for names in (checkpoint_names, data_names)]
+    differing = [i for i in range(count) if named[0][i] != named[1][i]]
+    first = differing[0]
+    counts = (f"{len(differing)} of {count} class names differ" if len(checkpoint_names) == len(data_names) else
+              f"the checkpoint names {len(checkpoint_names)} classes, the data {len(data_names)}")
+    return f"{counts}: class {first} is {named[0][first]} in the checkpoint, {named[1][first]} in the data"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -47,15 +71,17 @@ def recipe_changes(stored: dict, current: dict) -> dict[str, list]:
             if field not in FREE_FIELDS and field in stored_flat and stored_flat[field] != value}
 
 
-def check_resume(stored_config: dict, config, where: str, step: int) -> dict | None:
-    """Raises `RecipeChangedError` when resuming `where` (step `step`, written with `stored_config`)
-    with `config` would change what is trained, unless `config.allow_recipe_change`; then returns
-    the accepted change `{'step', 'changes'}` (logged) for the next checkpoint's metadata. None: no change."""
-    changes = recipe_changes(stored_config, json.loads(config.to_json_best_effort()))
-    if not changes:
-        return None
+def check_resume(stored: dict, config, class_names: list[str] | None, where: str, step: int) -> dict | None:
+    """Raises `RecipeChangedError` when resuming `where` (step `step`, whose metadata is `stored`) with
+    `config` and data of `class_names` would change what is trained, unless `config.allow_recipe_change`;
+    then returns the accepted change `{'step', 'changes'}` (logged; another class list as
+    `changes['class_names']`: [the checkpoint's, the data's]) for the next checkpoint's metadata.
+    None: no change."""
+    changes = recipe_changes(stored["config"], json.loads(config.to_json_best_effort()))
+    other_classes = class_list_difference(stored.get("class_names"), class_names)
+    allowed = config.get("allow_recipe_change", False)
     listed = [f"{field} {json.dumps(old)} -> {json.dumps(new)}" for field, (old, new) in changes.items()]
-    if not config.get("allow_recipe_change", False):
+    if changes and not allowed:
         more = len(listed) - MAX_LISTED
         shown = ", ".join(listed[:MAX_LISTED]) + (f" and {more} more" if more > 0 else "")
         raise RecipeChangedError(
@@ -63,5 +89,15 @@ def check_resume(stored_config: dict, config, where: str, step: int) -> dict | N
             f"differ: {shown}); resuming would silently train something else: train in another --workdir, resume "
             "with the checkpoint's values, or pass --config.allow_recipe_change=True to accept the change "
             "(recorded in the log and the checkpoint)")
-    logging.warning("Recipe change accepted at step %d (config.allow_recipe_change): %s", step, ", ".join(listed))
-    return {"step": step, "changes": changes}
+    if other_classes and not allowed:
+        raise RecipeChangedError(
+            f"the checkpoint of step {step} in {where} was trained on another class list than the data's "
+            f"({other_classes}); resuming would silently mix up the labels: train in another --workdir, point "
+            "config.data at the checkpoint's classes, or pass --config.allow_recipe_change=True to accept the change "
+            "(recorded in the log and the checkpoint)")
+    if changes:
+        logging.warning("Recipe change accepted at step %d (config.allow_recipe_change): %s", step, ", ".join(listed))
+    if other_classes:
+        logging.warning("Class list change accepted at step %d (config.allow_recipe_change): %s", step, other_classes)
+        changes["class_names"] = [stored["class_names"], class_names]
+    return {"step": step, "changes": changes} if changes else None

@@ -31,14 +31,16 @@ def total_train_steps(config, epoch_steps: int) -> int:
     return config.num_train_steps if config.num_train_steps > 0 else int(config.num_epochs * epoch_steps)
 
 
-def initial_model(config) -> nnx.Module:
+def initial_model(config, class_names: list[str] | None) -> nnx.Module:
     """The model of the config, with `config.init_from` weights when given (head re-initialised
-    when the class count differs)."""
+    when the class count differs, or when the checkpoint's class names are not `class_names`, the data's)."""
     model = create_model(config.model, rngs=nnx.Rngs(config.seed))
     if config.init_from:
         source, metadata = checkpoint.restore_model(config.init_from)
-        transferred = checkpoint.transfer_weights(source, model)
-        logging.info("Initialised from %s (step %d): %s", config.init_from, metadata["step"], transferred)
+        other_classes = recipe.class_list_difference(metadata.get("class_names"), class_names)
+        transferred = checkpoint.transfer_weights(source, model, other_classes=other_classes is not None)
+        logging.info("Initialised from %s (step %d): %s%s", config.init_from, metadata["step"], transferred,
+                     f"; {other_classes}" if other_classes else "")
     return model
 
 
@@ -130,7 +132,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint); returns the last metrics.
 
     Raises `workdir_lock.WorkdirBusyError` if another training holds the workdir,
-    `recipe.RecipeChangedError` if the checkpoint was trained with another recipe, and
+    `recipe.RecipeChangedError` if the checkpoint was trained with another recipe or class list, and
     `checkpoint.SaveError` at a save that failed."""
     config_check.check_training(config)
     workdir = hosts.workdir_path(workdir)
@@ -140,31 +142,31 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return train_in_workdir(config, workdir)
 
 
-def resume_recipe_changes(config, workdir: epath.Path) -> list[dict]:
+def resume_recipe_changes(config, workdir: epath.Path, class_names: list[str] | None) -> list[dict]:
     """The recipe changes to record in the next checkpoints: the stored history plus the change this
-    resume makes (`recipe.check_resume` raises unless it is allowed)."""
+    resume on data of `class_names` makes (`recipe.check_resume` raises unless it is allowed)."""
     step, metadata = checkpoint.stored_metadata(str(workdir))
     if step is None:
         return []
     checkpoint.refuse_weights_only(str(workdir), step)
     history = list(metadata.get("recipe_changes", []))
-    accepted = recipe.check_resume(metadata["config"], config, str(checkpoint.checkpoint_dir(str(workdir))), step)
+    accepted = recipe.check_resume(metadata, config, class_names, str(checkpoint.checkpoint_dir(str(workdir))), step)
     return history + [accepted] if accepted else history
 
 
 def train_in_workdir(config, workdir: epath.Path) -> dict:
     """The loop of `train_and_evaluate`, run while this run holds the workdir's lock."""
-    recipe_changes = resume_recipe_changes(config, workdir)
-    mesh = create_mesh(config.mesh_shape)
     source = input_pipeline.create_source(config.data)
+    class_names = source.class_names()
+    recipe_changes = resume_recipe_changes(config, workdir, class_names)
+    mesh = create_mesh(config.mesh_shape)
     epoch_steps = steps_per_epoch(config, source)
     total_steps = total_train_steps(config, epoch_steps)
     logging.info("Data: %d training videos (%d steps per epoch); building %s and its optimizer state ...",
                  source.num_videos("train"), epoch_steps, config.model.name)
     schedule = steps.learning_rate_schedule(config, epoch_steps, total_steps)
-    graphdef, state, jitted_step = steps.build_train_step(config, initial_model(config), schedule, mesh)
+    graphdef, state, jitted_step = steps.build_train_step(config, initial_model(config, class_names), schedule, mesh)
     state = jax.device_put(state, replicated(mesh))
-    class_names = source.class_names()
 
     manager = checkpoint.open_training_manager(str(workdir), config)
     state, start_step = checkpoint.restore_latest_train_state(manager, state)
@@ -248,13 +250,36 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | str = "latest") -> dict:
-    """Evaluates a checkpoint in `workdir` (`checkpoint.restore_model`'s `step`) with `config`'s data and views."""
+    """Evaluates a checkpoint in `workdir` (`checkpoint.restore_model`'s `step`) with `config`'s data and views;
+    a checkpoint of the data's classes in another order is scored with its outputs reordered, one of other
+    classes raises `recipe.ClassListError`."""
     config_check.check_evaluation(config)
     model, metadata = checkpoint.restore_model(workdir, step, config=config)
     graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
     mesh = create_mesh(config.mesh_shape)
     params, batch_stats = jax.device_put((params, batch_stats), replicated(mesh))
     source = input_pipeline.create_source(config.data)
-    class_names = metadata.get("class_names") or source.class_names()
-    evaluator = evaluation.Evaluator(config, graphdef, mesh, source, class_names)
+    class_names = source.class_names()
+    output_of_label = outputs_of_data_labels(metadata, class_names, str(checkpoint.checkpoint_dir(workdir)))
+    evaluator = evaluation.Evaluator(config, graphdef, mesh, source, class_names or metadata.get("class_names"),
+                                     output_of_label)
     return evaluator.evaluate(params, batch_stats, metadata["step"], workdir)
+
+
+def outputs_of_data_labels(metadata: dict, class_names: list[str] | None, where: str) -> list[int] | None:
+    """The model output of each data label (`class_names`) when the checkpoint (`metadata`, in `where`)
+    was trained on the same classes in another order (logged); None when no reordering is needed.
+    Raises `recipe.ClassListError` when the classes are not the same."""
+    stored_names = metadata.get("class_names")
+    other_classes = recipe.class_list_difference(stored_names, class_names)
+    if other_classes is None:
+        return None
+    if sorted(stored_names) != sorted(class_names) or len(set(class_names)) != len(class_names):
+        raise recipe.ClassListError(
+            f"the checkpoint of step {metadata['step']} in {where} was trained on other classes than the data's "
+            f"({other_classes}); its outputs cannot be scored against these labels: evaluate it on the data of its "
+            "classes (config.data.class_names_file or config.data.tfds_data_dir), or fine-tune it on these with "
+            "--config.init_from")
+    logging.info("The checkpoint of step %d was trained on the data's classes in another order (%s): its outputs "
+                 "are reordered to the data's labels", metadata["step"], other_classes)
+    return [stored_names.index(name) for name in class_names]
