@@ -7,9 +7,10 @@ one per window of a long video (`window_requests`). `sampled_clips` serves any n
 in one pass over the video:
 
 - a video file (anything PyAV decodes) is decoded frame by frame; only a frame some request samples
-  is converted to RGB and its shorter side resized at once (`transforms.resize_shorter_side`, per
-  frame as the evaluation path resizes it), and it is kept only until the last request using it is
-  complete. Memory holds the sampled frames of the requests in progress, whatever the length;
+  is converted to RGB, upright (`video_files.upright_rgb`), and its shorter side resized at once
+  (`transforms.resize_shorter_side`, per frame as the evaluation path resizes it), and it is kept
+  only until the last request using it is complete. Memory holds the sampled frames of the requests
+  in progress, whatever the length;
 - a frame folder (`00001.jpg`, ... sorted by name) reads only the sampled image files (PIL, as the
   official loader).
 
@@ -28,7 +29,7 @@ import numpy as np
 from PIL import Image
 import tensorflow as tf
 
-from input_pipeline import faults, sampling, transforms
+from input_pipeline import faults, sampling, transforms, video_files
 
 FRAME_PATTERNS = ("*.jpg", "*.jpeg", "*.png")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",
@@ -124,7 +125,7 @@ def _decoded_frames(path: str, wanted: np.ndarray, side: int, frame_count: int) 
         try:
             for count, frame in enumerate(container.decode(stream), 1):
                 if position < len(wanted) and wanted[position] == count - 1:
-                    yield count - 1, resized_frame(frame.to_ndarray(format="rgb24"), side)
+                    yield count - 1, resized_frame(video_files.upright_rgb(frame), side)
                     position += 1
         except av.error.FFmpegError as error:
             raise UnreadableVideoError(f"{path}: PyAV cannot decode it ({error})") from error

@@ -8,7 +8,8 @@ sampled frames, whatever the video's length. Each record has 'video_id', 'label'
 whose names are the class names), 'num_frames', 'frame' and 'jpeg'. A split holds first one
 header record per video (frame -1, no jpeg), in the order of its annotations, then every video's
 frames (frame 0, 1, ...) in the same order: the reader finds a video's frames from the headers
-alone. Frames are JPEG: a decoded video's with the shorter side resized to 256 (quality 90),
+alone. Frames are JPEG: a decoded video's upright (turned by its display rotation, as ffmpeg
+does), with the shorter side resized to 256 (quality 90),
 Something-Something V1's stored as distributed. Videos PyAV cannot decode, and videos a list
 names but the manual dir lacks, are logged by name and left out.
 
@@ -278,7 +279,8 @@ def decoded_frames(task):
         if os.path.isdir(path):
             return _folder_frames(path)
         stat = os.stat(path)
-        key = json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns, SHORT_SIDE, JPEG_QUALITY, max_fps])
+        key = json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns, SHORT_SIDE, JPEG_QUALITY, max_fps,
+                          "upright"])
         cached = epath.Path(cache) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
         if cached.exists():
             with cached.open("rb") as f, np.load(f) as stored:

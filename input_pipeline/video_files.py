@@ -3,25 +3,42 @@ import io
 import math
 
 import av
+import numpy as np
 from PIL import Image
 
 # What decoding an unreadable or unsupported file raises.
 DECODE_ERRORS = (av.error.FFmpegError, ValueError, OSError)
 
 
-def write_video(path, frames, codec="mpeg4", fps=12):
+def write_video(path, frames, codec="mpeg4", fps=12, rotation=0):
     """Writes uint8 `(n, height, width, 3)` frames as a video file with PyAV (codec e.g. 'mpeg4',
-    'libx264', 'libvpx' for webm); the synthetic data and the tests make real video files with it."""
+    'libx264', 'libvpx' for webm); the synthetic data and the tests make real video files with it.
+    `rotation`: the display matrix's, in degrees counterclockwise (a phone's portrait video: 90 or -90)."""
     with av.open(path, "w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        if rotation:
+            stream.set_display_rotation(rotation)
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
 
 
+def upright_rgb(frame):
+    """uint8 (height, width, 3) RGB of a decoded `av.VideoFrame` the way up it is meant to be seen:
+    turned by the rotation of its display matrix (phones store portrait videos as landscape frames
+    and that rotation), as ffmpeg does by default. A rotation that is not a multiple of 90 degrees
+    is ignored, as ffmpeg ignores it."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = round(frame.rotation / 90)
+    if not turns % 4 or abs(frame.rotation - 90 * turns) > 1:
+        return rgb
+    return np.ascontiguousarray(np.rot90(rgb, turns))  # Both counterclockwise.
+
+
 def decode_video(path, short_side, quality, max_fps=0):
-    """JPEG bytes of the frames of a video file, shorter side resized to `short_side`.
+    """JPEG bytes of the frames of a video file, upright (`upright_rgb`), shorter side resized to
+    `short_side`.
 
     Every frame by default (as the official frame extraction); `max_fps` > 0 keeps at most that
     many a second: the first frame at or after each 1 / max_fps step from the first frame.
@@ -43,7 +60,7 @@ def decode_video(path, short_side, quality, max_fps=0):
                 if step < next_step - tolerance:
                     continue
                 next_step = math.floor(step + tolerance) + 1
-            image = frame.to_image()
+            image = Image.fromarray(upright_rgb(frame))
             scale = short_side / min(image.size)
             image = image.resize((round(image.width * scale), round(image.height * scale)),
                                  Image.BILINEAR)

@@ -476,6 +476,30 @@ def test_max_fps_keeps_the_first_frame_of_each_step(tmp_path, codec, fps, max_fp
     assert [every_frame.index(jpeg) for jpeg in jpegs] == kept
 
 
+
+def phone_video(path, rotation):
+    """A 'portrait phone video': landscape 48x32 frames and a display `rotation` (counterclockwise);
+    a bright 8x8 corner marks the stored frame's top left. Returns the first stored frame."""
+    frames = np.full((3, 32, 48, 3), 40, np.uint8)
+    frames[:, :8, :8] = 250
+    video_files.write_video(path, frames, rotation=rotation)
+    return frames[0]
+
+
+def bright_centre(image):
+    return np.argwhere(image[..., 0] > 150).mean(axis=0)
+
+
+@pytest.mark.parametrize("rotation, turns", [(90, 1), (-90, 3), (180, 2)])
+def test_a_rotated_video_is_stored_upright(tmp_path, rotation, turns):
+    stored = phone_video(str(tmp_path / "phone.mp4"), rotation)
+    upright = np.rot90(stored, turns)  # What a player shows: the stored frame turned counterclockwise.
+    jpeg = video_files.decode_video(str(tmp_path / "phone.mp4"), short_side=32, quality=95)[0]
+    decoded = np.asarray(Image.open(io.BytesIO(jpeg)))
+    assert decoded.shape == upright.shape
+    np.testing.assert_allclose(bright_centre(decoded), bright_centre(upright), atol=1)
+
+
 # Each dataset's layout.
 
 class Video(typing.NamedTuple):

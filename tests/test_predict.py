@@ -89,6 +89,13 @@ def test_streaming_decode_gives_the_views_of_the_whole_video_path(tmp_path, code
         assert stats["held_peak"] == stats["decoded_kept"] == len(np.unique(indices))
 
 
+def test_a_rotated_video_is_seen_upright(tmp_path):
+    from test_input_tfds import bright_centre, phone_video
+    upright = np.rot90(phone_video(str(tmp_path / "phone.mp4"), rotation=-90), 3)  # Turned clockwise.
+    [(_, clips)] = single_video.sampled_clips(str(tmp_path / "phone.mp4"), [np.asarray([[0, 2]])], 32, 3)
+    assert clips.shape == (1, 2, 48, 32, 3)
+    np.testing.assert_allclose(bright_centre(clips[0, 0]), bright_centre(upright), atol=1)
+
 def test_frame_folder_reads_pils_pixels_and_only_the_sampled_files(tmp_path):
     # Textured JPEGs, where TF's default fast IDCT would not give PIL's pixels.
     frames = np.random.default_rng(0).integers(0, 256, (9, 40, 48, 3), np.uint8)
