@@ -21,6 +21,7 @@ samples again with the true count: the indices are always those of the whole dec
 import collections
 import dataclasses
 import glob
+import logging
 import os
 from typing import Iterator
 
@@ -118,19 +119,24 @@ def _decoded_frames(path: str, wanted: np.ndarray, side: int, frame_count: int) 
         for index in wanted:
             yield int(index), resized_frame(_read_image(files[index]), side)
         return
-    position, count = 0, 0
+    position, count, corrupt = 0, 0, []
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_type = "AUTO"  # frame threads: the same frames, decoded in parallel
         try:
-            for count, frame in enumerate(container.decode(stream), 1):
+            for count, frame in enumerate(video_files.decoded_frames(container, stream, corrupt), 1):
                 if position < len(wanted) and wanted[position] == count - 1:
                     yield count - 1, resized_frame(video_files.upright_rgb(frame), side)
                     position += 1
         except av.error.FFmpegError as error:
             raise UnreadableVideoError(f"{path}: PyAV cannot decode it ({error})") from error
+    if not count:
+        raise UnreadableVideoError(f"{path}: no frame decodes ({corrupt[0] if corrupt else 'no frame'})")
     if count != frame_count:
         raise FrameCountError(path, frame_count, count)
+    if corrupt:
+        logging.warning("%s: %d damaged packet%s skipped (%s); %d frames decoded.", path, len(corrupt),
+                        "s" * (len(corrupt) > 1), corrupt[0], count)
 
 
 def sampled_clips(path: str, requests: list[np.ndarray], side: int, frame_count: int,

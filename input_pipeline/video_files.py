@@ -1,5 +1,6 @@
 """Video files decoded with PyAV (no ffmpeg binary) into JPEG frames, and written from frames."""
 import io
+import logging
 import math
 
 import av
@@ -36,14 +37,25 @@ def upright_rgb(frame):
     return np.ascontiguousarray(np.rot90(rgb, turns))  # Both counterclockwise.
 
 
+def decoded_frames(container, stream, corrupt):
+    """The frames of `stream` as ffmpeg decodes them: a packet that does not decode (a damaged part
+    of the file) is skipped with its frames, and its error appended to the list `corrupt`."""
+    for packet in container.demux(stream):
+        try:
+            yield from packet.decode()
+        except av.error.InvalidDataError as error:
+            corrupt.append(str(error))
+
+
 def decode_video(path, short_side, quality, max_fps=0):
     """JPEG bytes of the frames of a video file, upright (`upright_rgb`), shorter side resized to
     `short_side`.
 
     Every frame by default (as the official frame extraction); `max_fps` > 0 keeps at most that
-    many a second: the first frame at or after each 1 / max_fps step from the first frame.
+    many a second: the first frame at or after each 1 / max_fps step from the first frame. The
+    frames of damaged packets are lost, as with ffmpeg, and logged (`decoded_frames`).
     """
-    jpegs = []
+    jpegs, corrupt = [], []
     start, next_step = None, 0
     with av.open(path) as container:
         if not container.streams.video:
@@ -52,7 +64,7 @@ def decode_video(path, short_side, quality, max_fps=0):
         # Timestamps are rounded to the stream's time base (1 ms in webm): a step that late is
         # still on time.
         tolerance = max_fps * float(stream.time_base or 0) + 1e-6
-        for index, frame in enumerate(container.decode(stream)):
+        for index, frame in enumerate(decoded_frames(container, stream, corrupt)):
             if max_fps:
                 time = frame.time if frame.time is not None else index / float(stream.average_rate)
                 start = time if start is None else start
@@ -67,6 +79,9 @@ def decode_video(path, short_side, quality, max_fps=0):
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=quality)
             jpegs.append(buffer.getvalue())
+    damage = f"{len(corrupt)} damaged packet{'s' * (len(corrupt) > 1)} skipped ({corrupt[0]})" if corrupt else ""
     if not jpegs:
-        raise ValueError("no frame decoded")
+        raise ValueError("no frame decoded" + (f": {damage}" if damage else ""))
+    if corrupt:
+        logging.warning("%s: %s; %d frames decoded.", path, damage, len(jpegs))
     return jpegs

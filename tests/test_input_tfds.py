@@ -500,6 +500,32 @@ def test_a_rotated_video_is_stored_upright(tmp_path, rotation, turns):
     np.testing.assert_allclose(bright_centre(decoded), bright_centre(upright), atol=1)
 
 
+
+def damaged_video(path, damaged_packets):
+    """A 12-frame mpeg4 video whose packets `damaged_packets` (by position) are overwritten with
+    0xFF bytes after their first 4, as a damaged download or disk would leave them."""
+    video_files.write_video(path, synthetic.render_video(2, 12, 32, 40, np.random.default_rng(0)))
+    with av.open(path) as container:
+        packets = [(packet.pos, packet.size) for packet in container.demux(container.streams.video[0]) if packet.size]
+    data = bytearray(open(path, "rb").read())
+    for number in damaged_packets:
+        position, size = packets[number]
+        data[position + 4:position + size] = b"\xff" * (size - 4)
+    open(path, "wb").write(bytes(data))
+    return len(packets)
+
+
+def test_a_damaged_packet_loses_its_frame_not_the_video(tmp_path, caplog):
+    path = str(tmp_path / "damaged.mp4")
+    damaged_video(path, [0])  # The first packet: the decoder refuses it (avcodec_send_packet).
+    with caplog.at_level(logging.WARNING):
+        assert len(video_files.decode_video(path, short_side=32, quality=90)) == 11
+    assert f"{path}: 1 damaged packet skipped (" in caplog.text and "11 frames decoded" in caplog.text
+    damaged_video(path, range(12))  # Every packet: the decoder refuses the first and makes nothing of the rest.
+    with pytest.raises(ValueError, match="^no frame decoded: 1 damaged packet skipped"):
+        video_files.decode_video(path, short_side=32, quality=90)
+
+
 # Each dataset's layout.
 
 class Video(typing.NamedTuple):

@@ -96,6 +96,18 @@ def test_a_rotated_video_is_seen_upright(tmp_path):
     assert clips.shape == (1, 2, 48, 32, 3)
     np.testing.assert_allclose(bright_centre(clips[0, 0]), bright_centre(upright), atol=1)
 
+def test_a_damaged_video_is_sampled_on_the_frames_that_decode(tmp_path):
+    from test_input_tfds import damaged_video
+    path = str(tmp_path / "damaged.mp4")
+    damaged_video(path, [0])
+    assert single_video.probe(path).frame_count == 12  # The container's count; 11 frames decode.
+    data = tiny_config().data
+    views, indices = single_video.eval_views(path, data, 4)
+    np.testing.assert_array_equal(indices, sampling.eval_indices(data, 11, 4))
+    damaged_video(path, range(12))
+    with pytest.raises(single_video.UnreadableVideoError, match="damaged.mp4: no frame decodes"):
+        single_video.eval_views(path, data, 4)
+
 def test_frame_folder_reads_pils_pixels_and_only_the_sampled_files(tmp_path):
     # Textured JPEGs, where TF's default fast IDCT would not give PIL's pixels.
     frames = np.random.default_rng(0).integers(0, 256, (9, 40, 48, 3), np.uint8)
