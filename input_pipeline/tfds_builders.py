@@ -51,7 +51,8 @@ video folders are always at the manual dir's root:
 - video_folder: `<split>/<class name>/<video>` for splits among train, validation and test;
   class names are the lines of `classes_file` (`prepare_tfds --classes`) or else the sorted
   sub-folders of train. Every split is labelled by that one list: a class folder it lacks is an
-  error naming it; a split may lack classes.
+  error naming it; a split may lack classes. Hidden files and folders (`.DS_Store`,
+  `.ipynb_checkpoints`) are ignored.
 
 Decoded videos keep every frame, as the official frame extraction does; `max_fps` > 0 (the
 builder config `max_fps_<F>`, `prepare_tfds --max_fps`, `config.data.tfds_max_fps`) keeps at
@@ -519,17 +520,22 @@ class VideoFolder(_VideoBuilder):
         if not os.path.isdir(train):
             raise PrepareError(f"{train} does not exist: video_folder takes its class names from the "
                                "sub-folders of `train` in the manual dir (or from --classes=FILE).")
-        return sorted(name for name in os.listdir(train) if os.path.isdir(os.path.join(train, name)))
+        return [name for name in _visible(train) if os.path.isdir(os.path.join(train, name))]
 
     def videos(self, root, split):
         folder = os.path.join(root, split)
         videos = []
-        for name in sorted(os.listdir(folder)):
+        for name in _visible(folder):
             if not os.path.isdir(os.path.join(folder, name)):
                 continue
-            for file_name in sorted(os.listdir(os.path.join(folder, name))):
+            for file_name in _visible(os.path.join(folder, name)):
                 videos.append((f"{name}/{file_name}", os.path.join(folder, name, file_name), name))
         return videos
+
+
+def _visible(folder):
+    """The sorted names in `folder` but hidden ones ('.DS_Store', '.ipynb_checkpoints', ...)."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
 
 
 BUILDERS = {builder.name: builder for builder in (

@@ -295,6 +295,20 @@ def test_video_folder_labels_every_split_by_the_sorted_train_folders(tmp_path):
     assert not os.path.exists(tmp_path / "other" / "video_folder" / "2.0.0")
 
 
+def test_video_folder_ignores_hidden_files_and_folders(tmp_path):
+    # What macOS Finder and Jupyter leave behind would be a class and unreadable videos.
+    manual = tmp_path / "manual"
+    for number, path in enumerate(["train/cat/a.mp4", "train/dog/b.mp4", "validation/cat/c.mp4"]):
+        _write_video(manual / path, 2, number)
+    for junk in ["train/.DS_Store", "train/cat/.DS_Store", "train/cat/._a.mp4", "validation/.DS_Store"]:
+        (manual / junk).write_bytes(b"\0\0\0\1Bud1")
+    (manual / "train" / ".ipynb_checkpoints").mkdir()
+    (manual / "validation" / "cat" / ".ipynb_checkpoints").mkdir()
+    builder, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
+    assert builder.info.features["label"].names == ["cat", "dog"]
+    assert _headers(builder, "train") == [("cat/a.mp4", 0), ("dog/b.mp4", 1)]
+    assert _headers(builder, "validation") == [("cat/c.mp4", 0)]
+
 def test_classes_file_fixes_the_class_list(tmp_path):
     manual = tmp_path / "manual"
     for number, path in enumerate(["train/cat/a.mp4", "train/emu/b.mp4", "validation/fox/c.mp4"]):
