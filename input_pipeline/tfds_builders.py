@@ -298,8 +298,8 @@ def decoded_frames(task):
 
 
 def _folder_frames(path):
-    """JPEG bytes of a frame folder's .jpg files, in name order."""
-    names = sorted(name for name in os.listdir(path) if name.lower().endswith(".jpg"))
+    """JPEG bytes of a frame folder's .jpg files, in name order (hidden ones, e.g. macOS's '._00001.jpg', left out)."""
+    names = [name for name in _visible(path) if name.lower().endswith(".jpg")]
     if not names:
         raise ValueError("no .jpg frame in the folder")
     frames = []

@@ -606,6 +606,7 @@ def _write_something_something_v1(manual, download):
         folder.mkdir(parents=True)
         for number, frame in enumerate(_frames(video), start=1):
             Image.fromarray(frame).save(folder / f"{number:05d}.jpg", quality=90)
+        (folder / "._00001.jpg").write_bytes(b"\0\5\26\7")  # macOS's metadata of 00001.jpg: not a frame.
 
 
 def _write_something_something_v2_annotations(folder, download, names="something-something-v2-{}.json"):
