@@ -8,12 +8,10 @@ window and flip from a stateless TF seed (seed, example). Bad input is handled a
 the stop rule, strict mode) and counted in `iterator.stats`.
 """
 import numpy as np
-import tensorflow as tf
 
 from input_pipeline import faults
 from input_pipeline import transforms
-
-tf.config.set_visible_devices([], "GPU")
+from input_pipeline.tensorflow_cpu import tf
 
 
 class BatchIterator:

@@ -31,7 +31,8 @@ import logging
 
 import numpy as np
 from PIL import Image
-import tensorflow as tf
+
+from input_pipeline.tensorflow_cpu import tf
 
 MALFORMED = "malformed list line"  # A list line that does not parse (frame folders).
 LABEL_OUT_OF_RANGE = "label out of range"  # A label outside [0, num_classes).

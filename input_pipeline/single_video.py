@@ -28,9 +28,9 @@ from typing import Iterator
 import av
 import numpy as np
 from PIL import Image
-import tensorflow as tf
 
 from input_pipeline import faults, sampling, transforms, video_files
+from input_pipeline.tensorflow_cpu import tf
 
 FRAME_PATTERNS = ("*.jpg", "*.jpeg", "*.png")
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",

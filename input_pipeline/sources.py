@@ -22,12 +22,12 @@ import logging
 import os
 
 import numpy as np
-import tensorflow as tf
 import tqdm
 
 from input_pipeline import faults
 from input_pipeline import sampling
 from input_pipeline import synthetic
+from input_pipeline.tensorflow_cpu import tf
 
 
 class Videos(abc.ABC):

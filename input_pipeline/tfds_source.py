@@ -10,11 +10,11 @@ import io
 
 from array_record.python import array_record_data_source
 import numpy as np
-import tensorflow as tf
 
 from input_pipeline import faults
 from input_pipeline import sources
 from input_pipeline import tfds_builders
+from input_pipeline.tensorflow_cpu import tf
 
 SPLITS = {"train": "train", "val": "validation"}
 _HEADER_CHUNK = 4096

@@ -10,7 +10,7 @@ levels of it (one on average; the accurate one makes the decode 5% slower).
 """
 import itertools
 
-import tensorflow as tf
+from input_pipeline.tensorflow_cpu import tf
 
 
 def _pick(values, seed):

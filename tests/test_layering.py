@@ -2,6 +2,8 @@
 configs nor the tests (those import the packages, never the reverse)."""
 import ast
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -32,3 +34,12 @@ def test_the_scan_sees_imports_inside_functions(tmp_path):
     module = tmp_path / "module.py"
     module.write_text("import os\n\ndef f():\n    from configs import demo\n    import benchmarks.report\n")
     assert imported_top_level(module) == {"os", "configs", "benchmarks"}
+
+
+def test_decoding_videos_imports_no_tensorflow():
+    # prepare_tfds' worker processes import tfds_builders to decode videos: TensorFlow would take each
+    # several seconds to start; the package's names are imported when first used.
+    code = ("import sys, input_pipeline.tfds_builders, input_pipeline.video_files\n"
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'jax'}))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
