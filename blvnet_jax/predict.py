@@ -325,7 +325,7 @@ def collect_videos(video: str | None, video_list: str | None) -> tuple[list[str]
     if video_list:
         if not os.path.isfile(video_list):
             raise FileNotFoundError(f"--video_list={video_list}: no such file")
-        with open(video_list) as f:
+        with open(video_list, encoding="utf-8-sig") as f:
             paths = [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
         if not paths:
             raise ValueError(f"--video_list={video_list} lists no video")

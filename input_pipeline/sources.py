@@ -320,7 +320,7 @@ def read_video_list(list_path, separator=" ", num_classes=0):
                                 "config.data.train_list / val_list (relative paths are taken "
                                 "under config.data.root).")
     entries, problems = [], []
-    with open(list_path) as f:
+    with open(list_path, encoding="utf-8-sig") as f:
         for number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -336,7 +336,7 @@ def read_video_list(list_path, separator=" ", num_classes=0):
 
 def read_class_names(path):
     """The class names of a file with one name per line (line i = label i)."""
-    with open(path) as f:
+    with open(path, encoding="utf-8-sig") as f:
         return [line.strip() for line in f if line.strip()]
 
 

@@ -54,6 +54,9 @@ video folders are always at the manual dir's root:
   error naming it; a split may lack classes. Hidden files and folders (`.DS_Store`,
   `.ipynb_checkpoints`) are ignored.
 
+Text files (annotations, class lists) are read as UTF-8 with or without a byte-order mark (as
+Windows editors save them).
+
 Decoded videos keep every frame, as the official frame extraction does; `max_fps` > 0 (the
 builder config `max_fps_<F>`, `prepare_tfds --max_fps`, `config.data.tfds_max_fps`) keeps at
 most F frames a second (fewer frames to store; a clip reads only its own either way).
@@ -415,11 +418,11 @@ class SomethingSomethingV1(_SomethingSomething):
     VIDEO_FOLDER = "20bn-something-something-v1"
 
     def read_class_names(self, path):
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:
             return [line.strip() for line in f if line.strip()]
 
     def read_split(self, path):
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:
             return [line.strip().split(";") for line in f if line.strip()]
 
 
@@ -434,12 +437,12 @@ class SomethingSomethingV2(_SomethingSomething):
     VIDEO_SUFFIX = ".webm"
 
     def read_class_names(self, path):
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:
             index = json.load(f)
         return sorted(index, key=lambda name: int(index[name]))
 
     def read_split(self, path):
-        with open(path) as f:
+        with open(path, encoding="utf-8-sig") as f:
             return [(entry["id"], entry["template"].replace("[", "").replace("]", "")) for entry in json.load(f)]
 
 
@@ -455,7 +458,8 @@ class Kinetics400(_VideoBuilder):
     REPLACEMENTS = "replacement/replacement_for_corrupted_k400"
 
     def _rows(self, root, split):
-        with open(self.required_file(root, f"{split} annotations of {self.name}", self.SPLITS[split])) as f:
+        path = self.required_file(root, f"{split} annotations of {self.name}", self.SPLITS[split])
+        with open(path, encoding="utf-8-sig") as f:
             return list(csv.DictReader(f))
 
     def class_names(self, root):
@@ -485,12 +489,13 @@ class MomentsInTime(_VideoBuilder):
     VIDEO_FOLDERS = {"train": "training", "validation": "validation"}
 
     def class_names(self, root):
-        with open(self.required_file(root, f"class names of {self.name}", ("moments_categories.txt",))) as f:
+        path = self.required_file(root, f"class names of {self.name}", ("moments_categories.txt",))
+        with open(path, encoding="utf-8-sig") as f:
             rows = [line.strip().rsplit(",", 1) for line in f if line.strip()]
         return [name for name, _ in sorted(rows, key=lambda row: int(row[1]))]
 
     def videos(self, root, split):
-        with open(self.annotation_file(root, split)) as f:
+        with open(self.annotation_file(root, split), encoding="utf-8-sig") as f:
             rows = [row for row in csv.reader(f) if row]
         folder = os.path.join(root, self.VIDEO_FOLDERS[split])
         return [(path, os.path.join(folder, path), name) for path, name, *_ in rows]
@@ -511,7 +516,7 @@ class VideoFolder(_VideoBuilder):
 
     def class_names(self, root):
         if self.classes_file:
-            with open(self.classes_file) as f:
+            with open(self.classes_file, encoding="utf-8-sig") as f:
                 names = [line.strip() for line in f if line.strip()]
             if len(set(names)) != len(names):
                 raise PrepareError(f"--classes={self.classes_file} names a class twice; give each name once.")

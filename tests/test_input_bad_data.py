@@ -94,6 +94,16 @@ def test_list_problems_name_file_and_line(tmp_path):
     assert "empty" in problems[2].message and "label 7" in problems[3].message
 
 
+def test_list_and_class_files_saved_by_windows_editors_read_the_same(tmp_path):
+    # A byte-order mark and CRLF line ends (Notepad, Excel): the first video and class keep their names.
+    (tmp_path / "list.txt").write_text("frames/a 1 10 0\r\nframes/b 1 12 1\r\n", encoding="utf-8-sig")
+    (tmp_path / "classes.txt").write_text("cat\r\ndog\r\n", encoding="utf-8-sig")
+    entries, problems = sources.read_video_list(str(tmp_path / "list.txt"), " ", num_classes=2)
+    assert [(entry.video_dir, entry.num_frames, entry.label) for entry in entries] == [
+        ("frames/a", 10, 0), ("frames/b", 12, 1)] and not problems
+    assert sources.read_class_names(str(tmp_path / "classes.txt")) == ["cat", "dog"]
+
+
 def test_strict_mode_rejects_bad_list_lines(tmp_path, broken_config):
     config = broken_config[0].copy_and_resolve_references()
     config.train_list = str(tmp_path / "list.txt")

@@ -314,7 +314,7 @@ def test_classes_file_fixes_the_class_list(tmp_path):
     for number, path in enumerate(["train/cat/a.mp4", "train/emu/b.mp4", "validation/fox/c.mp4"]):
         _write_video(manual / path, 2, number)
     classes = tmp_path / "classes.txt"
-    classes.write_text("emu\nfox\ncat\n")
+    classes.write_text("emu\r\nfox\r\ncat\r\n", encoding="utf-8-sig")  # As Windows Notepad saves it.
     builder, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"), classes_file=str(classes))
     assert builder.info.features["label"].names == ["emu", "fox", "cat"]
     assert _headers(builder, "train") == [("cat/a.mp4", 2), ("emu/b.mp4", 0)]  # train lacks 'fox'
@@ -585,7 +585,8 @@ def _write_lines(path, lines):
 
 
 def _write_csv(path, rows):
-    with open(path, "w", newline="") as f:
+    """As Excel saves 'CSV UTF-8': a byte-order mark, then CRLF lines."""
+    with open(path, "w", newline="", encoding="utf-8-sig") as f:
         csv.writer(f).writerows(rows)
 
 

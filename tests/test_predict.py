@@ -240,7 +240,7 @@ def test_collect_videos_of_a_folder_a_list_and_the_users_mistakes(tmp_path):
     assert videos == [f"{root}/a.mp4", f"{root}/b/c.webm", f"{root}/frames"] and found_root == root
     assert predict.features_file("out", f"{root}/b/c.webm", root) == "out/b/c.npy"
     assert predict.features_file("out", f"{root}/frames", root) == "out/frames.npy"
-    (tmp_path / "list.txt").write_text(f"# videos\n{root}/a.mp4\n\n{root}/b/c.webm\n")
+    (tmp_path / "list.txt").write_text(f"# videos\r\n{root}/a.mp4\r\n\r\n{root}/b/c.webm\r\n", encoding="utf-8-sig")
     assert predict.collect_videos(None, str(tmp_path / "list.txt")) == ([f"{root}/a.mp4", f"{root}/b/c.webm"], root)
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         predict.collect_videos(str(tmp_path / "nothing.mp4"), None)
