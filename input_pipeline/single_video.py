@@ -119,14 +119,18 @@ def _decoded_frames(path: str, wanted: np.ndarray, side: int, frame_count: int) 
         for index in wanted:
             yield int(index), resized_frame(_read_image(files[index]), side)
         return
-    position, count, corrupt = 0, 0, []
+    position, count, corrupt, first_size = 0, 0, [], None
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_type = "AUTO"  # frame threads: the same frames, decoded in parallel
         try:
             for count, frame in enumerate(video_files.decoded_frames(container, stream, corrupt), 1):
+                first_size = first_size or video_files.upright_rgb(frame).shape[1::-1]
                 if position < len(wanted) and wanted[position] == count - 1:
-                    yield count - 1, resized_frame(video_files.upright_rgb(frame), side)
+                    rgb = video_files.upright_rgb(frame)
+                    if rgb.shape[1::-1] != first_size:  # The stream changed resolution: the first frame's size.
+                        rgb = np.asarray(Image.fromarray(rgb).resize(first_size, Image.BILINEAR))
+                    yield count - 1, resized_frame(rgb, side)
                     position += 1
         except av.error.FFmpegError as error:
             raise UnreadableVideoError(f"{path}: PyAV cannot decode it ({error})") from error

@@ -49,14 +49,14 @@ def decoded_frames(container, stream, corrupt):
 
 def decode_video(path, short_side, quality, max_fps=0):
     """JPEG bytes of the frames of a video file, upright (`upright_rgb`), shorter side resized to
-    `short_side`.
+    `short_side` (a frame of another resolution than the first: to the first's size).
 
     Every frame by default (as the official frame extraction); `max_fps` > 0 keeps at most that
     many a second: the first frame at or after each 1 / max_fps step from the first frame. The
     frames of damaged packets are lost, as with ffmpeg, and logged (`decoded_frames`).
     """
     jpegs, corrupt = [], []
-    start, next_step = None, 0
+    start, next_step, size = None, 0, None
     with av.open(path) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
@@ -73,9 +73,10 @@ def decode_video(path, short_side, quality, max_fps=0):
                     continue
                 next_step = math.floor(step + tolerance) + 1
             image = Image.fromarray(upright_rgb(frame))
-            scale = short_side / min(image.size)
-            image = image.resize((round(image.width * scale), round(image.height * scale)),
-                                 Image.BILINEAR)
+            if size is None:  # Every frame takes the first's size, should the stream change resolution.
+                scale = short_side / min(image.size)
+                size = round(image.width * scale), round(image.height * scale)
+            image = image.resize(size, Image.BILINEAR)
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=quality)
             jpegs.append(buffer.getvalue())

@@ -540,6 +540,34 @@ def test_a_damaged_packet_loses_its_frame_not_the_video(tmp_path, caplog):
         video_files.decode_video(path, short_side=32, quality=90)
 
 
+
+def resolution_changing_video(path):
+    """An MPEG-TS video whose stream changes resolution: 6 frames at 48x32, then 6 at 48x48 (two
+    streams joined byte by byte, as a recorder that changes resolution writes one)."""
+    parts = []
+    for number, height in enumerate((32, 48)):
+        part = f"{path}.{number}.ts"
+        frames = synthetic.render_video(2, 6, height, 48, np.random.default_rng(number))
+        with av.open(part, "w", format="mpegts") as container:
+            stream = container.add_stream("mpeg2video", rate=12)
+            stream.width, stream.height, stream.pix_fmt = 48, height, "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+        parts.append(open(part, "rb").read())
+    open(path, "wb").write(b"".join(parts))
+
+
+def test_frames_of_a_stream_that_changes_resolution_keep_the_first_size(tmp_path):
+    path = str(tmp_path / "recording.ts")
+    resolution_changing_video(path)
+    with av.open(path) as container:
+        assert {(frame.width, frame.height) for frame in container.decode(container.streams.video[0])} == {
+            (48, 32), (48, 48)}
+    jpegs = video_files.decode_video(path, short_side=16, quality=90)
+    assert len(jpegs) >= 10 and {Image.open(io.BytesIO(jpeg)).size for jpeg in jpegs} == {(24, 16)}
+
+
 # Each dataset's layout.
 
 class Video(typing.NamedTuple):

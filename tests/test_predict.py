@@ -108,6 +108,17 @@ def test_a_damaged_video_is_sampled_on_the_frames_that_decode(tmp_path):
     with pytest.raises(single_video.UnreadableVideoError, match="damaged.mp4: no frame decodes"):
         single_video.eval_views(path, data, 4)
 
+def test_a_stream_that_changes_resolution_is_predicted_at_its_first_size(tmp_path):
+    from test_input_tfds import resolution_changing_video
+    path = str(tmp_path / "recording.ts")
+    resolution_changing_video(path)
+    with av.open(path) as container:
+        count = sum(1 for _ in container.decode(container.streams.video[0]))  # One fewer than the packets.
+    [(_, clips)] = single_video.sampled_clips(path, [np.asarray([[0, count - 1]])], 16, count)
+    assert clips.shape == (1, 2, 16, 24, 3)  # 48x32 and 48x48 frames, both at 48x32's shape.
+    views, _ = single_video.eval_views(path, tiny_config().data, 4)
+    assert views.dtype == np.uint8 and views.shape == (2, 4, 32, 32, 3)  # 2 clips x 1 crop.
+
 def test_frame_folder_reads_pils_pixels_and_only_the_sampled_files(tmp_path):
     # Textured JPEGs, where TF's default fast IDCT would not give PIL's pixels.
     frames = np.random.default_rng(0).integers(0, 256, (9, 40, 48, 3), np.uint8)
