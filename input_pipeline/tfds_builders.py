@@ -516,6 +516,9 @@ class VideoFolder(_VideoBuilder):
 
     def class_names(self, root):
         if self.classes_file:
+            if not os.path.isfile(self.classes_file):
+                raise PrepareError(f"--classes={self.classes_file} does not exist: give a file of class names, one a "
+                                   "line.")
             with open(self.classes_file, encoding="utf-8-sig") as f:
                 names = [line.strip() for line in f if line.strip()]
             if len(set(names)) != len(names):
@@ -566,6 +569,9 @@ def build(dataset, manual_dir, data_dir, max_fps=0, overwrite=False, download_co
     `download_config`: a `tfds.download.DownloadConfig` (its manual_dir is `manual_dir`); with a
     `beam_runner` or `beam_options`, the videos are decoded in that Beam pipeline, not by `workers`.
     """
+    if not epath.Path(manual_dir).is_dir() or not any(epath.Path(manual_dir).iterdir()):
+        raise PrepareError(f"the manual dir {manual_dir} does not exist or is empty: put the {dataset} download "
+                           f"there (see {LAYOUTS_DOC}).")
     download_config = dataclasses.replace(download_config or tfds.download.DownloadConfig(), manual_dir=manual_dir)
     kwargs.setdefault("beam", download_config.beam_runner is not None or download_config.beam_options is not None)
     builder = dataset_builder(dataset, data_dir, max_fps, **kwargs)

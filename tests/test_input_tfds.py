@@ -459,6 +459,23 @@ def test_prepare_command_takes_classes_for_video_folder_only(tmp_path):
     assert not os.path.exists(tmp_path / "tfds")
 
 
+
+def test_prepare_command_names_a_missing_manual_dir_or_classes_file(tmp_path):
+    data_dir = f"--data_dir={tmp_path / 'tfds'}"
+    result = _prepare_command("--dataset=kinetics400", f"--manual_dir={tmp_path / 'absent'}", data_dir)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"prepare_tfds error: the manual dir {tmp_path / 'absent'} does not exist or is empty: put the kinetics400 "
+        "download there (see the layouts in input_pipeline/tfds_builders.py).")
+    _write_video(tmp_path / "manual" / "train" / "cat" / "a.mp4", 2)
+    result = _prepare_command("--dataset=video_folder", f"--manual_dir={tmp_path / 'manual'}", data_dir,
+                              f"--classes={tmp_path / 'classes.txt'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"prepare_tfds error: --classes={tmp_path / 'classes.txt'} does not exist: give a file of class names, one "
+        "a line.")
+
+
 # Decoding video files.
 
 def test_a_file_without_video_stream_is_a_decode_error(tmp_path):
