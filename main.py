@@ -69,6 +69,7 @@ def main(argv):
         raise SystemExit(f"Config error ({config_flags.get_config_filename(FLAGS['config'])} with its "
                          f"--config.* overrides): {error}") from None
     from blvnet_jax import checkpoint, hosts, recipe, train, workdir_lock
+    import input_pipeline
     logging.info("JAX %s: process %d of %d, %d devices in all (%d here: %s)", jax.__version__, jax.process_index(),
                  jax.process_count(), jax.device_count(), jax.local_device_count(), jax.local_devices()[0].device_kind)
     try:
@@ -87,6 +88,9 @@ def main(argv):
         raise SystemExit(f"Checkpoint error: {error}") from None
     except FloatingPointError as error:
         raise SystemExit(f"Training stopped: {error}") from None
+    except input_pipeline.DataError as error:
+        raise SystemExit(f"Data error ({config_flags.get_config_filename(FLAGS['config'])} with its --config.* "
+                         f"overrides): {error}") from None
     logging.info("Evaluation: %s", results)
 
 

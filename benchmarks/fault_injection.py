@@ -325,10 +325,11 @@ def eval_outputs(workdir, val_list):
 
 
 def first_error_line(log):
-    """The exception line of a Python traceback in `log` and the line after it."""
+    """The error line of `log` (main.py's 'Data error (...): ...', or a traceback's exception) and the
+    line after it."""
     lines = log.splitlines()
     for number, line in enumerate(lines):
-        if re.match(r"\w+Error: ", line):
+        if re.match(r"\w+Error: |Data error \(", line):
             return "\n".join(lines[number:number + 2])
     return log[-500:]
 

@@ -12,7 +12,7 @@ video decoding of `prepare_tfds`' worker processes) do not import it.
 import importlib
 
 _MODULE_OF = {"create_eval_dataset": "datasets", "create_train_dataset": "datasets", "eval_batch_count": "datasets",
-              "train_batch_shapes": "datasets", "InputStats": "faults", "Source": "sources",
+              "train_batch_shapes": "datasets", "DataError": "faults", "InputStats": "faults", "Source": "sources",
               "create_source": "sources"}
 __all__ = sorted(_MODULE_OF)
 

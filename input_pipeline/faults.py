@@ -83,6 +83,11 @@ class Fault:
     message: str
 
 
+class DataError(ValueError):
+    """Data the run cannot use as configured: a fault in strict mode, the stop rule met, a split
+    without a usable video. The message names the faults and what to do; programs print it alone."""
+
+
 class NoSubstitute(ValueError):
     """No frame of the video is readable, or every sampled frame is: nothing to substitute."""
 
@@ -162,7 +167,7 @@ def fill_holes(batch, holes, keys):
     example of the batch (earlier first), in place for `keys`; an error if there is none."""
     readable = [i for i in range(len(batch["label"])) if i not in set(holes)]
     if not readable:
-        raise RuntimeError(f"No video of any of the {len(holes)} examples of a training batch could "
+        raise DataError(f"No video of any of the {len(holes)} examples of a training batch could "
                            "be read: the dataset looks broken; run python -m input_pipeline.check_data.")
     for hole in holes:
         source = min(readable, key=lambda i: (abs(i - hole), i))
@@ -224,7 +229,7 @@ class InputStats:
 
     def _fail_if_strict(self, message):
         if self.strict:
-            raise ValueError(message + "\n(config.data.strict is on: fix the data, or turn it off to "
+            raise DataError(message + "\n(config.data.strict is on: fix the data, or turn it off to "
                              "substitute unreadable frames, skip unreadable videos and count them.)")
 
     def _count(self, fault):
@@ -265,7 +270,7 @@ class InputStats:
     def _check_fraction(self):
         failed = self._failed_recently
         if failed > self.max_fault_fraction * FAULT_WINDOW:
-            raise RuntimeError(
+            raise DataError(
                 f"{failed} of the last {len(self._recent)} {self.split} examples had an unreadable "
                 f"video: more than config.data.max_fault_fraction={self.max_fault_fraction} of a "
                 f"window of {FAULT_WINDOW} examples. The dataset looks broken; run python -m "

@@ -133,11 +133,15 @@ class Source(abc.ABC):
             if videos.problems:
                 lines = "\n".join(problem.message for problem in videos.problems[:20])
                 if self.config.strict:
-                    raise ValueError(f"{len(videos.problems)} listed videos left out:\n{lines}\n(config.data.strict "
-                                     "is on; fix the list or turn it off to leave them out and count them)")
+                    raise faults.DataError(f"{len(videos.problems)} listed videos left out:\n{lines}\n("
+                                           "config.data.strict is on; fix the list or turn it off to leave them out "
+                                           "and count them)")
                 logging.warning("%d listed videos left out:\n%s", len(videos.problems), lines)
             if not len(videos.labels):
-                raise ValueError(f"No usable video in the {split} split.")
+                count = len(videos.problems)
+                left_out = f"{count} listed video{'s' * (count != 1)} left out" if count else "it lists none"
+                raise faults.DataError(f"No usable video in the {split} split: {left_out}; give config.data a "
+                                       f"{split} split with videos.")
             self._splits[split] = videos
         return self._splits[split]
 

@@ -176,7 +176,7 @@ def test_training_skips_videos_without_frames_and_stops_past_the_fault_fraction(
     assert "does not exist" in iterator.stats.kind_examples[faults.EMPTY_VIDEO][0]
     config.max_fault_fraction = 0.5
     iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4, seed=0)
-    with pytest.raises(RuntimeError) as stopped:
+    with pytest.raises(faults.DataError) as stopped:
         for step in range(30):
             next(iterator)
     assert step * 4 > 50  # Never before more than half a window of examples failed.

@@ -133,3 +133,17 @@ def test_predict_names_a_missing_or_undecodable_video_before_reading_the_checkpo
     broken = run("-m", "blvnet_jax.predict", f"--workdir={tmp_path / 'no_such_run'}",
                  f"--video={tmp_path / 'broken.mp4'}")  # the video is named first: no checkpoint is read
     assert one_line_error(broken).startswith(f"Video error: {tmp_path / 'broken.mp4'}: PyAV cannot decode it")
+
+
+def test_a_split_without_a_usable_video_is_a_data_error_in_one_line(tmp_path):
+    from input_pipeline import sources
+    root = tmp_path / "data"
+    sources.create_source(tiny_config(root).data)  # Writes the synthetic dataset as frame folders.
+    (tmp_path / "val.txt").write_text("frames/val/00_0000 1 x 0\n")  # Its only line does not parse.
+    frames = ["--config.data.source=frames", "--config.data.train_list=train.txt",
+              f"--config.data.val_list={tmp_path}/val.txt", "--config.data.class_names_file=classes.txt"]
+    result = subprocess.run(main_command(tmp_path / "run", root, *frames), env=ENV, capture_output=True, text=True,
+                            timeout=300)
+    assert one_line_error(result) == (
+        "Data error (configs/demo.py with its --config.* overrides): No usable video in the val split: 1 listed "
+        "video left out; give config.data a val split with videos.")
