@@ -138,10 +138,7 @@ class Source(abc.ABC):
                                            "and count them)")
                 logging.warning("%d listed videos left out:\n%s", len(videos.problems), lines)
             if not len(videos.labels):
-                count = len(videos.problems)
-                left_out = f"{count} listed video{'s' * (count != 1)} left out" if count else "it lists none"
-                raise faults.DataError(f"No usable video in the {split} split: {left_out}; give config.data a "
-                                       f"{split} split with videos.")
+                raise no_usable_video(split, videos.problems)
             self._splits[split] = videos
         return self._splits[split]
 
@@ -264,6 +261,13 @@ def create_source(data_config):
     """The `Source` of `config.data`."""
     config = data_config.copy_and_resolve_references()
     return _source_class(config)(config)
+
+
+def no_usable_video(split, problems):
+    """The `faults.DataError` of a split that lists no usable video, its `problems` the videos left out."""
+    left_out = f"{len(problems)} listed video{'s' * (len(problems) != 1)} left out" if problems else "it lists none"
+    return faults.DataError(f"No usable video in the {split} split: {left_out}; give config.data a {split} split "
+                            "with videos.")
 
 
 def preflight(data_config, splits=("train", "val")):
@@ -446,21 +450,29 @@ class FrameFolderSource(Source):
 
     @classmethod
     def preflight(cls, data_config, splits):
-        """Checks the root and the list files of `splits`; counts the names of the class-name file."""
-        for field in ("root",) + tuple(f"{split}_list" for split in splits):
-            value = data_config[field]
-            path = _under_root(data_config, value) if value and field != "root" else value
+        """Checks the root and the class-name file, and that the list file of each of `splits` lists
+        a usable video (it parses them, reading no frame)."""
+        if not data_config.root or not os.path.exists(data_config.root):
+            raise FileNotFoundError(f"config.data.root={data_config.root!r}: {data_config.root or 'it'} does not "
+                                    "exist; set it to your dataset (see input_pipeline/README.md)")
+        count, where = super().preflight(data_config, splits)
+        if not count and data_config.class_names_file:
+            path = _under_root(data_config, data_config.class_names_file)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"config.data.class_names_file={data_config.class_names_file!r}: {path} does "
+                                        "not exist; set it to the file of class names (one a line), or to '' for none")
+            count = len(read_class_names(path))
+            where = f"the {count} names of {path}"
+        for split in splits:
+            field = f"{split}_list"
+            path = _under_root(data_config, data_config[field]) if data_config[field] else ""
             if not path or not os.path.exists(path):
                 raise FileNotFoundError(f"config.data.{field}={data_config[field]!r}: {path or 'it'} does not exist; "
                                         "set it to your dataset (see input_pipeline/README.md)")
-        if data_config.num_classes or not data_config.class_names_file:
-            return super().preflight(data_config, splits)
-        path = _under_root(data_config, data_config.class_names_file)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"config.data.class_names_file={data_config.class_names_file!r}: {path} does "
-                                    "not exist; set it to the file of class names (one a line), or to '' for none")
-        count = len(read_class_names(path))
-        return count, f"the {count} names of {path}"
+            entries, problems = read_video_list(path, data_config.list_separator, count)
+            if not entries:
+                raise no_usable_video(split, problems)
+        return count, where
 
     def open_split(self, split):
         """The `FrameFolders` of a split's list file; lines that do not parse are its problems."""

@@ -130,10 +130,11 @@ class TfdsSource(sources.Source):
 
     @classmethod
     def preflight(cls, data_config, splits):
-        """Reads the prepared dataset's metadata: it must hold `splits`."""
+        """Reads the prepared dataset's metadata: it must hold videos in each of `splits`."""
         prepared = prepared_builder(data_config)
         for split in splits:
-            split_info(prepared, split)
+            if not split_info(prepared, split).num_examples:
+                raise sources.no_usable_video(split, [])
         if data_config.num_classes:
             return super().preflight(data_config, splits)
         return prepared.info.features["label"].num_classes, f"the class names of TFDS dataset {data_config.tfds_name!r}"

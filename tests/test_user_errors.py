@@ -135,7 +135,7 @@ def test_predict_names_a_missing_or_undecodable_video_before_reading_the_checkpo
     assert one_line_error(broken).startswith(f"Video error: {tmp_path / 'broken.mp4'}: PyAV cannot decode it")
 
 
-def test_a_split_without_a_usable_video_is_a_data_error_in_one_line(tmp_path):
+def test_a_split_without_a_usable_video_stops_before_anything_compiles(tmp_path):
     from input_pipeline import sources
     root = tmp_path / "data"
     sources.create_source(tiny_config(root).data)  # Writes the synthetic dataset as frame folders.
@@ -145,5 +145,6 @@ def test_a_split_without_a_usable_video_is_a_data_error_in_one_line(tmp_path):
     result = subprocess.run(main_command(tmp_path / "run", root, *frames), env=ENV, capture_output=True, text=True,
                             timeout=300)
     assert one_line_error(result) == (
-        "Data error (configs/demo.py with its --config.* overrides): No usable video in the val split: 1 listed "
+        "Config error (configs/demo.py with its --config.* overrides): No usable video in the val split: 1 listed "
         "video left out; give config.data a val split with videos.")
+    assert not (tmp_path / "run").exists()
