@@ -20,6 +20,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import os
+import re
 
 import numpy as np
 import tqdm
@@ -348,6 +349,27 @@ def read_class_names(path):
         return [line.strip() for line in f if line.strip()]
 
 
+def _check_frames_found(data_config, list_path, entries):
+    """Raises, saying what to set, when none of `entries` (the first videos of `list_path`) has its
+    first frame where `config.data.root` and `image_template` say: every video would be skipped."""
+    root, template = data_config.root, data_config.image_template
+    if any(os.path.isfile(entry.frame_path(root, template, 0)) for entry in entries):
+        return
+    folders = [os.path.join(root, entry.video_dir) for entry in entries]
+    found = [folder for folder in folders if os.path.isdir(folder) and os.listdir(folder)]
+    if not found:
+        raise FileNotFoundError(f"none of the first {len(entries)} videos of {list_path} has a folder of frames under "
+                                f"config.data.root={root!r} (e.g. {folders[0]}): set config.data.root to the folder "
+                                "the list's video paths start from")
+    names = sorted(os.listdir(found[0]))
+    numbers = re.findall(r"\d+", names[0])
+    guess = re.sub(r"\d+", "{:0%dd}" % len(numbers[0]), names[0]) if len(numbers) == 1 else None
+    hint = f"set --config.data.image_template={guess!r}" if guess else "set config.data.image_template to their names"
+    raise ValueError(f"config.data.image_template={template!r} names no frame of the first {len(entries)} videos of "
+                     f"{list_path}: {entries[0].frame_path(root, template, 0)} does not exist, but {found[0]} holds "
+                     f"{', '.join(names[:3])}, ...: {hint}")
+
+
 def _under_root(config, path):
     return path if os.path.isabs(path) else os.path.join(config.root, path)
 
@@ -472,6 +494,7 @@ class FrameFolderSource(Source):
             entries, problems = read_video_list(path, data_config.list_separator, count)
             if not entries:
                 raise no_usable_video(split, problems)
+            _check_frames_found(data_config, path, entries[:5])
         return count, where
 
     def open_split(self, split):

@@ -1,5 +1,6 @@
 """Config validation: each impossible setting fails before any compile, naming its field."""
 import os
+import re
 import subprocess
 import sys
 
@@ -62,6 +63,30 @@ def test_batch_must_split_over_devices(monkeypatch):
 def test_missing_dataset_files_are_named():
     with pytest.raises(config_check.ConfigError, match="config.data.root='data/something-something-v1/frames'"):
         config_check.check_training(ssv1_8x2.get_config())
+
+
+def test_frames_the_config_does_not_find_are_named_with_what_to_set(tmp_path):
+    # Frames named as TSN and TSM name them, a list of the official layout, the default '{:05d}.jpg'.
+    for video in ("a", "b"):
+        (tmp_path / "frames" / video).mkdir(parents=True)
+        for number in (1, 2, 3):
+            (tmp_path / "frames" / video / f"img_{number:05d}.jpg").write_bytes(b"")
+    (tmp_path / "val.txt").write_text("frames/a 1 3 0\nframes/b 1 3 1\n")
+    config = demo_config()
+    config.data.update(source="frames", root=str(tmp_path), val_list="val.txt", class_names_file="", num_classes=8)
+    with pytest.raises(config_check.ConfigError, match=re.escape(
+            f"config.data.image_template='{{:05d}}.jpg' names no frame of the first 2 videos of {tmp_path}/val.txt: "
+            f"{tmp_path}/frames/a/00001.jpg does not exist, but {tmp_path}/frames/a holds img_00001.jpg, "
+            "img_00002.jpg, img_00003.jpg, ...: set --config.data.image_template='img_{:05d}.jpg'")):
+        config_check.check_evaluation(config)
+    config.data.image_template = "img_{:05d}.jpg"
+    config_check.check_evaluation(config)
+    config.data.root = str(tmp_path / "frames")  # One folder too deep: no video folder is found.
+    (tmp_path / "frames" / "val.txt").write_text("frames/a 1 3 0\n")
+    with pytest.raises(config_check.ConfigError, match=re.escape(
+            f"none of the first 1 videos of {tmp_path}/frames/val.txt has a folder of frames under config.data.root="
+            f"'{tmp_path}/frames' (e.g. {tmp_path}/frames/frames/a): set config.data.root")):
+        config_check.check_evaluation(config)
 
 
 def test_init_from_another_architecture(tmp_path):
@@ -130,6 +155,8 @@ def test_frame_blocks_must_hold_the_temporal_modules_reach(monkeypatch, name, nu
 def test_evaluation_needs_only_the_validation_list(tmp_path):
     config = ssv1_8x2.get_config()
     (tmp_path / "val.txt").write_text("video 1 8 0\n")
+    (tmp_path / "video").mkdir()
+    (tmp_path / "video" / "00001.jpg").write_bytes(b"")  # Found, not read.
     (tmp_path / "classes.txt").write_text("".join(f"class {k}\n" for k in range(174)))
     config.data.update(root=str(tmp_path), train_list="absent_train.txt", val_list="val.txt",
                        class_names_file="classes.txt")
@@ -194,6 +221,8 @@ def test_model_needs_one_output_per_class_of_the_data(tmp_path, two_class_tfds):
         config_check.check_evaluation(config)
     # Frame folders: the class names file the config names.
     (tmp_path / "val.txt").write_text("video 1 8 0\n")
+    (tmp_path / "video").mkdir()
+    (tmp_path / "video" / "00001.jpg").write_bytes(b"")
     (tmp_path / "classes.txt").write_text("cat\ndog\nemu\n")
     config.data.update(source="frames", root=str(tmp_path), val_list="val.txt", num_classes=0,
                        class_names_file="classes.txt")
