@@ -789,6 +789,7 @@ def test_something_something_v2_finds_its_annotations_in_each_layout(tmp_path, f
 
 
 def test_missing_annotations_are_a_one_line_error_naming_where_it_looked(tmp_path):
+    (tmp_path / "20bn-something-something-v2").mkdir()  # The videos, without their annotations.
     with pytest.raises(FileNotFoundError) as error:
         tfds_builders.build("something_something_v2", str(tmp_path), str(tmp_path / "tfds"))
     assert str(error.value) == (
