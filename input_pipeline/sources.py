@@ -472,8 +472,9 @@ class FrameFolderSource(Source):
 
     @classmethod
     def preflight(cls, data_config, splits):
-        """Checks the root and the class-name file, and that the list file of each of `splits` lists
-        a usable video (it parses them, reading no frame)."""
+        """Checks the root and the class-name file, that the list file of each of `splits` lists a
+        usable video, and that the first frames of its first videos are found (`_check_frames_found`);
+        it parses the lists and reads no frame."""
         if not data_config.root or not os.path.exists(data_config.root):
             raise FileNotFoundError(f"config.data.root={data_config.root!r}: {data_config.root or 'it'} does not "
                                     "exist; set it to your dataset (see input_pipeline/README.md)")

@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import os
+import pathlib
 import re
 import subprocess
 import sys
@@ -538,11 +539,11 @@ def damaged_video(path, damaged_packets):
     video_files.write_video(path, synthetic.render_video(2, 12, 32, 40, np.random.default_rng(0)))
     with av.open(path) as container:
         packets = [(packet.pos, packet.size) for packet in container.demux(container.streams.video[0]) if packet.size]
-    data = bytearray(open(path, "rb").read())
+    data = bytearray(pathlib.Path(path).read_bytes())
     for number in damaged_packets:
         position, size = packets[number]
         data[position + 4:position + size] = b"\xff" * (size - 4)
-    open(path, "wb").write(bytes(data))
+    pathlib.Path(path).write_bytes(bytes(data))
     return len(packets)
 
 
@@ -571,8 +572,8 @@ def resolution_changing_video(path):
             for frame in frames:
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
-        parts.append(open(part, "rb").read())
-    open(path, "wb").write(b"".join(parts))
+        parts.append(pathlib.Path(part).read_bytes())
+    pathlib.Path(path).write_bytes(b"".join(parts))
 
 
 def test_frames_of_a_stream_that_changes_resolution_keep_the_first_size(tmp_path):
