@@ -125,9 +125,11 @@ def _decoded_frames(path: str, wanted: np.ndarray, side: int, frame_count: int) 
         stream.codec_context.thread_type = "AUTO"  # frame threads: the same frames, decoded in parallel
         try:
             for count, frame in enumerate(video_files.decoded_frames(container, stream, corrupt), 1):
-                first_size = first_size or video_files.upright_rgb(frame).shape[1::-1]
-                if position < len(wanted) and wanted[position] == count - 1:
+                sampled = position < len(wanted) and wanted[position] == count - 1
+                if sampled or first_size is None:
                     rgb = video_files.upright_rgb(frame)
+                    first_size = first_size or rgb.shape[1::-1]
+                if sampled:
                     if rgb.shape[1::-1] != first_size:  # The stream changed resolution: the first frame's size.
                         rgb = np.asarray(Image.fromarray(rgb).resize(first_size, Image.BILINEAR))
                     yield count - 1, resized_frame(rgb, side)
@@ -139,8 +141,7 @@ def _decoded_frames(path: str, wanted: np.ndarray, side: int, frame_count: int) 
     if count != frame_count:
         raise FrameCountError(path, frame_count, count)
     if corrupt:
-        logging.warning("%s: %d damaged packet%s skipped (%s); %d frames decoded.", path, len(corrupt),
-                        "s" * (len(corrupt) > 1), corrupt[0], count)
+        logging.warning("%s: %s; %d frames decoded.", path, video_files.damage_report(corrupt), count)
 
 
 def sampled_clips(path: str, requests: list[np.ndarray], side: int, frame_count: int,

@@ -349,6 +349,12 @@ def read_class_names(path):
         return [line.strip() for line in f if line.strip()]
 
 
+def _not_found(field, value, path):
+    """The error of `config.data.<field>` = `value`, whose `path` does not exist."""
+    return FileNotFoundError(f"config.data.{field}={value!r}: {path or 'it'} does not exist; set it to your dataset "
+                             "(see input_pipeline/README.md)")
+
+
 def _check_frames_found(data_config, list_path, entries):
     """Raises, saying what to set, when none of `entries` (the first videos of `list_path`) has its
     first frame where `config.data.root` and `image_template` say: every video would be skipped."""
@@ -476,8 +482,7 @@ class FrameFolderSource(Source):
         usable video, and that the first frames of its first videos are found (`_check_frames_found`);
         it parses the lists and reads no frame."""
         if not data_config.root or not os.path.exists(data_config.root):
-            raise FileNotFoundError(f"config.data.root={data_config.root!r}: {data_config.root or 'it'} does not "
-                                    "exist; set it to your dataset (see input_pipeline/README.md)")
+            raise _not_found("root", data_config.root, data_config.root)
         count, where = super().preflight(data_config, splits)
         if not count and data_config.class_names_file:
             path = _under_root(data_config, data_config.class_names_file)
@@ -490,8 +495,7 @@ class FrameFolderSource(Source):
             field = f"{split}_list"
             path = _under_root(data_config, data_config[field]) if data_config[field] else ""
             if not path or not os.path.exists(path):
-                raise FileNotFoundError(f"config.data.{field}={data_config[field]!r}: {path or 'it'} does not exist; "
-                                        "set it to your dataset (see input_pipeline/README.md)")
+                raise _not_found(field, data_config[field], path)
             entries, problems = read_video_list(path, data_config.list_separator, count)
             if not entries:
                 raise no_usable_video(split, problems)

@@ -47,6 +47,13 @@ def decoded_frames(container, stream, corrupt):
             corrupt.append(str(error))
 
 
+def damage_report(corrupt):
+    """'2 damaged packets skipped (<the first error>)' for the errors `decoded_frames` collected; '' for none."""
+    if not corrupt:
+        return ""
+    return f"{len(corrupt)} damaged packet{'s' * (len(corrupt) > 1)} skipped ({corrupt[0]})"
+
+
 def decode_video(path, short_side, quality, max_fps=0):
     """JPEG bytes of the frames of a video file, upright (`upright_rgb`), shorter side resized to
     `short_side` (a frame of another resolution than the first: to the first's size).
@@ -80,7 +87,7 @@ def decode_video(path, short_side, quality, max_fps=0):
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=quality)
             jpegs.append(buffer.getvalue())
-    damage = f"{len(corrupt)} damaged packet{'s' * (len(corrupt) > 1)} skipped ({corrupt[0]})" if corrupt else ""
+    damage = damage_report(corrupt)
     if not jpegs:
         raise ValueError("no frame decoded" + (f": {damage}" if damage else ""))
     if corrupt:
