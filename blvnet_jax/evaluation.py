@@ -107,6 +107,7 @@ class Evaluator:
             rows = global_batch(rows, self.mesh)
             rows["logits"] = self.eval_step(params, batch_stats, rows.pop("video"))
             parts.append(multihost_utils.process_allgather(rows, tiled=True))
+        hosts.raise_together(dataset.error, input_pipeline.DataError)
         rows = {key: np.concatenate([part[key] for part in parts]) for key in ("logits",) + VIEW_FIELDS}
         videos = views_to_videos(rows, self.views)
         if self.output_of_label is not None:  # column i: the probability of label i

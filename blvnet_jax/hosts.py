@@ -5,6 +5,7 @@
   `check_shared_workdir` proves it at start-up: process 0 writes a token, every process reads it.
 - The step to resume from: process 0 decides (`agreed_step`), the others follow.
 - The step to stop at on preemption (`PreemptionWatch`).
+- Whether to stop on an error that only some processes met (`raise_together`), such as bad data.
 In a single process each of these is trivially true and costs nothing.
 """
 import os
@@ -19,6 +20,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 HOST_NAME_BYTES = 64
+ERROR_BYTES = 8192  # of the message `raise_together` shares
 
 
 class NotSharedError(RuntimeError):
@@ -30,14 +32,18 @@ def workdir_path(workdir: str) -> epath.Path:
     return epath.Path(workdir if "://" in workdir else os.path.abspath(workdir))
 
 
+def gather_texts(text: str, size: int) -> list[str]:
+    """The `text` of every process (each cut to `size` bytes of UTF-8), in process order, on every process."""
+    row = np.zeros(size, np.uint8)
+    encoded = text.encode()[:size]
+    row[:len(encoded)] = np.frombuffer(encoded, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(row)).reshape(-1, size)
+    return [bytes(row).rstrip(b"\0").decode(errors="ignore") for row in rows]
+
+
 def process_names() -> list[str]:
     """`['process 0 on host-a', 'process 1 on host-b', ...]`, the same list on every process."""
-    name = np.zeros(HOST_NAME_BYTES, np.uint8)
-    encoded = socket.gethostname().encode()[:HOST_NAME_BYTES]
-    name[:len(encoded)] = np.frombuffer(encoded, np.uint8)
-    names = np.asarray(multihost_utils.process_allgather(name)).reshape(-1, HOST_NAME_BYTES)
-    hosts = [bytes(row).rstrip(b"\0").decode(errors="replace") for row in names]
-    return [f"process {i} on {host}" for i, host in enumerate(hosts)]
+    return [f"process {i} on {host}" for i, host in enumerate(gather_texts(socket.gethostname(), HOST_NAME_BYTES))]
 
 
 def failing_processes(ok: bool) -> list[str]:
@@ -48,6 +54,20 @@ def failing_processes(ok: bool) -> list[str]:
         return []
     names = process_names()
     return [names[i] for i in failed]
+
+
+def raise_together(error: Exception | None, error_type: type[Exception]) -> None:
+    """Raises an `error_type` on every process when any process has an `error` (None: none): the first such
+    process's message, after its name. Every process calls it at the same point of the run: one process
+    raising alone would leave the others waiting in their next collective."""
+    if jax.process_count() == 1:
+        if error is not None:
+            raise error
+        return
+    failed = failing_processes(error is None)
+    if failed:
+        messages = [text for text in gather_texts("" if error is None else str(error), ERROR_BYTES) if text]
+        raise error_type(f"{failed[0]}: {messages[0]}")
 
 
 def check_shared_workdir(workdir: epath.Path) -> None:

@@ -202,6 +202,7 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
             save_now = step % config.checkpoint_every_steps == 0 or is_last or preempted
             eval_now = (step % eval_every == 0 or is_last) and not preempted
             if step % config.log_every_steps == 0 or save_now or eval_now:  # saves and evaluations: finite
+                hosts.raise_together(dataset.error, input_pipeline.DataError)  # and of data within the rules
                 checkpoint.confirm_saved(manager, saving, wait=False)
                 if not config.skip_nonfinite_steps:
                     check_finite(step, train_metrics, manager, state)

@@ -5,7 +5,8 @@ function of (seed, step), so a resumed run sees exactly the batches of an uninte
 clip's frame indices come from a numpy generator seeded by (seed, example) (`sources`), its crop
 window and flip from a stateless TF seed (seed, example). Bad input is handled as `faults` says
 (unreadable frames substituted, unreadable videos replaced in training and masked in evaluation,
-the stop rule, strict mode) and counted in `iterator.stats`.
+the stop rule, strict mode) and counted in `iterator.stats`. With several processes the first
+`faults.DataError` waits in `iterator.error` for the caller to raise it on all of them together.
 """
 import numpy as np
 
@@ -22,10 +23,12 @@ class BatchIterator:
     `skipped(batch)` tells (bool per example) which examples had a video skipped, and only for
     those or those with substituted frames `refs(batch, i)` gives (videos skipped, video read or
     None) of example i, named by `videos`. With `fill_holes`, an example none of whose videos
-    could be read takes a copy of another (`faults.fill_holes`).
+    could be read takes a copy of another (`faults.fill_holes`). With `hold_errors` (a run of
+    several processes) a `faults.DataError` does not raise: the first is kept in `error`, batches
+    go on, and the caller raises it on every process together (`blvnet_jax.hosts.raise_together`).
     """
 
-    def __init__(self, dataset, keys, stats, videos, skipped, refs, fill_holes=False):
+    def __init__(self, dataset, keys, stats, videos, skipped, refs, fill_holes=False, hold_errors=False):
         self._batches = dataset.as_numpy_iterator()
         self._keys = keys
         self.stats = stats
@@ -33,6 +36,8 @@ class BatchIterator:
         self._skipped = skipped
         self._refs = refs
         self._fill_holes = fill_holes
+        self._hold_errors = hold_errors
+        self.error = None
 
     def __iter__(self):
         return self
@@ -43,6 +48,16 @@ class BatchIterator:
         except StopIteration:
             self.stats.report()
             raise
+        try:
+            return self._counted(batch)
+        except faults.DataError as error:
+            if not self._hold_errors:
+                raise
+            self.error = self.error or error
+            return {key: batch[key] for key in self._keys}
+
+    def _counted(self, batch):
+        """The batch's `keys`, its faults counted and, with `fill_holes`, its holes filled."""
         holes = []
         faulty = self._skipped(batch) | np.any(batch["sampled"] != batch["used"], axis=1)
         for i in range(len(faulty)):
@@ -139,7 +154,7 @@ def create_train_dataset(source, *, num_frames, global_batch_size, seed, process
         tries=tries, substitute=not config.strict)
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
     return BatchIterator(dataset.with_options(_options()), ("video", "label"), stats, source.videos("train"),
-                         lambda batch: batch["attempt"] > 0, refs, fill_holes=True)
+                         lambda batch: batch["attempt"] > 0, refs, fill_holes=True, hold_errors=process_count > 1)
 
 
 def eval_batch_count(num_videos, batch_size, process_count):
@@ -195,4 +210,4 @@ def create_eval_dataset(source, *, num_frames, batch_size, process_index=0, proc
 
     skipped = lambda batch: ~batch["mask"] & (batch["video_index"] >= 0)
     return BatchIterator(dataset.with_options(_options()), ("video", "label", "video_index", "mask"),
-                         stats, videos, skipped, refs)
+                         stats, videos, skipped, refs, hold_errors=process_count > 1)

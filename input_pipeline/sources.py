@@ -132,12 +132,13 @@ class Source(abc.ABC):
         if split not in self._splits:
             videos = self.open_split(split)
             if videos.problems:
-                lines = "\n".join(problem.message for problem in videos.problems[:20])
+                count = len(videos.problems)
+                left_out = f"{count} listed video{'s' * (count != 1)} left out:\n" + "\n".join(
+                    problem.message for problem in videos.problems[:20])
                 if self.config.strict:
-                    raise faults.DataError(f"{len(videos.problems)} listed videos left out:\n{lines}\n("
-                                           "config.data.strict is on; fix the list or turn it off to leave them out "
-                                           "and count them)")
-                logging.warning("%d listed videos left out:\n%s", len(videos.problems), lines)
+                    raise faults.DataError(f"{left_out}\n(config.data.strict is on; fix the list or turn it off to "
+                                           "leave them out and count them)")
+                logging.warning("%s", left_out)
             if not len(videos.labels):
                 raise no_usable_video(split, videos.problems)
             self._splits[split] = videos

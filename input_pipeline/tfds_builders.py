@@ -213,7 +213,7 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         counters = pipeline_result.metrics().query(beam.metrics.MetricsFilter().with_name(_LEFT_OUT))["counters"]
         for counter in sorted(counters, key=lambda counter: counter.key.metric.namespace):
             if counter.result:
-                logging.warning("%s: %d videos left out.", counter.key.metric.namespace, counter.result)
+                logging.warning("%s: videos left out: %d.", counter.key.metric.namespace, counter.result)
 
     def _local_examples(self, split, videos, cache, max_fps):
         """`_generate_examples` without Beam: decoded by `workers` local processes, in order."""
@@ -231,7 +231,7 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if pool:
                 pool.terminate()
         if skipped:
-            logging.warning("%s %s: %d videos left out.", self.name, split, skipped)
+            logging.warning("%s %s: videos left out: %d.", self.name, split, skipped)
 
 
 def video_examples(number, video, frames, num_videos):
@@ -374,7 +374,7 @@ def _existing(videos, dataset):
         if not os.path.exists(path):
             logging.warning("%s: video %s is listed but missing (%s).", dataset, video_id, path)
     if len(present) < len(videos):
-        logging.warning("%s: %d listed videos are missing.", dataset, len(videos) - len(present))
+        logging.warning("%s: listed videos missing: %d.", dataset, len(videos) - len(present))
     return present
 
 

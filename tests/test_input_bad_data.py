@@ -206,6 +206,21 @@ def test_evaluation_substitutes_frames_and_masks_videos_without_any(broken_confi
             np.testing.assert_array_equal(batch[key], expected[key])
 
 
+def test_strict_evaluation_in_one_of_several_processes_holds_its_error_to_the_end(broken_config):
+    """One process raising alone would leave the others waiting in a collective: with several processes the
+    iterator hands every batch over and keeps its first error for the caller to raise on all of them."""
+    config = broken_config[0].copy_and_resolve_references()
+    config.strict = True
+    with pytest.raises(faults.DataError, match="config.data.strict is on"):
+        list(input_pipeline.create_eval_dataset(create_source(config), num_frames=8, batch_size=5))
+    iterator = input_pipeline.create_eval_dataset(create_source(config), num_frames=8, batch_size=3, process_index=0,
+                                                  process_count=2)  # videos 0, 2, ..., 12 (12: no folder)
+    batches = list(iterator)
+    assert len(batches) == input_pipeline.eval_batch_count(13, 3, 2)
+    np.testing.assert_array_equal(np.concatenate([batch["video_index"] for batch in batches])[:7], np.arange(0, 13, 2))
+    assert isinstance(iterator.error, faults.DataError) and "config.data.strict is on" in str(iterator.error)
+
+
 def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_path):
     """a: frame 3 missing; b: frame 2 corrupt, frames 4-6 missing; c: no frame at all."""
     (tmp_path / "list.txt").write_text("a 1 6 0\nb 1 6 0\nc 1 6 0\n")

@@ -122,7 +122,7 @@ def test_undecodable_video_is_left_out_and_named(prepared):
     broken = prepared.manual / "train" / "rising" / "broken.mp4"
     assert [message for message in prepared.warnings if "broken.mp4" in message] == [
         f"Left out video rising/broken.mp4 ({broken}): {_decode_error(broken)}"]
-    assert "video_folder train: 1 videos left out." in prepared.warnings
+    assert "video_folder train: videos left out: 1." in prepared.warnings
 
 
 def _decode_error(path):

@@ -211,6 +211,31 @@ def test_sigterm_on_one_host_stops_both_at_one_checkpoint_and_the_restart_ends_e
     jax.tree.map(np.testing.assert_array_equal, straight, resumed)
 
 
+def test_a_data_error_on_one_host_stops_every_host_with_its_message(tmp_path, data_root):
+    """Strict data, and the folder of a video that only process 1 reads at step 1 is gone: both processes stop
+    there with process 1's error, none saves a checkpoint (process 1 raising alone would leave process 0
+    waiting in the step's collectives)."""
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    config = tiny_config(root)
+    videos = sources.create_source(config.data).videos("train")
+    order = sources.TrainOrder(len(videos.labels), config.seed)
+    local_batch = config.batch_size // 2
+    process_1_videos = {int(order.candidates(slot, 1)[0]) for slot in range(local_batch, 2 * local_batch)}
+    video = min(process_1_videos)
+    shutil.rmtree(root / videos.ids[video])
+    port = free_port()
+    results = run_processes([pod_command(tmp_path / "run", root, *process_flags(i, port), "--config.data.strict=True")
+                             for i in range(2)], environment(1), timeout=300)
+    for result in results:
+        assert result.returncode != 0, result.stderr[-3000:]
+        error = result.stderr[result.stderr.rindex("Data error ("):]
+        assert error.startswith("Data error (configs/demo.py with its --config.* overrides): process 1 on "), error
+        assert f"video {videos.ids[video]!r}: empty video" in error.splitlines()[0], error
+        assert "Traceback" not in error
+    assert not [name for name in os.listdir(tmp_path / "run" / "checkpoints") if name.isdigit()]
+
+
 def test_result_files_go_to_a_url_workdir_through_epath(tmp_path, monkeypatch):
     """`gs://` paths stay URLs (never `<cwd>/gs:/...`); the evaluation files are written through
     epath, here redirected from the bucket to a local folder."""

@@ -83,6 +83,7 @@ def serving_batches(count, then):
 
         class Interrupted:
             stats = dataset.stats
+            error = None
             served = 0
 
             def __next__(self):
