@@ -52,12 +52,13 @@ def check_data():
 def main(argv):
     del argv
     quiet.quiet_libraries()
-    if FLAGS.check_data:
-        check_data()
     import jax
     if FLAGS.distributed or FLAGS.coordinator_address or FLAGS.num_processes:
         jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-    from blvnet_jax import config_check
+    from blvnet_jax import config_check, hosts
+    if FLAGS.check_data:
+        with hosts.together(SystemExit):  # every host checks its own copy of the data; all stop together
+            check_data()
     try:
         # Checked before anything is built or compiled (the data: its files and class count, no video read).
         if FLAGS.mode == "train":
@@ -68,7 +69,7 @@ def main(argv):
     except config_check.ConfigError as error:
         raise SystemExit(f"Config error ({config_flags.get_config_filename(FLAGS['config'])} with its "
                          f"--config.* overrides): {error}") from None
-    from blvnet_jax import checkpoint, hosts, recipe, train, workdir_lock
+    from blvnet_jax import checkpoint, recipe, train, workdir_lock
     import input_pipeline
     logging.info("JAX %s: process %d of %d, %d devices in all (%d here: %s)", jax.__version__, jax.process_index(),
                  jax.process_count(), jax.device_count(), jax.local_device_count(), jax.local_devices()[0].device_kind)

@@ -3,6 +3,7 @@ import json
 
 import jax
 
+from blvnet_jax import hosts
 from blvnet_jax.models import check_model_config
 
 MIN_CROP_SIZE = 32  # five stride-2 stages; smaller inputs leave layer4 nothing to see
@@ -37,15 +38,17 @@ def check_input_channels(model_config) -> None:
 
 def check_data(config, splits=("train", "val")) -> None:
     """The data files of `splits` are found and the model has one output per class of the data
-    (when the data says how many it has): the source's `preflight`, which reads no video."""
+    (when the data says how many it has): the source's `preflight`, which reads no video. Each host
+    checks the data it sees; when one fails, all of them stop (`hosts.together`)."""
     from input_pipeline import sources  # TensorFlow: imported once the cheaper checks have passed
-    try:
-        count, where = sources.preflight(config.data, splits)
-    except (FileNotFoundError, ValueError) as error:
-        raise ConfigError(str(error)) from None
-    if count and count != config.model.num_classes:
-        raise ConfigError(f"config.model.num_classes={config.model.num_classes} but the data has {count} classes "
-                          f"({where}): set --config.model.num_classes={count}")
+    with hosts.together(ConfigError):
+        try:
+            count, where = sources.preflight(config.data, splits)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigError(str(error)) from None
+        if count and count != config.model.num_classes:
+            raise ConfigError(f"config.model.num_classes={config.model.num_classes} but the data has {count} "
+                              f"classes ({where}): set --config.model.num_classes={count}")
 
 
 def model_differences(stored_model: dict, model_config, fields: tuple[str, ...]) -> tuple[str, str]:

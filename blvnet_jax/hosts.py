@@ -8,6 +8,7 @@
 - Whether to stop on an error that only some processes met (`raise_together`), such as bad data.
 In a single process each of these is trivially true and costs nothing.
 """
+import contextlib
 import os
 import secrets
 import signal
@@ -56,18 +57,31 @@ def failing_processes(ok: bool) -> list[str]:
     return [names[i] for i in failed]
 
 
-def raise_together(error: Exception | None, error_type: type[Exception]) -> None:
-    """Raises an `error_type` on every process when any process has an `error` (None: none): the first such
-    process's message, after its name. Every process calls it at the same point of the run: one process
-    raising alone would leave the others waiting in their next collective."""
-    if jax.process_count() == 1:
-        if error is not None:
-            raise error
-        return
-    failed = failing_processes(error is None)
-    if failed:
-        messages = [text for text in gather_texts("" if error is None else str(error), ERROR_BYTES) if text]
-        raise error_type(f"{failed[0]}: {messages[0]}")
+def raise_together(error: BaseException | None, error_type: type[BaseException]) -> None:
+    """Raises on every process when any process has an `error` (None: none): that process its own
+    error, the others an `error_type` with the first failing process's message after its name.
+    Every process calls it at the same point of the run: one process raising alone would leave the
+    others waiting in their next collective."""
+    if jax.process_count() > 1:
+        failed = failing_processes(error is None)
+        if failed:
+            messages = [text for text in gather_texts("" if error is None else str(error), ERROR_BYTES) if text]
+            if error is None:
+                raise error_type(f"{failed[0]}: {messages[0]}")
+    if error is not None:
+        raise error
+
+
+@contextlib.contextmanager
+def together(error_type: type[BaseException]):
+    """Runs the block on every process; an `error_type` raised in it on any process is raised on all
+    of them as it leaves the block (`raise_together`), e.g. a data file missing on one host only."""
+    error = None
+    try:
+        yield
+    except error_type as raised:
+        error = raised
+    raise_together(error, error_type)
 
 
 def check_shared_workdir(workdir: epath.Path) -> None:

@@ -213,8 +213,8 @@ def test_sigterm_on_one_host_stops_both_at_one_checkpoint_and_the_restart_ends_e
 
 def test_a_data_error_on_one_host_stops_every_host_with_its_message(tmp_path, data_root):
     """Strict data, and the folder of a video that only process 1 reads at step 1 is gone: both processes stop
-    there with process 1's error, none saves a checkpoint (process 1 raising alone would leave process 0
-    waiting in the step's collectives)."""
+    there with process 1's error (process 0 naming process 1) and save no checkpoint (before, process 1
+    raised alone and process 0 waited in the step's collectives past the test's timeout)."""
     root = tmp_path / "data"
     shutil.copytree(data_root, root)
     config = tiny_config(root)
@@ -227,13 +227,50 @@ def test_a_data_error_on_one_host_stops_every_host_with_its_message(tmp_path, da
     port = free_port()
     results = run_processes([pod_command(tmp_path / "run", root, *process_flags(i, port), "--config.data.strict=True")
                              for i in range(2)], environment(1), timeout=300)
-    for result in results:
+    for process, result in enumerate(results):
         assert result.returncode != 0, result.stderr[-3000:]
         error = result.stderr[result.stderr.rindex("Data error ("):]
-        assert error.startswith("Data error (configs/demo.py with its --config.* overrides): process 1 on "), error
+        assert error.startswith("Data error (configs/demo.py with its --config.* overrides): " +
+                                ("process 1 on " if process == 0 else f"{root}/train.txt:")), error
         assert f"video {videos.ids[video]!r}: empty video" in error.splitlines()[0], error
         assert "Traceback" not in error
     assert not [name for name in os.listdir(tmp_path / "run" / "checkpoints") if name.isdigit()]
+
+
+FRAMES = ["--config.data.source=frames", "--config.data.train_list=train.txt", "--config.data.val_list=val.txt",
+          "--config.data.class_names_file=classes.txt"]
+
+
+def test_data_missing_on_one_host_stops_every_host_before_training(tmp_path, data_root):
+    """Process 1's copy of the data is not where the config says: both processes stop at the config check,
+    process 0 naming process 1 and its error (before, process 0 died in its first collective with a
+    traceback)."""
+    port = free_port()
+    roots = [data_root, tmp_path / "not_copied_here"]
+    results = run_processes([pod_command(tmp_path / "run", roots[i], *process_flags(i, port), *FRAMES)
+                             for i in range(2)], environment(1), timeout=300)
+    for process, result in enumerate(results):
+        assert result.returncode != 0, result.stderr[-3000:]
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith("Config error (configs/demo.py with its --config.* overrides): " +
+                                ("process 1 on " if process == 0 else "")), error
+        assert f"config.data.root={str(roots[1])!r}: {roots[1]} does not exist" in error, error
+    assert not (tmp_path / "run").exists()
+
+
+def test_check_data_on_every_host_stops_them_all_when_one_finds_a_problem(tmp_path, data_root):
+    """--check_data: process 1's copy of the data has a corrupt frame, process 0's has none."""
+    damaged = shutil.copytree(data_root, tmp_path / "damaged")
+    frame = damaged / "frames" / "val" / "00_0000" / "00002.jpg"
+    frame.write_bytes(b"not a jpeg")
+    port = free_port()
+    results = run_processes([pod_command(tmp_path / "run", [data_root, damaged][i], *process_flags(i, port), *FRAMES,
+                                         "--check_data") for i in range(2)], environment(1), timeout=300)
+    for process, result in enumerate(results):
+        assert result.returncode != 0, result.stderr[-3000:]
+        assert f"corrupt frame {frame}" in result.stderr, result.stderr[-3000:]
+        assert ("process 1 on " in result.stderr) == (process == 0)
+    assert not (tmp_path / "run").exists()
 
 
 def test_result_files_go_to_a_url_workdir_through_epath(tmp_path, monkeypatch):
