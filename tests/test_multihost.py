@@ -237,6 +237,25 @@ def test_a_data_error_on_one_host_stops_every_host_with_its_message(tmp_path, da
     assert not [name for name in os.listdir(tmp_path / "run" / "checkpoints") if name.isdigit()]
 
 
+def test_a_data_error_in_evaluation_on_one_host_stops_every_host(tmp_path, data_root, two_process_run):
+    """--mode=eval on strict data whose validation video 1 (process 1 evaluates videos 1, 3) lost its folder:
+    both processes stop at the end of the evaluation, and no result is written."""
+    root = tmp_path / "data"
+    shutil.copytree(data_root, root)
+    videos = sources.create_source(tiny_config(root).data).videos("val")
+    shutil.rmtree(root / videos.ids[1])
+    port = free_port()
+    results = run_processes([pod_command(two_process_run, root, *process_flags(i, port), "--config.data.strict=True",
+                                         "--mode=eval") for i in range(2)], environment(1), timeout=300)
+    for process, result in enumerate(results):
+        assert result.returncode != 0, result.stderr[-3000:]
+        error = result.stderr[result.stderr.rindex("Data error ("):]
+        assert error.startswith("Data error (configs/demo.py with its --config.* overrides): " +
+                                ("process 1 on " if process == 0 else f"{root}/val.txt:2 video ")), error
+        assert f"video {videos.ids[1]!r}: empty video" in error.splitlines()[0], error
+    assert sorted(os.listdir(two_process_run / "eval")) == ["results.jsonl", f"step_{POD_STEPS}_1x1"]
+
+
 FRAMES = ["--config.data.source=frames", "--config.data.train_list=train.txt", "--config.data.val_list=val.txt",
           "--config.data.class_names_file=classes.txt"]
 
