@@ -211,6 +211,18 @@ def test_sigterm_on_one_host_stops_both_at_one_checkpoint_and_the_restart_ends_e
     jax.tree.map(np.testing.assert_array_equal, straight, resumed)
 
 
+def assert_every_host_stopped(results, kind: str, own_error: str, message: str) -> None:
+    """Both processes failed with a `kind` error ('Data error', 'Config error') holding `message` in its first line:
+    process 1 with its own, which starts with `own_error`, process 0 naming process 1."""
+    for process, result in enumerate(results):
+        assert result.returncode != 0, result.stderr[-3000:]
+        error = result.stderr[result.stderr.rindex(f"{kind} ("):]
+        assert error.startswith(f"{kind} (configs/demo.py with its --config.* overrides): " +
+                                ("process 1 on " if process == 0 else own_error)), error
+        assert message in error.splitlines()[0], error
+        assert "Traceback" not in error
+
+
 def test_a_data_error_on_one_host_stops_every_host_with_its_message(tmp_path, data_root):
     """Strict data, and the folder of a video that only process 1 reads at step 1 is gone: both processes stop
     there with process 1's error (process 0 naming process 1) and save no checkpoint (before, process 1
@@ -227,13 +239,7 @@ def test_a_data_error_on_one_host_stops_every_host_with_its_message(tmp_path, da
     port = free_port()
     results = run_processes([pod_command(tmp_path / "run", root, *process_flags(i, port), "--config.data.strict=True")
                              for i in range(2)], environment(1), timeout=300)
-    for process, result in enumerate(results):
-        assert result.returncode != 0, result.stderr[-3000:]
-        error = result.stderr[result.stderr.rindex("Data error ("):]
-        assert error.startswith("Data error (configs/demo.py with its --config.* overrides): " +
-                                ("process 1 on " if process == 0 else f"{root}/train.txt:")), error
-        assert f"video {videos.ids[video]!r}: empty video" in error.splitlines()[0], error
-        assert "Traceback" not in error
+    assert_every_host_stopped(results, "Data error", f"{root}/train.txt:", f"video {videos.ids[video]!r}: empty video")
     assert not [name for name in os.listdir(tmp_path / "run" / "checkpoints") if name.isdigit()]
 
 
@@ -247,12 +253,8 @@ def test_a_data_error_in_evaluation_on_one_host_stops_every_host(tmp_path, data_
     port = free_port()
     results = run_processes([pod_command(two_process_run, root, *process_flags(i, port), "--config.data.strict=True",
                                          "--mode=eval") for i in range(2)], environment(1), timeout=300)
-    for process, result in enumerate(results):
-        assert result.returncode != 0, result.stderr[-3000:]
-        error = result.stderr[result.stderr.rindex("Data error ("):]
-        assert error.startswith("Data error (configs/demo.py with its --config.* overrides): " +
-                                ("process 1 on " if process == 0 else f"{root}/val.txt:2 video ")), error
-        assert f"video {videos.ids[1]!r}: empty video" in error.splitlines()[0], error
+    assert_every_host_stopped(results, "Data error", f"{root}/val.txt:2 video ",
+                              f"video {videos.ids[1]!r}: empty video")
     assert sorted(os.listdir(two_process_run / "eval")) == ["results.jsonl", f"step_{POD_STEPS}_1x1"]
 
 
@@ -268,12 +270,8 @@ def test_data_missing_on_one_host_stops_every_host_before_training(tmp_path, dat
     roots = [data_root, tmp_path / "not_copied_here"]
     results = run_processes([pod_command(tmp_path / "run", roots[i], *process_flags(i, port), *FRAMES)
                              for i in range(2)], environment(1), timeout=300)
-    for process, result in enumerate(results):
-        assert result.returncode != 0, result.stderr[-3000:]
-        error = result.stderr.strip().splitlines()[-1]
-        assert error.startswith("Config error (configs/demo.py with its --config.* overrides): " +
-                                ("process 1 on " if process == 0 else "")), error
-        assert f"config.data.root={str(roots[1])!r}: {roots[1]} does not exist" in error, error
+    assert_every_host_stopped(results, "Config error", "config.data.root=",
+                              f"config.data.root={str(roots[1])!r}: {roots[1]} does not exist")
     assert not (tmp_path / "run").exists()
 
 
