@@ -132,8 +132,7 @@ class Source(abc.ABC):
         if split not in self._splits:
             videos = self.open_split(split)
             if videos.problems:
-                count = len(videos.problems)
-                left_out = f"{count} listed video{'s' * (count != 1)} left out:\n" + "\n".join(
+                left_out = f"{_left_out(videos.problems)}:\n" + "\n".join(
                     problem.message for problem in videos.problems[:20])
                 if self.config.strict:
                     raise faults.DataError(f"{left_out}\n(config.data.strict is on; fix the list or turn it off to "
@@ -267,9 +266,14 @@ def create_source(data_config):
 
 def no_usable_video(split, problems):
     """The `faults.DataError` of a split that lists no usable video, its `problems` the videos left out."""
-    left_out = f"{len(problems)} listed video{'s' * (len(problems) != 1)} left out" if problems else "it lists none"
-    return faults.DataError(f"No usable video in the {split} split: {left_out}; give config.data a {split} split "
-                            "with videos.")
+    why = _left_out(problems) if problems else "it lists none"
+    return faults.DataError(f"No usable video in the {split} split: {why}; give config.data a {split} split with "
+                            "videos.")
+
+
+def _left_out(problems):
+    """'3 listed videos left out' for the `problems` of a list."""
+    return f"{len(problems)} listed video{'s' * (len(problems) != 1)} left out"
 
 
 def preflight(data_config, splits=("train", "val")):
