@@ -20,21 +20,19 @@ class BatchIterator:
     (`faults.InputStats.add_example`) as it is handed over; the counts are logged when the
     batches run out.
 
-    `skipped(batch)` tells (bool per example) which examples had a video skipped, and only for
-    those or those with substituted frames `refs(batch, i)` gives (videos skipped, video read or
-    None) of example i, named by `videos`. With `fill_holes`, an example none of whose videos
-    could be read takes a copy of another (`faults.fill_holes`). With `hold_errors` (a run of
-    several processes) a `faults.DataError` does not raise: the first is kept in `error`, batches
-    go on, and the caller raises it on every process together (`blvnet_jax.hosts.raise_together`).
+    Each example names the videos that may fill it, `videos` indices 'candidates' (-1: padding),
+    and 'attempt', the first that could be read (past the last: none). With `fill_holes`, an
+    example none of whose videos could be read takes a copy of another (`faults.fill_holes`). With
+    `hold_errors` (a run of several processes) a `faults.DataError` does not raise: the first is
+    kept in `error`, batches go on, and the caller raises it on every process together
+    (`blvnet_jax.hosts.raise_together`).
     """
 
-    def __init__(self, dataset, keys, stats, videos, skipped, refs, fill_holes=False, hold_errors=False):
+    def __init__(self, dataset, keys, stats, videos, fill_holes=False, hold_errors=False):
         self._batches = dataset.as_numpy_iterator()
         self._keys = keys
         self.stats = stats
         self._videos = videos
-        self._skipped = skipped
-        self._refs = refs
         self._fill_holes = fill_holes
         self._hold_errors = hold_errors
         self.error = None
@@ -59,13 +57,14 @@ class BatchIterator:
     def _counted(self, batch):
         """The batch's `keys`, its faults counted and, with `fill_holes`, its holes filled."""
         holes = []
-        faulty = self._skipped(batch) | np.any(batch["sampled"] != batch["used"], axis=1)
+        faulty = (batch["attempt"] > 0) | np.any(batch["sampled"] != batch["used"], axis=1)
         for i in range(len(faulty)):
             if not faulty[i]:
                 self.stats.add_example(self._videos)
                 continue
-            skipped, video = self._refs(batch, i)
-            self.stats.add_example(self._videos, skipped, video, batch["sampled"][i], batch["used"][i])
+            candidates, attempt = batch["candidates"][i], batch["attempt"][i]
+            video = int(candidates[attempt]) if attempt < len(candidates) else None
+            self.stats.add_example(self._videos, candidates[:attempt], video, batch["sampled"][i], batch["used"][i])
             if video is None and self._fill_holes:
                 holes.append(i)
         batch = {key: batch[key] for key in self._keys}
@@ -147,14 +146,14 @@ def create_train_dataset(source, *, num_frames, global_batch_size, seed, process
     local_batch = global_batch_size // process_count
     tries = 1 if config.strict else config.max_substitutes
     stats = faults.InputStats("train", config.strict, config.max_fault_fraction)
-    stats.add_list_problems(source.list_problems("train"))
-    dataset, refs = source.train_examples(
+    stats.add_list_problems(source.videos("train").problems)
+    dataset = source.train_examples(
         train_clip_fn(config, seed), num_frames=num_frames, seed=seed, start_step=start_step,
         global_batch_size=global_batch_size, process_index=process_index, process_count=process_count,
         tries=tries, substitute=not config.strict)
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
     return BatchIterator(dataset.with_options(_options()), ("video", "label"), stats, source.videos("train"),
-                         lambda batch: batch["attempt"] > 0, refs, fill_holes=True, hold_errors=process_count > 1)
+                         fill_holes=True, hold_errors=process_count > 1)
 
 
 def eval_batch_count(num_videos, batch_size, process_count):
@@ -185,29 +184,25 @@ def create_eval_dataset(source, *, num_frames, batch_size, process_index=0, proc
     frames = config.num_clips * num_frames
     empty = tf.zeros([views, num_frames, config.crop_size, config.crop_size, 3], tf.uint8)
     no_frames = tf.zeros([frames], tf.int64)
-    missing = lambda video_index: {"video": empty, "label": tf.constant(0), "video_index": video_index,
-                                   "mask": tf.constant(False), "sampled": no_frames, "used": no_frames}
+    missing = lambda video_index, attempt: {
+        "video": empty, "label": tf.constant(0), "video_index": video_index, "mask": tf.constant(False),
+        "candidates": video_index[None], "attempt": tf.constant(attempt), "sampled": no_frames, "used": no_frames}
 
     def example(video_index, indices, label):
         def load_view(attempt):
             jpegs, used = tf.numpy_function(videos.clip_frames, [video_index, indices, attempt["substitute"]],
                                             (tf.string, tf.int64), stateful=False)
             return {"video": eval_clip(tf.ensure_shape(jpegs, [frames])), "label": label, "video_index": video_index,
-                    "mask": tf.constant(True), "sampled": indices, "used": tf.ensure_shape(used, [frames])}
+                    "mask": tf.constant(True), "candidates": video_index[None], "attempt": tf.constant(0),
+                    "sampled": indices, "used": tf.ensure_shape(used, [frames])}
 
         attempts = faults.attempts({"video_index": video_index[None]}, substitute=not config.strict)
-        return faults.first_readable(attempts, load_view, lambda: missing(video_index))
+        return faults.first_readable(attempts, load_view, lambda: missing(video_index, 1))
 
     inputs = source.eval_inputs("val", num_frames=num_frames, process_index=process_index, process_count=process_count)
     dataset = faults.map_examples(inputs, example, config.num_parallel_calls)
-    padding = tf.data.Dataset.from_tensors(missing(tf.constant(-1, tf.int64)))
+    padding = tf.data.Dataset.from_tensors(missing(tf.constant(-1, tf.int64), 0))
     dataset = dataset.concatenate(padding.repeat(num_padding))
     dataset = dataset.batch(batch_size).prefetch(config.prefetch)
-
-    def refs(batch, i):
-        video = int(batch["video_index"][i])
-        return ([], video) if batch["mask"][i] else ([video], None)
-
-    skipped = lambda batch: ~batch["mask"] & (batch["video_index"] >= 0)
     return BatchIterator(dataset.with_options(_options()), ("video", "label", "video_index", "mask"),
-                         stats, videos, skipped, refs, hold_errors=process_count > 1)
+                         stats, videos, hold_errors=process_count > 1)

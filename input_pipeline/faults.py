@@ -49,7 +49,6 @@ KINDS = (MALFORMED, LABEL_OUT_OF_RANGE, EMPTY_VIDEO, TRUNCATED_VIDEO, MISSING_FR
 # What PIL raises for a file that is not a decodable image.
 IMAGE_ERRORS = (OSError, SyntaxError, ValueError)
 FAULT_WINDOW = 100  # Training examples over which the stop rule takes its fraction.
-_MAX_EXAMPLES = 20
 _EXAMPLES_PER_KIND = 3
 
 
@@ -181,10 +180,8 @@ class InputStats:
 
     `unreadable`: videos skipped (a video met twice counts twice); `substituted_clips`: examples
     read with at least one substituted frame. `kinds`: distinct faults per
-    kind (`KINDS`), 'substituted frame' counting every substitution. `examples`: the first
-    messages of skipped videos and substitutions; `kind_examples`: the first few messages of each
-    kind; `bad_list_lines`: the messages of the list lines left out. `max_fault_fraction` None: no
-    stop rule (evaluation).
+    kind (`KINDS`), 'substituted frame' counting every substitution; `kind_examples`: the first few
+    messages of each kind. `max_fault_fraction` None: no stop rule (evaluation).
     """
     split: str = "train"
     strict: bool = False
@@ -192,9 +189,7 @@ class InputStats:
     unreadable: int = 0
     substituted_clips: int = 0
     kinds: collections.Counter = dataclasses.field(default_factory=collections.Counter)
-    examples: list = dataclasses.field(default_factory=list)
     kind_examples: dict = dataclasses.field(default_factory=dict)
-    bad_list_lines: list = dataclasses.field(default_factory=list)
     _seen: set = dataclasses.field(default_factory=set, repr=False)
     _reported: dict = dataclasses.field(default_factory=dict, repr=False)
     _recent: collections.deque = dataclasses.field(
@@ -204,7 +199,6 @@ class InputStats:
     def add_list_problems(self, problems):
         """Counts the `Fault`s of the list lines left out of the split's list."""
         for problem in problems:
-            self.bad_list_lines.append(problem.message)
             self._count(problem)
 
     def add_example(self, videos, skipped=(), video=None, sampled=(), used=()):
@@ -243,17 +237,12 @@ class InputStats:
             examples.append(fault.message)
             logging.warning("%s input, %s: %s", self.split, fault.kind, fault.message)
 
-    def _note(self, message):
-        if len(self.examples) < _MAX_EXAMPLES:
-            self.examples.append(message)
-
     def _skip(self, name, faults):
         message = "; ".join(fault.message for fault in faults) or f"{name}: unreadable"
         self._fail_if_strict(message)
         self.unreadable += 1
         for fault in faults:
             self._count(fault)
-        self._note(message)
         logging.warning("Skipped an unreadable video (%d so far): %s", self.unreadable, message)
 
     def _substitute(self, videos, video, index, read):
@@ -265,7 +254,6 @@ class InputStats:
         for fault in faults:
             self._count(fault)
         self._count(Fault(SUBSTITUTED_FRAME, None, message))
-        self._note(message)
 
     def _check_fraction(self):
         failed = self._failed_recently

@@ -18,6 +18,7 @@ is a 'malformed list line', one whose label is outside [0, num_classes) a 'label
 import abc
 import concurrent.futures
 import dataclasses
+import io
 import logging
 import os
 import re
@@ -47,9 +48,9 @@ class Videos(abc.ABC):
     def read(self, video, indices):
         """[bytes]: the frames at 0-based `indices` of a video, b'' for one that cannot be read."""
 
-    @abc.abstractmethod
     def readable(self, video, index):
-        """Whether frame `index` of a video reads and decodes (a quick check)."""
+        """Whether frame `index` of a video reads and decodes (a quick check: `faults.image_problem`)."""
+        return not faults.image_problem(io.BytesIO(self.read(video, [index])[0]), quick=True)
 
     @abc.abstractmethod
     def name(self, video):
@@ -146,21 +147,17 @@ class Source(abc.ABC):
     def num_videos(self, split):
         return len(self.videos(split).labels)
 
-    def list_problems(self, split):
-        return self.videos(split).problems
-
     def video_ids(self, split):
         """The id of each video of a split, by video index (the evaluation order)."""
         return self.videos(split).ids
 
     def train_examples(self, train_clip, *, num_frames, seed, start_step, global_batch_size, process_index,
                        process_count, tries, substitute):
-        """(dataset, refs): a host's training examples from `start_step` on, and who they are.
+        """Dataset of a host's training examples from `start_step` on.
 
-        Per example {'video': `train_clip`'s clip, 'label', 'attempt' (candidate videos that
-        failed before), 'slot', 'sampled' and 'used' (num_frames,) frame indices}: the first
-        readable of its `tries` candidate videos, with `substitute` its unreadable frames replaced
-        (`faults`). `refs(batch, i)` -> (videos skipped, video read or None) of example i.
+        Per example {'video': `train_clip`'s clip, 'label', 'candidates' (tries,) the videos that may
+        fill its slot, 'attempt' (the first readable one; `tries`: none), 'sampled' and
+        'used' (num_frames,) frame indices}, with `substitute` its unreadable frames replaced (`faults`).
         """
         videos = self.videos("train")
         order = TrainOrder(len(videos.labels), seed)
@@ -171,30 +168,25 @@ class Source(abc.ABC):
                                             first_slots=first_slots)
 
         def example(element):
-            slot = element["slot"]
+            slot, videos_of_slot = element["slot"], element["video"]
 
             def load(candidate):
                 jpegs, used = tf.numpy_function(videos.clip_frames, [
                     candidate["video"], candidate["indices"], candidate["substitute"]], (tf.string, tf.int64),
                     stateful=False)
                 clip, label = train_clip(tf.ensure_shape(jpegs, [num_frames]), candidate["label"], slot)
-                return {"video": clip, "label": label, "attempt": candidate["attempt"], "slot": slot,
+                return {"video": clip, "label": label, "candidates": videos_of_slot, "attempt": candidate["attempt"],
                         "sampled": candidate["indices"], "used": tf.ensure_shape(used, [num_frames])}
 
-            candidates = {key: element[key] for key in ("video", "indices", "label")}
             crop = self.config.crop_size
             gave_up = lambda: {  # Filled on the host from another example of its batch (`faults.fill_holes`).
                 "video": tf.zeros([num_frames, crop, crop, 3], tf.uint8), "label": tf.constant(-1),
-                "attempt": tf.constant(tries), "slot": slot, "sampled": tf.zeros([num_frames], tf.int64),
-                "used": tf.zeros([num_frames], tf.int64)}
-            return faults.first_readable(faults.attempts(candidates, substitute), load, gave_up)
+                "candidates": videos_of_slot, "attempt": tf.constant(tries),
+                "sampled": tf.zeros([num_frames], tf.int64), "used": tf.zeros([num_frames], tf.int64)}
+            attempts = faults.attempts({key: element[key] for key in ("video", "indices", "label")}, substitute)
+            return faults.first_readable(attempts, load, gave_up)
 
-        def refs(batch, i):
-            attempt = batch["attempt"][i]
-            candidates = [int(video) for video in order.candidates(batch["slot"][i], tries)]
-            return candidates[:attempt], candidates[attempt] if attempt < tries else None
-
-        return faults.map_examples(candidates, example, self.config.num_parallel_calls), refs
+        return faults.map_examples(candidates, example, self.config.num_parallel_calls)
 
     def _train_candidates(self, videos, order, *, num_frames, seed, tries, first_slots):
         """Dataset of {'video': (tries,) int64, 'indices': (tries, num_frames) int64, 'label':
@@ -385,12 +377,12 @@ def _under_root(config, path):
     return path if os.path.isabs(path) else os.path.join(config.root, path)
 
 
-def frame_fault(path, quick=False):
+def frame_fault(path):
     """None when the file at `path` is a readable image, else (kind, what is wrong with it):
-    'missing frame' or 'corrupt frame'. `quick`: see `faults.image_problem`."""
+    'missing frame' or 'corrupt frame'."""
     if not os.path.isfile(path):
         return faults.MISSING_FRAME, f"missing frame {path}"
-    problem = faults.image_problem(path, quick)
+    problem = faults.image_problem(path)
     return (faults.CORRUPT_FRAME, f"corrupt frame {path} ({problem})") if problem else None
 
 
@@ -421,9 +413,6 @@ class FrameFolders(Videos):
 
     def read(self, video, indices):
         return [_file_bytes(path) for path in self.frame_paths(video, indices)]
-
-    def readable(self, video, index):
-        return frame_fault(self.frame_name(video, index), quick=True) is None
 
     def name(self, video):
         entry = self.entries[video]

@@ -99,9 +99,6 @@ class StoredVideos(sources.Videos):
         records = [self.records[key] for key in keys] if self.local else self.records.__getitems__(keys)
         return [frame_jpeg(record) for record in records]
 
-    def readable(self, video, index):
-        return not faults.image_problem(io.BytesIO(self.read(video, [index])[0]), quick=True)
-
     def name(self, video):
         return f"{self.where} #{video} video {self.ids[video]!r}"
 

@@ -109,9 +109,9 @@ def test_strict_mode_rejects_bad_list_lines(tmp_path, broken_config):
     config.train_list = str(tmp_path / "list.txt")
     (tmp_path / "list.txt").write_text("frames/train/00_0003 1 8 0\nbad line\n")
     iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=1, seed=0)
-    assert iterator.stats.bad_list_lines == [f"{config.train_list}:2: expected 4 fields '<video dir> <start> <end> "
-                                             "<label>' separated by ' ', got 2; set config.data.list_separator: "
-                                             "'bad line'"]
+    assert iterator.stats.kind_examples == {faults.MALFORMED: [
+        f"{config.train_list}:2: expected 4 fields '<video dir> <start> <end> <label>' separated by ' ', got 2; set "
+        "config.data.list_separator: 'bad line'"]}
     assert iterator.stats.kinds == {faults.MALFORMED: 1}
     config.strict = True
     with pytest.raises(ValueError, match="list.txt:2"):

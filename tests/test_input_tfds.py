@@ -919,23 +919,25 @@ def test_frame_folders_are_stored_as_they_are_and_empty_ones_left_out(faulty):
 @pytest.fixture(scope="module")
 def faulty_training(faulty):
     """{'faulty', 'repaired': (4 batches of 4 examples: two epochs of the 8 train videos, the
-    iterator's stats)}."""
+    iterator's stats, the warnings logged)}."""
     runs = {}
     for which in ("faulty", "repaired"):
-        iterator = input_pipeline.create_train_dataset(create_source(faulty[which]), num_frames=4,
-                                                       global_batch_size=4, seed=0)
-        runs[which] = ([next(iterator) for _ in range(4)], iterator.stats)
+        with _warnings() as warnings:
+            iterator = input_pipeline.create_train_dataset(create_source(faulty[which]), num_frames=4,
+                                                           global_batch_size=4, seed=0)
+            runs[which] = ([next(iterator) for _ in range(4)], iterator.stats, warnings)
     return runs
 
 
 def test_training_substitutes_corrupt_frames_and_skips_unreadable_videos(faulty_training):
-    batches, stats = faulty_training["faulty"]
+    batches, stats, warnings = faulty_training["faulty"]
     assert all(batch["video"].shape == (4, 4, 16, 16, 3) and set(batch["label"]) <= {0, 1} for batch in batches)
     # all_bad is the video of one example per epoch, each time replaced by the next candidate.
     assert stats.unreadable == 2
-    skipped = [message for message in stats.examples if "'all_bad'" in message]
-    assert len(skipped) == 2
-    assert skipped[0].startswith(f"{TRAIN_WHERE} #4 video 'all_bad': corrupt frame 0 (")
+    skipped = [message for message in warnings if message.startswith("Skipped an unreadable video")]
+    assert len(skipped) == 2 and all("'all_bad'" in message for message in skipped)
+    assert skipped[0].startswith(f"Skipped an unreadable video (1 so far): {TRAIN_WHERE} #4 video 'all_bad': "
+                                 "corrupt frame 0 (")
     assert all(f"'all_bad': corrupt frame {index} (" in skipped[0] for index in range(5))
     # 4-frame clips of 6 frames read frames 0-3: bad_jpeg's frame 3 is replaced by frame 2 in each
     # clip of it (once per epoch, and again in an epoch where it follows all_bad).
@@ -944,9 +946,9 @@ def test_training_substitutes_corrupt_frames_and_skips_unreadable_videos(faulty_
     assert set(stats.kinds) == {faults.CORRUPT_FRAME, faults.SUBSTITUTED_FRAME}
     assert stats.kind_examples[faults.SUBSTITUTED_FRAME] == [
         f"{TRAIN_WHERE} #2 video 'bad_jpeg': frame 3 (corrupt frame) replaced by frame 2"]
-    assert "good" not in "\n".join(stats.examples)
+    assert "good" not in "\n".join(warnings)
     # The batches of the download whose bad_jpeg frame 3 is a copy of its frame 2.
-    repaired, repaired_stats = faulty_training["repaired"]
+    repaired, repaired_stats, _ = faulty_training["repaired"]
     for batch, expected in zip(batches, repaired):
         np.testing.assert_array_equal(batch["video"], expected["video"])
         np.testing.assert_array_equal(batch["label"], expected["label"])
@@ -954,7 +956,7 @@ def test_training_substitutes_corrupt_frames_and_skips_unreadable_videos(faulty_
 
 
 def test_training_resumes_exactly_past_faults(faulty, faulty_training):
-    batches, _ = faulty_training["faulty"]
+    batches, _, _ = faulty_training["faulty"]
     resumed = input_pipeline.create_train_dataset(create_source(faulty["faulty"]), num_frames=4, global_batch_size=4,
                                                   seed=0, start_step=1)
     for expected in batches[1:]:  # Across the epoch boundary, after step 2.
@@ -964,7 +966,7 @@ def test_training_resumes_exactly_past_faults(faulty, faulty_training):
 
 
 def test_hosts_read_disjoint_examples_that_make_up_each_global_batch(faulty, faulty_training):
-    batches, stats = faulty_training["faulty"]
+    batches, stats, _ = faulty_training["faulty"]
     hosts = [input_pipeline.create_train_dataset(create_source(faulty["faulty"]), num_frames=4, global_batch_size=4,
                                                  seed=0, process_index=process_index, process_count=2)
              for process_index in range(2)]
@@ -988,7 +990,8 @@ def test_strict_training_names_the_unreadable_video(faulty):
 
 def test_evaluation_substitutes_frames_and_masks_the_unreadable_video(faulty):
     iterator = input_pipeline.create_eval_dataset(create_source(faulty["faulty"]), num_frames=4, batch_size=6)
-    batches = list(iterator)
+    with _warnings() as warnings:
+        batches = list(iterator)
     # good1, bad_jpeg (frame 3 of its sampled 0, 2, 3, 5 replaced by frame 2), good2, and all_bad
     # (masked out); 2 padding examples fill the batch.
     assert len(batches) == 1
@@ -1000,8 +1003,8 @@ def test_evaluation_substitutes_frames_and_masks_the_unreadable_video(faulty):
     assert stats.kinds == {faults.CORRUPT_FRAME: 1 + 5, faults.SUBSTITUTED_FRAME: 1}
     assert stats.kind_examples[faults.SUBSTITUTED_FRAME] == [
         "tfds something_something_v1 val #1 video 'bad_jpeg': frame 3 (corrupt frame) replaced by frame 2"]
-    assert next(message for message in stats.examples if "all_bad" in message).startswith(
-        "tfds something_something_v1 val #3 video 'all_bad': corrupt frame 0 (")
+    assert next(message for message in warnings if message.startswith("Skipped")).startswith(
+        "Skipped an unreadable video (1 so far): tfds something_something_v1 val #3 video 'all_bad': corrupt frame 0 (")
     repaired = list(input_pipeline.create_eval_dataset(create_source(faulty["repaired"]), num_frames=4, batch_size=6))
     for key in batches[0]:
         np.testing.assert_array_equal(batches[0][key], repaired[0][key])
