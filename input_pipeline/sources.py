@@ -347,7 +347,13 @@ def read_class_names(path):
 
 
 def _not_found(field, value, path):
-    """The error of `config.data.<field>` = `value`, whose `path` does not exist."""
+    """The error of `config.data.<field>` = `value`, whose `path` does not exist (a URL such as gs://...:
+    not a local path, where frame folders and lists are read)."""
+    if "://" in (value or ""):
+        return ValueError(f"config.data.{field}={value!r}: frame folders and their lists are read from a local or "
+                          "mounted file system; mount the bucket (e.g. with gcsfuse) and give the local path, or "
+                          "prepare the stored format (python -m input_pipeline.prepare_tfds), whose "
+                          "config.data.tfds_data_dir may be a gs:// path")
     return FileNotFoundError(f"config.data.{field}={value!r}: {path or 'it'} does not exist; set it to your dataset "
                              "(see input_pipeline/README.md)")
 

@@ -65,6 +65,17 @@ def test_missing_dataset_files_are_named():
         config_check.check_training(ssv1_8x2.get_config())
 
 
+@pytest.mark.parametrize("field", ["root", "val_list"])
+def test_frame_folders_on_a_bucket_are_refused_with_what_to_do(tmp_path, field):
+    config = demo_config()
+    config.data.update(source="frames", root=str(tmp_path), val_list="val.txt", class_names_file="", num_classes=8)
+    config.data[field] = "gs://bucket/ssv1/" + field
+    with pytest.raises(config_check.ConfigError, match=re.escape(
+            f"config.data.{field}='gs://bucket/ssv1/{field}': frame folders and their lists are read from a local or "
+            "mounted file system; mount the bucket")):
+        config_check.check_evaluation(config)
+
+
 def test_frames_the_config_does_not_find_are_named_with_what_to_set(tmp_path):
     # Frames named as TSN and TSM name them, a list of the official layout, the default '{:05d}.jpg'.
     for video in ("a", "b"):
