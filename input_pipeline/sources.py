@@ -65,7 +65,8 @@ class Videos(abc.ABC):
         video' when it has none (frames PIL decodes, TensorFlow does not)."""
         return self.video_faults(video) or [faults.Fault(
             faults.UNREADABLE_VIDEO, self.ids[video],
-            f"{self.name(video)}: unreadable video: its frames decode in PIL, not in TensorFlow")]
+            f"{self.name(video)}: unreadable video: its frames decode in PIL, not in TensorFlow, which reads JPEG, "
+            "PNG, BMP and GIF frames")]
 
     @abc.abstractmethod
     def frame_faults(self, video, index):

@@ -4,6 +4,10 @@ Training decodes only one crop window per frame (`tf.io.decode_and_crop_jpeg`), 
 flips the clip (`decode_train_clip`); evaluation decodes whole frames (`decode_frames`), resizes the
 shorter side and cuts 1, 3 or 10 views, as the official code. All outputs are uint8.
 
+Frames are JPEG (what the datasets ship and the stored format keeps); a clip whose first frame is
+not (PNG, BMP or GIF frames, which the official loader's PIL reads too) is decoded whole, frame by
+frame, with `tf.io.decode_image`: the same pixels as PIL's, these formats being lossless.
+
 Evaluation decodes with libjpeg's accurate integer IDCT, as PIL (the official loader) does:
 the same pixels, bit for bit. Training keeps TensorFlow's default fast IDCT, within a few grey
 levels of it (one on average; the accurate one makes the decode 5% slower).
@@ -69,9 +73,15 @@ def resize_uint8(images, height, width):
     return tf.cast(resized + 0.5, tf.uint8)
 
 
-def _clip_window(jpegs, crop_size, scales, max_distort, seed):
-    shape = tf.io.extract_jpeg_shape(jpegs[0])
-    return train_crop_window(shape[0], shape[1], crop_size, scales, max_distort, seed)
+def _decode_image(image):
+    """uint8 (h, w, 3) of a PNG, BMP or GIF (its first frame), or of a JPEG with TF's default IDCT."""
+    return tf.io.decode_image(image, channels=3, expand_animations=False)
+
+
+def _decode_image_windows(images, window):
+    """`window` [y, x, h, w] of each image of any format, decoded whole then cut: a list of uint8 (h, w, 3)."""
+    return [_decode_image(image)[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+            for image in tf.unstack(images)]
 
 
 def _decode_windows(jpegs, window):
@@ -100,20 +110,27 @@ def _flip_clip(clip, flip):
 
 
 def decode_train_clip(jpegs, crop_size, scales, max_distort, seed, flip):
-    """Decodes one crop window of each JPEG: (frames,) string -> (frames, crop, crop, 3) uint8.
+    """Decodes one crop window of each frame: (frames,) string -> (frames, crop, crop, 3) uint8.
 
     The window, and the horizontal flip when `flip` (a bool tensor), are the same for all frames.
+    JPEG frames decode only the window; other formats decode whole (`_decode_image_windows`).
     """
-    window = _clip_window(jpegs, crop_size, scales, max_distort, seed)
-    clip = tf.stack([resize_uint8(frame, crop_size, crop_size)
-                     for frame in _decode_windows(jpegs, window)])
+    def resized_windows(shape, decode_windows):
+        window = train_crop_window(shape[0], shape[1], crop_size, scales, max_distort, seed)
+        return tf.stack([resize_uint8(frame, crop_size, crop_size) for frame in decode_windows(jpegs, window)])
+
+    clip = tf.cond(tf.io.is_jpeg(jpegs[0]),
+                   lambda: resized_windows(tf.io.extract_jpeg_shape(jpegs[0]), _decode_windows),
+                   lambda: resized_windows(tf.shape(_decode_image(jpegs[0])), _decode_image_windows))
     return _flip_clip(clip, flip)
 
 
 def decode_frames(jpegs):
-    """(frames,) JPEG strings -> uint8 (frames, h, w, 3), the pixels PIL decodes."""
-    return tf.stack([tf.io.decode_jpeg(jpegs[i], channels=3, dct_method="INTEGER_ACCURATE")
-                     for i in range(jpegs.shape[0])])
+    """(frames,) encoded frames -> uint8 (frames, h, w, 3), the pixels PIL decodes: JPEG with
+    libjpeg's accurate IDCT, as PIL; other formats (lossless) with `tf.io.decode_image`."""
+    decode = lambda frame: tf.io.decode_jpeg(frame, channels=3, dct_method="INTEGER_ACCURATE")
+    return tf.cond(tf.io.is_jpeg(jpegs[0]), lambda: tf.stack([decode(frame) for frame in tf.unstack(jpegs)]),
+                   lambda: tf.stack([_decode_image(frame) for frame in tf.unstack(jpegs)]))
 
 
 def eval_resize_side(crop_size, resize_to_crop):

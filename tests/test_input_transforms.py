@@ -80,6 +80,28 @@ def test_decode_train_clip_is_the_decoded_window_resized():
     assert len(columns) > 1
 
 
+def _encoded(image, format):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=format)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("format", ["PNG", "BMP"])
+def test_frames_of_lossless_formats_decode_to_their_pixels(format):
+    # Frame folders of PNG or BMP images, which the official loader's PIL reads too.
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 255, (3, 48, 70, 3), np.uint8)
+    frames = tf.constant([_encoded(image, format) for image in images])
+    np.testing.assert_array_equal(transforms.decode_frames(frames).numpy(), images)
+    for k in range(5):
+        seed = tf.constant([4, k])
+        y, x, h, w = transforms.train_crop_window(48, 70, 32, SCALES, 1, seed).numpy()
+        expected = transforms.resize_uint8(images[:, y:y + h, x:x + w], 32, 32).numpy()
+        for flip in (False, True):
+            clip = transforms.decode_train_clip(frames, 32, SCALES, 1, seed, tf.constant(flip)).numpy()
+            np.testing.assert_array_equal(clip, expected[:, :, ::-1] if flip else expected)
+
+
 def test_resize_shorter_side():
     assert transforms.resize_shorter_side(tf.zeros([2, 50, 70, 3], tf.uint8), 64).shape == (
         2, 64, 89, 3)
