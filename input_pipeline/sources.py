@@ -348,8 +348,8 @@ def read_class_names(path):
 
 
 def _not_found(field, value, path):
-    """The error of `config.data.<field>` = `value`, whose `path` does not exist (a URL such as gs://...:
-    not a local path, where frame folders and lists are read)."""
+    """The error of `config.data.<field>` = `value`, whose `path` does not exist; for a URL (gs://...),
+    that frame folders and lists are read from local or mounted paths."""
     if "://" in (value or ""):
         return ValueError(f"config.data.{field}={value!r}: frame folders and their lists are read from a local or "
                           "mounted file system; mount the bucket (e.g. with gcsfuse) and give the local path, or "
