@@ -78,12 +78,6 @@ def _decode_image(image):
     return tf.io.decode_image(image, channels=3, expand_animations=False)
 
 
-def _decode_image_windows(images, window):
-    """`window` [y, x, h, w] of each image of any format, decoded whole then cut: a list of uint8 (h, w, 3)."""
-    return [_decode_image(image)[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
-            for image in tf.unstack(images)]
-
-
 def _decode_windows(jpegs, window):
     """`window` [y, x, h, w] of each JPEG, decoded: a list of uint8 (h, w, 3).
 
@@ -113,15 +107,19 @@ def decode_train_clip(jpegs, crop_size, scales, max_distort, seed, flip):
     """Decodes one crop window of each frame: (frames,) string -> (frames, crop, crop, 3) uint8.
 
     The window, and the horizontal flip when `flip` (a bool tensor), are the same for all frames.
-    JPEG frames decode only the window; other formats decode whole (`_decode_image_windows`).
+    JPEG frames decode only the window; other formats decode whole, once, then are cut.
     """
-    def resized_windows(shape, decode_windows):
-        window = train_crop_window(shape[0], shape[1], crop_size, scales, max_distort, seed)
-        return tf.stack([resize_uint8(frame, crop_size, crop_size) for frame in decode_windows(jpegs, window)])
+    window_of = lambda shape: train_crop_window(shape[0], shape[1], crop_size, scales, max_distort, seed)
+    resized = lambda windows: tf.stack([resize_uint8(frame, crop_size, crop_size) for frame in windows])
+
+    def whole_frames_clip():
+        frames = [_decode_image(image) for image in tf.unstack(jpegs)]
+        y, x, height, width = tf.unstack(window_of(tf.shape(frames[0])))
+        return resized([frame[y:y + height, x:x + width] for frame in frames])
 
     clip = tf.cond(tf.io.is_jpeg(jpegs[0]),
-                   lambda: resized_windows(tf.io.extract_jpeg_shape(jpegs[0]), _decode_windows),
-                   lambda: resized_windows(tf.shape(_decode_image(jpegs[0])), _decode_image_windows))
+                   lambda: resized(_decode_windows(jpegs, window_of(tf.io.extract_jpeg_shape(jpegs[0])))),
+                   whole_frames_clip)
     return _flip_clip(clip, flip)
 
 
