@@ -81,12 +81,12 @@ def _options():
     return options
 
 
-def _eval_clip_fn(config, num_frames):
-    """jpegs (num_clips * n,) -> uint8 (views, n, crop, crop, 3), views clip-major."""
+def _eval_clip_fn(config, num_frames, jpeg):
+    """frames (num_clips * n,) -> uint8 (views, n, crop, crop, 3), views clip-major; JPEG unless `jpeg` is False."""
     resize_side = transforms.eval_resize_side(config.crop_size, config.eval_resize_to_crop)
 
-    def eval_clip(jpegs):
-        crops = transforms.eval_views(transforms.decode_frames(jpegs), config.crop_size,
+    def eval_clip(frames):
+        crops = transforms.eval_views(transforms.decode_frames(frames, jpeg), config.crop_size,
                                       resize_side, config.num_crops)
         crops = tf.reshape(crops, [config.num_crops, config.num_clips, num_frames,
                                    config.crop_size, config.crop_size, 3])
@@ -105,16 +105,17 @@ def _flip_label_table(config):
     return tf.constant(table)
 
 
-def train_clip_fn(config, seed):
-    """(jpegs (n,), label, example index) -> (uint8 (n, crop, crop, 3), label after the flip)."""
+def train_clip_fn(config, seed, jpeg):
+    """(frames (n,), label, example index) -> (uint8 (n, crop, crop, 3), label after the flip); frames
+    are JPEG unless `jpeg` is False."""
     flip_table = _flip_label_table(config)
     scales = tuple(config.train_scales)
 
-    def train_clip(jpegs, label, index):
+    def train_clip(frames, label, index):
         crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(
             tf.stack([tf.constant(seed, tf.int64), index]), 2))
         flip = tf.logical_and(config.flip, tf.random.stateless_uniform([], flip_seed) < 0.5)
-        clip = transforms.decode_train_clip(jpegs, config.crop_size, scales, config.max_distort, crop_seed, flip)
+        clip = transforms.decode_train_clip(frames, config.crop_size, scales, config.max_distort, crop_seed, flip, jpeg)
         size = flip_table.shape[0]
         flipped = tf.where(label < size, tf.gather(flip_table, tf.minimum(label, size - 1)), label)
         return clip, tf.where(flip, flipped, label)
@@ -146,13 +147,14 @@ def create_train_dataset(source, *, num_frames, global_batch_size, seed, process
     local_batch = global_batch_size // process_count
     tries = 1 if config.strict else config.max_substitutes
     stats = faults.InputStats("train", config.strict, config.max_fault_fraction)
-    stats.add_list_problems(source.videos("train").problems)
+    videos = source.videos("train")
+    stats.add_list_problems(videos.problems)
     dataset = source.train_examples(
-        train_clip_fn(config, seed), num_frames=num_frames, seed=seed, start_step=start_step,
+        train_clip_fn(config, seed, videos.jpeg), num_frames=num_frames, seed=seed, start_step=start_step,
         global_batch_size=global_batch_size, process_index=process_index, process_count=process_count,
         tries=tries, substitute=not config.strict)
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
-    return BatchIterator(dataset.with_options(_options()), ("video", "label"), stats, source.videos("train"),
+    return BatchIterator(dataset.with_options(_options()), ("video", "label"), stats, videos,
                          fill_holes=True, hold_errors=process_count > 1)
 
 
@@ -173,8 +175,8 @@ def create_eval_dataset(source, *, num_frames, batch_size, process_index=0, proc
     once.
     """
     config = source.config
-    eval_clip = _eval_clip_fn(config, num_frames)
     videos = source.videos("val")
+    eval_clip = _eval_clip_fn(config, num_frames, videos.jpeg)
     stats = faults.InputStats("val", config.strict)
     stats.add_list_problems(videos.problems)
     count = len(videos.labels)

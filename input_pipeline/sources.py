@@ -34,7 +34,8 @@ from input_pipeline.tensorflow_cpu import tf
 
 class Videos(abc.ABC):
     """The videos of one split, by video index: `num_frames` int64 (n,), `labels` int32 (n,),
-    `ids` [str] and `problems` (a `faults.Fault` for each listed video that was left out).
+    `ids` [str] and `problems` (a `faults.Fault` for each listed video that was left out); `jpeg`:
+    whether their frames are JPEG, else PNG, BMP or GIF (`transforms`).
 
     Faults name a video by its index (`faults.InputStats.add_example` takes this object: `name`,
     `frame_name`, `skip_faults`, `frame_faults`).
@@ -43,6 +44,7 @@ class Videos(abc.ABC):
     labels: np.ndarray
     ids: list
     problems: list
+    jpeg = True
 
     @abc.abstractmethod
     def read(self, video, indices):
@@ -63,10 +65,10 @@ class Videos(abc.ABC):
     def skip_faults(self, video):
         """The `faults.Fault`s of a video that was skipped: its `video_faults`, or 'unreadable
         video' when it has none (frames PIL decodes, TensorFlow does not)."""
+        formats = "JPEG" if self.jpeg else "PNG, BMP or GIF"
         return self.video_faults(video) or [faults.Fault(
             faults.UNREADABLE_VIDEO, self.ids[video],
-            f"{self.name(video)}: unreadable video: its frames decode in PIL, not in TensorFlow, which reads JPEG, "
-            "PNG, BMP and GIF frames")]
+            f"{self.name(video)}: unreadable video: its frames decode in PIL, not in TensorFlow as {formats} files")]
 
     @abc.abstractmethod
     def frame_faults(self, video, index):
@@ -404,10 +406,12 @@ def _file_bytes(path):
 
 class FrameFolders(Videos):
     """The videos of one list file, as frame folders under `root`; named by their list line
-    ("list.txt:12 video 'dir'") in every fault they have."""
+    ("list.txt:12 video 'dir'") in every fault they have. Their frames are JPEG when
+    `image_template` ends in .jpg or .jpeg."""
 
     def __init__(self, root, image_template, entries, problems):
         self.root, self.image_template, self.entries, self.problems = root, image_template, entries, problems
+        self.jpeg = image_template.lower().endswith((".jpg", ".jpeg"))
         self.num_frames = np.array([entry.num_frames for entry in entries], np.int64)
         self.labels = np.array([entry.label for entry in entries], np.int32)
         self.ids = [entry.video_dir for entry in entries]

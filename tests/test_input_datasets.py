@@ -8,6 +8,7 @@ from configs import data_defaults
 import input_pipeline
 from input_pipeline.sources import create_source
 from input_pipeline import datasets
+from input_pipeline import faults
 from input_pipeline import sampling
 from input_pipeline import sources
 from tests.test_input_synthetic import tiny_synthetic_config
@@ -133,18 +134,26 @@ def test_eval_is_the_centre_crop_of_the_sampled_frames(data_config):
     assert np.mean(difference) < 4
 
 
+def _as_png(config, root, image_template):
+    """`config` on a copy of its frames under `root`, each PNG (PIL's decode of the JPEG) named by
+    `image_template`."""
+    for list_file in (config.train_list, config.val_list):
+        for entry in sources.read_video_list(list_file)[0]:
+            (root / entry.video_dir).mkdir(parents=True)
+            for index in range(entry.num_frames):
+                jpeg = entry.frame_path(config.root, config.image_template, index)
+                with Image.open(jpeg) as image:
+                    image.convert("RGB").save(entry.frame_path(str(root), image_template, index), format="PNG")
+    png = config.copy_and_resolve_references()
+    png.update(source="frames", root=str(root), image_template=image_template)
+    return png
+
+
 def test_png_frames_train_and_evaluate_as_their_jpegs(data_config, tmp_path):
     # The same frames as PNG, written from PIL's decode of each JPEG, which evaluation reproduces
     # bit for bit: evaluation batches are equal; training reads every clip without a fault.
     config = data_config.copy_and_resolve_references()
-    for list_file in (config.train_list, config.val_list):
-        for entry in sources.read_video_list(list_file)[0]:
-            (tmp_path / entry.video_dir).mkdir(parents=True)
-            for index in range(entry.num_frames):
-                jpeg = entry.frame_path(config.root, config.image_template, index)
-                Image.open(jpeg).convert("RGB").save(entry.frame_path(str(tmp_path), "{:05d}.png", index))
-    png = config.copy_and_resolve_references()
-    png.update(source="frames", root=str(tmp_path), image_template="{:05d}.png")
+    png = _as_png(config, tmp_path, "{:05d}.png")
     for jpeg_batch, png_batch in zip(_all_eval_batches(config, 8), _all_eval_batches(png, 8), strict=True):
         for key in jpeg_batch:
             np.testing.assert_array_equal(png_batch[key], jpeg_batch[key])
@@ -153,3 +162,15 @@ def test_png_frames_train_and_evaluate_as_their_jpegs(data_config, tmp_path):
     assert [list(batch["label"]) for batch in batches] == [list(batch["label"]) for batch in _take(_train(config), 3)]
     assert batches[0]["video"].shape == (4, NUM_FRAMES, CROP, CROP, 3)
     assert train.stats.kinds == {} and train.stats.unreadable == 0
+
+
+def test_frames_of_another_format_than_the_template_names_are_skipped_naming_it(data_config, tmp_path):
+    # PNG files named .jpg: the template says JPEG, which training decodes only a window of, and
+    # TensorFlow cannot for a PNG. PIL reads them, so no frame fault is found: every video is
+    # skipped as an unreadable video, naming the format the template gave.
+    train = _train(_as_png(data_config, tmp_path, "{:05d}.jpg"))
+    with pytest.raises(faults.DataError, match="No video of any of the 4 examples of a training batch could be read"):
+        next(train)
+    assert train.stats.kinds[faults.UNREADABLE_VIDEO] > 0
+    assert train.stats.kind_examples[faults.UNREADABLE_VIDEO][0].endswith(
+        "unreadable video: its frames decode in PIL, not in TensorFlow as JPEG files")
