@@ -7,8 +7,8 @@ shorter side and cuts 1, 3 or 10 views, as the official code. All outputs are ui
 Frames are JPEG (what the datasets ship and the stored format keeps), or, with `jpeg=False`, PNG,
 BMP or GIF (frame folders the official loader's PIL reads too), decoded whole with
 `tf.io.decode_image`: the same pixels as PIL's, these formats being lossless. The format is the
-source's (`sources.Videos.jpeg`), not looked up per clip: a branch on it in the graph made training
-clips 6% slower.
+source's (`sources.Videos.jpeg`), not looked up per clip (a branch on it in the graph cost training
+up to 6%).
 
 Evaluation decodes with libjpeg's accurate integer IDCT, as PIL (the official loader) does:
 the same pixels, bit for bit. Training keeps TensorFlow's default fast IDCT, within a few grey
