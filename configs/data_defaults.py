@@ -36,7 +36,7 @@ def get_data_config():
     config.train_list = ""
     config.val_list = ""
     config.list_separator = " "  # ';' for some Something-Something lists.
-    config.image_template = "{:05d}.jpg"  # Frame file name; frame numbers are 1-based.
+    config.image_template = "{:05d}.jpg"  # Frame file name, 1-based numbers; .jpg/.jpeg: JPEG, else PNG, BMP or GIF.
     # 'frames': text file with one class name per line, line i = label i ('' = none). A 'tfds'
     # dataset keeps its class names.
     config.class_names_file = ""
