@@ -184,7 +184,7 @@ def views_of(clips: np.ndarray, data_config) -> np.ndarray:
     """Resized clips `(clips, frames, h, w, 3)` -> uint8 `(clips * num_crops, frames, crop, crop, 3)`,
     clip-major as in evaluation (`transforms.eval_views`; its resize is the identity on them)."""
     side = eval_resize_side(data_config)
-    return np.concatenate([transforms.eval_views(tf.constant(clip), data_config.crop_size, side,
+    return np.concatenate([transforms.eval_views(list(clip), data_config.crop_size, side,
                                                  data_config.num_crops).numpy() for clip in clips])
 
 

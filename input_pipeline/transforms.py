@@ -1,8 +1,10 @@
-"""Crops, resizes and flips of whole clips in TensorFlow, the same window for every frame.
+"""Crops, resizes and flips of whole clips in TensorFlow, the same part of the picture in every frame.
 
 Training decodes only one crop window per frame (`tf.io.decode_and_crop_jpeg`), resizes it, then
 flips the clip (`decode_train_clip`); evaluation decodes whole frames (`decode_frames`), resizes the
-shorter side and cuts 1, 3 or 10 views, as the official code. All outputs are uint8.
+shorter side and cuts 1, 3 or 10 views, as the official code. All outputs are uint8. Frames of
+one video may differ in size (a resolution that changes): training cuts the same part of the
+picture from each, evaluation resizes and cuts each on its own, as the official loader.
 
 Frames are JPEG (what the datasets ship and the stored format keeps), or, with `jpeg=False`, PNG,
 BMP or GIF (frame folders the official loader's PIL reads too), decoded whole with
@@ -80,18 +82,31 @@ def _decode_image(image):
     return tf.io.decode_image(image, channels=3, expand_animations=False)
 
 
-def _decode_windows(jpegs, window):
-    """`window` [y, x, h, w] of each JPEG, decoded: a list of uint8 (h, w, 3).
+def frame_windows(shapes, window):
+    """int32 (n, 4) windows [y, x, h, w], one per frame: `window`, drawn on the first frame, on
+    each frame of int32 `shapes` (n, 2 or 3): the same window on a frame of the first's size, the
+    same part of the picture on a frame of another size (a video whose resolution changes)."""
+    sizes = shapes[:, :2]
+    scale = tf.cast(sizes, tf.float64) / tf.cast(sizes[0], tf.float64)
+    corner = tf.cast(tf.floor(tf.cast(window[:2], tf.float64) * scale), tf.int32)
+    extent = tf.cast(tf.round(tf.cast(window[2:], tf.float64) * scale), tf.int32)
+    return tf.concat([corner, tf.clip_by_value(extent, 1, sizes - corner)], axis=1)
+
+
+def _decode_windows(jpegs, windows):
+    """Each JPEG's window [y, x, h, w] (a row of `windows`), decoded: a list of uint8 (h, w, 3).
 
     libjpeg starts a crop only at a multiple of its block width (16 columns for 4:2:0 frames, 8
     for 4:4:4); for any other x, TF copies each decoded row to drop the columns before x. Decoding
     from the multiple of 16 at or below x and cutting those columns off in one slice costs less.
     """
-    extra = window[1] % 16
-    wide = window - tf.stack([0, extra, 0, -extra])
-    begin, end = tf.stack([0, extra]), tf.stack([window[2], extra + window[3]])
-    return [tf.strided_slice(tf.io.decode_and_crop_jpeg(jpeg, wide, channels=3), begin, end)
-            for jpeg in tf.unstack(jpegs)]
+    extra = windows[:, 1] % 16
+    wide = windows - tf.stack([tf.zeros_like(extra), extra, tf.zeros_like(extra), -extra], axis=1)
+    begin = tf.stack([tf.zeros_like(extra), extra], axis=1)
+    end = tf.stack([windows[:, 2], extra + windows[:, 3]], axis=1)
+    return [tf.strided_slice(tf.io.decode_and_crop_jpeg(jpeg, wide_i, channels=3), begin_i, end_i)
+            for jpeg, wide_i, begin_i, end_i in zip(tf.unstack(jpegs), tf.unstack(wide), tf.unstack(begin),
+                                                    tf.unstack(end))]
 
 
 def _flip_clip(clip, flip):
@@ -108,24 +123,27 @@ def _flip_clip(clip, flip):
 def decode_train_clip(frames, crop_size, scales, max_distort, seed, flip, jpeg=True):
     """Decodes one crop window of each frame: (frames,) string -> (frames, crop, crop, 3) uint8.
 
-    The window, and the horizontal flip when `flip` (a bool tensor), are the same for all frames.
-    JPEG frames decode only the window; other formats (`jpeg` False) decode whole, then are cut.
+    The window is drawn on the first frame and cut from every frame (`frame_windows`); the clip
+    is flipped horizontally when `flip` (a bool tensor). JPEG frames decode only their window;
+    other formats (`jpeg` False) decode whole, then are cut.
     """
     window_of = lambda shape: train_crop_window(shape[0], shape[1], crop_size, scales, max_distort, seed)
     if jpeg:
-        windows = _decode_windows(frames, window_of(tf.io.extract_jpeg_shape(frames[0])))
+        shapes = tf.stack([tf.io.extract_jpeg_shape(frame) for frame in tf.unstack(frames)])
+        windows = _decode_windows(frames, frame_windows(shapes, window_of(shapes[0])))
     else:
         whole = [_decode_image(frame) for frame in tf.unstack(frames)]
-        y, x, height, width = tf.unstack(window_of(tf.shape(whole[0])))
-        windows = [frame[y:y + height, x:x + width] for frame in whole]
+        shapes = tf.stack([tf.shape(frame) for frame in whole])
+        windows = [frame[w[0]:w[0] + w[2], w[1]:w[1] + w[3]]
+                   for frame, w in zip(whole, tf.unstack(frame_windows(shapes, window_of(shapes[0]))))]
     return _flip_clip(tf.stack([resize_uint8(window, crop_size, crop_size) for window in windows]), flip)
 
 
 def decode_frames(frames, jpeg=True):
-    """(frames,) encoded frames -> uint8 (frames, h, w, 3), the pixels PIL decodes: JPEG with
+    """(frames,) encoded frames -> a list of uint8 (h, w, 3), the pixels PIL decodes: JPEG with
     libjpeg's accurate IDCT, as PIL; other formats (`jpeg` False, lossless) with `tf.io.decode_image`."""
     decode = lambda frame: tf.io.decode_jpeg(frame, channels=3, dct_method="INTEGER_ACCURATE")
-    return tf.stack([decode(frame) if jpeg else _decode_image(frame) for frame in tf.unstack(frames)])
+    return [decode(frame) if jpeg else _decode_image(frame) for frame in tf.unstack(frames)]
 
 
 def eval_resize_side(crop_size, resize_to_crop):
@@ -160,18 +178,21 @@ def eval_view_corners(image_height, image_width, crop_size, num_crops):
 
 
 def eval_views(frames, crop_size, resize_side, num_crops):
-    """(frames, h, w, 3) uint8 -> (num_crops, frames, crop, crop, 3) uint8, official test views.
+    """A list of uint8 (h, w, 3) frames -> (num_crops, frames, crop, crop, 3) uint8, official test views.
 
+    Each frame is resized and cut on its own, as the official loader does: a video whose
+    resolution changes gives the same views as one resized to a single resolution first.
     Order: 1 = centre; 3 = top/bottom/centre or left/right/centre; 10 = each of upper-left,
     upper-right, lower-left, lower-right and centre followed by its horizontal flip.
     """
-    frames = resize_shorter_side(frames, resize_side)
-    corners = eval_view_corners(tf.shape(frames)[1], tf.shape(frames)[2], crop_size, num_crops)
-    views = []
-    for i in range(corners.shape[0]):
-        view = frames[:, corners[i, 0]:corners[i, 0] + crop_size, corners[i, 1]:corners[i, 1] +
-                      crop_size]
-        views.append(view)
-        if num_crops == 10:
-            views.append(tf.reverse(view, axis=[2]))
-    return tf.stack(views)
+    per_frame = []
+    for frame in frames:
+        frame = resize_shorter_side(frame[None], resize_side)[0]
+        corners = eval_view_corners(tf.shape(frame)[0], tf.shape(frame)[1], crop_size, num_crops)
+        views = []
+        for i in range(corners.shape[0]):
+            views.append(frame[corners[i, 0]:corners[i, 0] + crop_size, corners[i, 1]:corners[i, 1] + crop_size])
+            if num_crops == 10:
+                views.append(tf.reverse(views[-1], axis=[1]))
+        per_frame.append(tf.stack(views))
+    return tf.stack(per_frame, axis=1)

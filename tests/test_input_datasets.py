@@ -134,26 +134,28 @@ def test_eval_is_the_centre_crop_of_the_sampled_frames(data_config):
     assert np.mean(difference) < 4
 
 
-def _as_png(config, root, image_template):
-    """`config` on a copy of its frames under `root`, each PNG (PIL's decode of the JPEG) named by
-    `image_template`."""
+def _rewritten(config, root, image_template, format="PNG", scale=lambda index: 1):
+    """`config` on a copy of its frames under `root`, named by `image_template`: each frame saved
+    in `format` from PIL's decode of the JPEG, frame i resized by `scale(i)`."""
     for list_file in (config.train_list, config.val_list):
         for entry in sources.read_video_list(list_file)[0]:
             (root / entry.video_dir).mkdir(parents=True)
             for index in range(entry.num_frames):
                 jpeg = entry.frame_path(config.root, config.image_template, index)
                 with Image.open(jpeg) as image:
-                    image.convert("RGB").save(entry.frame_path(str(root), image_template, index), format="PNG")
-    png = config.copy_and_resolve_references()
-    png.update(source="frames", root=str(root), image_template=image_template)
-    return png
+                    size = tuple(round(side * scale(index)) for side in image.size)
+                    image.convert("RGB").resize(size, Image.BILINEAR).save(
+                        entry.frame_path(str(root), image_template, index), format=format)
+    rewritten = config.copy_and_resolve_references()
+    rewritten.update(source="frames", root=str(root), image_template=image_template)
+    return rewritten
 
 
 def test_png_frames_train_and_evaluate_as_their_jpegs(data_config, tmp_path):
     # The same frames as PNG, written from PIL's decode of each JPEG, which evaluation reproduces
     # bit for bit: evaluation batches are equal; training reads every clip without a fault.
     config = data_config.copy_and_resolve_references()
-    png = _as_png(config, tmp_path, "{:05d}.png")
+    png = _rewritten(config, tmp_path, "{:05d}.png")
     for jpeg_batch, png_batch in zip(_all_eval_batches(config, 8), _all_eval_batches(png, 8), strict=True):
         for key in jpeg_batch:
             np.testing.assert_array_equal(png_batch[key], jpeg_batch[key])
@@ -168,9 +170,21 @@ def test_frames_of_another_format_than_the_template_names_are_skipped_naming_it(
     # PNG files named .jpg: the template says JPEG, which training decodes only a window of, and
     # TensorFlow cannot for a PNG. PIL reads them, so no frame fault is found: every video is
     # skipped as an unreadable video, naming the format the template gave.
-    train = _train(_as_png(data_config, tmp_path, "{:05d}.jpg"))
+    train = _train(_rewritten(data_config, tmp_path, "{:05d}.jpg"))
     with pytest.raises(faults.DataError, match="No video of any of the 4 examples of a training batch could be read"):
         next(train)
     assert train.stats.kinds[faults.UNREADABLE_VIDEO] > 0
     assert train.stats.kind_examples[faults.UNREADABLE_VIDEO][0].endswith(
         "unreadable video: its frames decode in PIL, not in TensorFlow as JPEG files")
+
+
+def test_videos_whose_frames_differ_in_size_train_and_evaluate_without_a_fault(data_config, tmp_path):
+    # Frames at twice and at half the size of the others, as from a stream whose resolution
+    # changes: every clip is read (`transforms` cuts the same part of each picture).
+    scales = {1: 2, 3: 0.5}
+    config = _rewritten(data_config, tmp_path, "{:05d}.jpg", "JPEG", lambda index: scales.get(index % 4, 1))
+    train = _train(config)
+    assert [batch["video"].shape for batch in _take(train, 3)] == [(4, NUM_FRAMES, CROP, CROP, 3)] * 3
+    assert train.stats.kinds == {} and train.stats.unreadable == 0
+    evaluation = input_pipeline.create_eval_dataset(create_source(config), num_frames=NUM_FRAMES, batch_size=8)
+    assert all(next(evaluation)["mask"]) and evaluation.stats.kinds == {}

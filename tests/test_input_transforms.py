@@ -53,6 +53,35 @@ def test_decode_train_clip_same_window_and_flip_on_every_frame():
         np.testing.assert_array_equal(flipped, plain[:, :, ::-1])
 
 
+def test_frame_windows_cut_the_same_part_of_frames_of_other_sizes():
+    shapes = tf.constant([[100, 200, 3], [50, 100, 3], [100, 200, 3], [60, 300, 3]])
+    windows = transforms.frame_windows(shapes, tf.constant([10, 40, 60, 80])).numpy()
+    np.testing.assert_array_equal(windows, [[10, 40, 60, 80], [5, 20, 30, 40], [10, 40, 60, 80], [6, 60, 36, 120]])
+
+
+@pytest.mark.parametrize("format, tolerance", [("PNG", 1.0), ("JPEG", 2.0)])
+def test_a_video_whose_resolution_changes_gives_the_clips_of_one_resolution(format, tolerance):
+    # Frames 1 and 3 at twice and half the size of frames 0 and 2, as a stream whose resolution
+    # changes: its clips and views are those of the same picture at one resolution, within what
+    # resizing (and JPEG coding at another resolution) changes. Cut as pixel boxes of frame 0,
+    # frame 1's would differ by tens of grey levels.
+    rng = np.random.default_rng(5)
+    picture = Image.fromarray(rng.integers(0, 255, (8, 12, 3), np.uint8)).resize((192, 128), Image.BICUBIC)
+    options = {"quality": 95, "subsampling": 0} if format == "JPEG" else {}
+    encode = lambda size: _encoded(np.asarray(picture.resize(size, Image.LANCZOS)), format, **options)
+    changing = tf.constant([encode(size) for size in ((96, 64), (192, 128), (96, 64), (48, 32))])
+    constant = tf.constant([encode((96, 64))] * 4)
+    jpeg = format == "JPEG"
+    for k in range(5):
+        clips = [transforms.decode_train_clip(frames, 32, SCALES, 1, tf.constant([2, k]), tf.constant(k % 2 == 0),
+                                              jpeg).numpy().astype(float) for frames in (changing, constant)]
+        assert np.mean(np.abs(clips[0] - clips[1])) < tolerance
+    views = [transforms.eval_views(transforms.decode_frames(frames, jpeg), 48, 56, 3).numpy().astype(float)
+             for frames in (changing, constant)]
+    assert views[0].shape == (3, 4, 48, 48, 3)
+    assert np.mean(np.abs(views[0] - views[1])) < tolerance
+
+
 def test_decode_train_clip_crops_the_window():
     # A full-size window (scale 1 on a square image) resized to the same size keeps the image.
     image = np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)
@@ -80,9 +109,9 @@ def test_decode_train_clip_is_the_decoded_window_resized():
     assert len(columns) > 1
 
 
-def _encoded(image, format):
+def _encoded(image, format, **options):
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format=format)
+    Image.fromarray(image).save(buffer, format=format, **options)
     return buffer.getvalue()
 
 
@@ -92,7 +121,7 @@ def test_frames_of_lossless_formats_decode_to_their_pixels(format):
     rng = np.random.default_rng(3)
     images = rng.integers(0, 255, (3, 48, 70, 3), np.uint8)
     frames = tf.constant([_encoded(image, format) for image in images])
-    np.testing.assert_array_equal(transforms.decode_frames(frames, jpeg=False).numpy(), images)
+    np.testing.assert_array_equal(np.stack(transforms.decode_frames(frames, jpeg=False)), images)
     for k in range(5):
         seed = tf.constant([4, k])
         y, x, h, w = transforms.train_crop_window(48, 70, 32, SCALES, 1, seed).numpy()
@@ -127,7 +156,7 @@ def _position_frames(height, width):
 ])
 def test_eval_views_corners(height, width, num_crops, corners):
     frames = _position_frames(height, width)
-    views = transforms.eval_views(tf.constant(frames), 100, 100, num_crops).numpy()
+    views = transforms.eval_views(list(frames), 100, 100, num_crops).numpy()
     assert views.shape == (num_crops, 2, 100, 100, 3)
     for view, (y, x) in zip(views, corners):
         np.testing.assert_array_equal(view, frames[:, y:y + 100, x:x + 100])
@@ -135,7 +164,7 @@ def test_eval_views_corners(height, width, num_crops, corners):
 
 def test_eval_views_ten_crops_are_five_corners_and_their_flips():
     frames = _position_frames(108, 120)  # Steps: y (108-100)//4 = 2, x (120-100)//4 = 5.
-    views = transforms.eval_views(tf.constant(frames), 100, 108, 10).numpy()
+    views = transforms.eval_views(list(frames), 100, 108, 10).numpy()
     corners = [(0, 0), (0, 20), (8, 0), (8, 20), (4, 10)]
     assert views.shape == (10, 2, 100, 100, 3)
     for i, (y, x) in enumerate(corners):
@@ -145,7 +174,7 @@ def test_eval_views_ten_crops_are_five_corners_and_their_flips():
 
 def test_eval_views_rejects_other_crop_counts():
     with pytest.raises(ValueError, match="num_crops=5"):
-        transforms.eval_views(tf.zeros([1, 100, 100, 3], tf.uint8), 100, 100, 5)
+        transforms.eval_views([tf.zeros([100, 100, 3], tf.uint8)], 100, 100, 5)
 
 
 def test_evaluation_decodes_the_pixels_pil_decodes():
@@ -157,7 +186,7 @@ def test_evaluation_decodes_the_pixels_pil_decodes():
     frames = [np.clip(np.asarray(smooth, np.float32) + rng.normal(0, 8, (256, 340, 3)), 0, 255)
               .astype(np.uint8) for _ in range(2)]
     jpegs = [_jpeg(frame) for frame in frames]
-    decoded = transforms.decode_frames(tf.constant(jpegs)).numpy()
+    decoded = np.stack(transforms.decode_frames(tf.constant(jpegs)))
     official = np.stack([np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB")) for jpeg in jpegs])
     np.testing.assert_array_equal(decoded, official)
 

@@ -12,7 +12,6 @@ import numpy as np
 from flax import nnx
 from PIL import Image
 import pytest
-import tensorflow as tf
 
 from blvnet_jax import checkpoint, evaluation, predict, steps
 from blvnet_jax.models import create_model
@@ -67,7 +66,7 @@ def whole_video_views(path, data_config, num_frames):
             frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
     indices = sampling.eval_indices(data_config, len(frames), num_frames)
     side = transforms.eval_resize_side(data_config.crop_size, data_config.eval_resize_to_crop)
-    views = [transforms.eval_views(tf.constant(frames[clip]), data_config.crop_size, side,
+    views = [transforms.eval_views(list(frames[clip]), data_config.crop_size, side,
                                    data_config.num_crops).numpy() for clip in indices]
     return np.concatenate(views), indices
 
