@@ -100,13 +100,14 @@ class Evaluator:
             batch_size=config.eval_batch_size // jax.process_count(),
             process_index=jax.process_index(), process_count=jax.process_count())
         parts = []
-        for batch in dataset:
-            video = batch["video"]
-            rows = {"video": video.reshape((-1,) + video.shape[2:])}
-            rows.update({key: np.repeat(np.asarray(batch[key]), self.views) for key in VIEW_FIELDS})
-            rows = global_batch(rows, self.mesh)
-            rows["logits"] = self.eval_step(params, batch_stats, rows.pop("video"))
-            parts.append(multihost_utils.process_allgather(rows, tiled=True))
+        with dataset:
+            for batch in dataset:
+                video = batch["video"]
+                rows = {"video": video.reshape((-1,) + video.shape[2:])}
+                rows.update({key: np.repeat(np.asarray(batch[key]), self.views) for key in VIEW_FIELDS})
+                rows = global_batch(rows, self.mesh)
+                rows["logits"] = self.eval_step(params, batch_stats, rows.pop("video"))
+                parts.append(multihost_utils.process_allgather(rows, tiled=True))
         hosts.raise_together(dataset.error, input_pipeline.DataError)
         rows = {key: np.concatenate([part[key] for part in parts]) for key in ("logits",) + VIEW_FIELDS}
         videos = views_to_videos(rows, self.views)

@@ -235,6 +235,7 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
                                 "resumes from it", step, manager.directory)
                 break
     finally:  # an interrupted run keeps every checkpoint it started writing
+        dataset.close()
         preemption.close()
         try:
             checkpoint.confirm_saved(manager, saving)

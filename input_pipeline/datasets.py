@@ -26,6 +26,10 @@ class BatchIterator:
     `hold_errors` (a run of several processes) a `faults.DataError` does not raise: the first is
     kept in `error`, batches go on, and the caller raises it on every process together
     (`blvnet_jax.hosts.raise_together`).
+
+    `close()` (or leaving a `with` block) stops the pipeline's threads. Close an iterator that an
+    error leaves behind: kept alive by the error's traceback to the interpreter's exit, a pipeline
+    with batches in flight can wait there forever for threads Python no longer runs.
     """
 
     def __init__(self, dataset, keys, stats, videos, fill_holes=False, hold_errors=False):
@@ -39,6 +43,16 @@ class BatchIterator:
 
     def __iter__(self):
         return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.close()
+
+    def close(self):
+        """Stops the pipeline now; the iterator then raises StopIteration."""
+        self._batches = iter(())
 
     def __next__(self):
         try:

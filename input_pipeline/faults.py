@@ -17,7 +17,8 @@ The rules, for every source (frame folders, the stored TFDS format):
 - Stopping. Training stops when more than `config.data.max_fault_fraction` x FAULT_WINDOW of the
   last FAULT_WINDOW examples had their own video skipped (so never before that many examples);
   an example with substituted frames is not a failure. The error names the fraction, the window
-  and examples of each fault.
+  and examples of each fault. It also stops when no example of a batch could be read: none is
+  left to copy (`fill_holes`).
 - `config.data.strict`: any fault is an immediate error naming it; nothing is substituted or
   skipped. `python -m input_pipeline.check_data` reports every fault of a dataset offline.
 

@@ -59,5 +59,7 @@ def test_faults_at_the_stated_rates_are_substituted_counted_and_named(tmp_path):
     assert figures["strict_error"] == ("Data error (configs/demo.py with its --config.* overrides): 5 listed videos "
                                        "left out:\n" + first_bad_line)  # One message, no traceback.
     broken = [video_dir for video_dirs in figures["broken_videos"]["train"].values() for video_dir in video_dirs]
-    assert figures["strict_pipeline_error"].startswith(f"{root}/train_without_bad_lines.txt:")
+    assert figures["strict_pipeline_exit_status"] == 1  # It exits (the pipeline's threads stopped), no hang.
+    assert figures["strict_pipeline_error"].startswith("Data error (configs/demo.py with its --config.* overrides): "
+                                                       f"{root}/train_without_bad_lines.txt:")
     assert any(f"video {video_dir!r}" in figures["strict_pipeline_error"] for video_dir in broken)

@@ -188,3 +188,10 @@ def test_videos_whose_frames_differ_in_size_train_and_evaluate_without_a_fault(d
     assert train.stats.kinds == {} and train.stats.unreadable == 0
     evaluation = input_pipeline.create_eval_dataset(create_source(config), num_frames=NUM_FRAMES, batch_size=8)
     assert all(next(evaluation)["mask"]) and evaluation.stats.kinds == {}
+
+
+def test_leaving_the_with_block_stops_the_pipeline(data_config):
+    with _train(data_config) as train:
+        assert next(train)["video"].shape == (4, NUM_FRAMES, CROP, CROP, 3)
+    with pytest.raises(StopIteration):
+        next(train)
