@@ -91,6 +91,9 @@ def serving_batches(count, then):
                 if self.served > count:
                     then()
                 return next(dataset)
+
+            def close(self):
+                dataset.close()
         return Interrupted()
     return create
 
