@@ -21,23 +21,23 @@ class BatchIterator:
     batches run out.
 
     Each example names the videos that may fill it, `videos` indices 'candidates' (-1: padding),
-    and 'attempt', the first that could be read (past the last: none). With `fill_holes`, an
-    example none of whose videos could be read takes a copy of another (`faults.fill_holes`). With
-    `hold_errors` (a run of several processes) a `faults.DataError` does not raise: the first is
-    kept in `error`, batches go on, and the caller raises it on every process together
-    (`blvnet_jax.hosts.raise_together`).
+    and 'attempt', the first that could be read (past the last: none). With `late_example`
+    (`sources.Source.train_examples`), an example none of whose candidates could be read is
+    loaded from the next videos of its 'slot' on the host. With `hold_errors` (a run of several
+    processes) a `faults.DataError` does not raise: the first is kept in `error`, batches go on,
+    and the caller raises it on every process together (`blvnet_jax.hosts.raise_together`).
 
     `close()` (or leaving a `with` block) stops the pipeline's threads. Close an iterator that an
     error leaves behind: kept alive by the error's traceback to the interpreter's exit, a pipeline
     with batches in flight can wait there forever for threads Python no longer runs.
     """
 
-    def __init__(self, dataset, keys, stats, videos, fill_holes=False, hold_errors=False):
+    def __init__(self, dataset, keys, stats, videos, late_example=None, hold_errors=False):
         self._batches = dataset.as_numpy_iterator()
         self._keys = keys
         self.stats = stats
         self._videos = videos
-        self._fill_holes = fill_holes
+        self._late_example = late_example
         self._hold_errors = hold_errors
         self.error = None
 
@@ -69,22 +69,28 @@ class BatchIterator:
             return {key: batch[key] for key in self._keys}
 
     def _counted(self, batch):
-        """The batch's `keys`, its faults counted and, with `fill_holes`, its holes filled."""
-        holes = []
+        """The batch's `keys`, its faults counted and its late examples loaded."""
+        late = {}
         faulty = (batch["attempt"] > 0) | np.any(batch["sampled"] != batch["used"], axis=1)
         for i in range(len(faulty)):
             if not faulty[i]:
                 self.stats.add_example(self._videos)
                 continue
-            candidates, attempt = batch["candidates"][i], batch["attempt"][i]
+            example = {key: value[i] for key, value in batch.items()}
+            if example["attempt"] == len(example["candidates"]) and self._late_example:
+                example = late[i] = self._late_example(int(example["slot"]))
+            candidates, attempt = example["candidates"], example["attempt"]
             video = int(candidates[attempt]) if attempt < len(candidates) else None
-            self.stats.add_example(self._videos, candidates[:attempt], video, batch["sampled"][i], batch["used"][i])
-            if video is None and self._fill_holes:
-                holes.append(i)
+            self.stats.add_example(self._videos, candidates[:attempt], video, example.get("sampled"),
+                                   example.get("used"))
+            if video is None and self._late_example:
+                self.stats.give_up(len(candidates), len(self._videos.labels))
         batch = {key: batch[key] for key in self._keys}
-        if holes:
+        if late:
             batch = {key: np.array(value) for key, value in batch.items()}
-            faults.fill_holes(batch, holes, self._keys)
+            for i, example in late.items():
+                for key in self._keys:
+                    batch[key][i] = example[key]
         return batch
 
 
@@ -163,13 +169,13 @@ def create_train_dataset(source, *, num_frames, global_batch_size, seed, process
     stats = faults.InputStats("train", config.strict, config.max_fault_fraction)
     videos = source.videos("train")
     stats.add_list_problems(videos.problems)
-    dataset = source.train_examples(
+    dataset, late_example = source.train_examples(
         train_clip_fn(config, seed, videos.jpeg), num_frames=num_frames, seed=seed, start_step=start_step,
         global_batch_size=global_batch_size, process_index=process_index, process_count=process_count,
         tries=tries, substitute=not config.strict)
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
     return BatchIterator(dataset.with_options(_options()), ("video", "label"), stats, videos,
-                         fill_holes=True, hold_errors=process_count > 1)
+                         late_example=None if config.strict else late_example, hold_errors=process_count > 1)
 
 
 def eval_batch_count(num_videos, batch_size, process_count):

@@ -11,14 +11,15 @@ The rules, for every source (frame folders, the stored TFDS format):
   fault of the frame itself.
 - Skipping. A video none of whose frames can be read (or whose label is out of range, or whose
   frames PIL reads but TensorFlow does not) is skipped: in training the example takes the next
-  candidate video (`config.data.max_substitutes` tried in all; when all fail, the example is a
-  copy of the nearest readable example of its batch, earlier first); in evaluation the video is
-  masked out (no host counts it; every other video is still counted exactly once).
+  readable video of its epoch's shuffled order (the first `config.data.max_substitutes` tried in
+  the pipeline, later ones on the host); in evaluation the video is masked out (no host counts
+  it; every other video is still counted exactly once).
 - Stopping. Training stops when more than `config.data.max_fault_fraction` x FAULT_WINDOW of the
   last FAULT_WINDOW examples had their own video skipped (so never before that many examples);
   an example with substituted frames is not a failure. The error names the fraction, the window
-  and examples of each fault. It also stops when no example of a batch could be read: none is
-  left to copy (`fill_holes`).
+  and examples of each fault. An example gives up, and training stops, when more videos in a row
+  of the order fail than that fraction of the window allows (each of them is another example's
+  own video) or every video of the split does (`InputStats.give_up`).
 - `config.data.strict`: any fault is an immediate error naming it; nothing is substituted or
   skipped. `python -m input_pipeline.check_data` reports every fault of a dataset offline.
 
@@ -123,6 +124,12 @@ def substitutes(indices, length, readable):
     return used
 
 
+def videos_to_try(num_videos, max_fault_fraction):
+    """How many videos of its epoch's order a training example tries: every one, or the fewest
+    whose failing in a row (each the own video of another example) exceeds the stop rule."""
+    return min(num_videos, int(max_fault_fraction * FAULT_WINDOW) + 1)
+
+
 def attempts(candidates, substitute):
     """Dataset of the attempts of one example, from its candidate videos {key: (tries, ...)
     tensor}: each candidate with 'attempt' (int32, its position) and 'substitute' (bool), as
@@ -160,19 +167,6 @@ def map_examples(examples, to_dataset, num_parallel_calls):
     """
     return examples.map(lambda *element: to_dataset(*element).get_single_element(),
                         num_parallel_calls=num_parallel_calls, deterministic=True)
-
-
-def fill_holes(batch, holes, keys):
-    """Gives each example of `holes` (none of its videos readable) a copy of the nearest readable
-    example of the batch (earlier first), in place for `keys`; an error if there is none."""
-    readable = [i for i in range(len(batch["label"])) if i not in set(holes)]
-    if not readable:
-        raise DataError(f"No video of any of the {len(holes)} examples of a training batch could "
-                           "be read: the dataset looks broken; run python -m input_pipeline.check_data.")
-    for hole in holes:
-        source = min(readable, key=lambda i: (abs(i - hole), i))
-        for key in keys:
-            batch[key][hole] = batch[key][source]
 
 
 @dataclasses.dataclass
@@ -264,6 +258,16 @@ class InputStats:
                 f"video: more than config.data.max_fault_fraction={self.max_fault_fraction} of a "
                 f"window of {FAULT_WINDOW} examples. The dataset looks broken; run python -m "
                 "input_pipeline.check_data. Faults so far:\n" + "\n".join(self.lines()))
+
+    def give_up(self, tried, num_videos):
+        """Raises the error of a training example none of whose `tried` videos, next to each other in
+        the shuffled order of the split's `num_videos`, could be read."""
+        what = (f"none of the {num_videos} videos of the {self.split} split" if tried == num_videos else
+                f"none of {tried} videos in a row of the shuffled {self.split} split (so more than "
+                f"config.data.max_fault_fraction={self.max_fault_fraction} of a window of {FAULT_WINDOW} examples "
+                "would fail)")
+        raise DataError(f"No video for a {self.split} example: {what} could be read. The dataset looks broken; run "
+                        "python -m input_pipeline.check_data. Faults so far:\n" + "\n".join(self.lines()))
 
     def scalars(self):
         """{'unreadable_videos': n, 'substituted_clips': n, 'faults_<kind>': count} with the

@@ -95,8 +95,8 @@ class Videos(abc.ABC):
 class Source(abc.ABC):
     """A dataset: the videos, labels and class names of its splits 'train' and 'val'.
 
-    Training example slot k holds a video of a seeded per-epoch permutation (`TrainOrder`); its
-    substitutes are the videos after it in that permutation; host p reads slots
+    Training example slot k holds a video of a seeded per-epoch permutation (`TrainOrder`); when
+    it is unreadable, the next readable video of that permutation; host p reads slots
     [p * local, (p + 1) * local) of every global batch. Frame indices of slot k, attempt a come
     from a numpy generator seeded by (seed, k, a). Evaluation: host p reads videos p, p + P, ...
     """
@@ -156,54 +156,48 @@ class Source(abc.ABC):
 
     def train_examples(self, train_clip, *, num_frames, seed, start_step, global_batch_size, process_index,
                        process_count, tries, substitute):
-        """Dataset of a host's training examples from `start_step` on.
+        """(dataset, late_example): a host's training examples from `start_step` on.
 
-        Per example {'video': `train_clip`'s clip, 'label', 'candidates' (tries,) the videos that may
-        fill its slot, 'attempt' (the first readable one; `tries`: none), 'sampled' and
+        Per example {'video': `train_clip`'s clip, 'label', 'slot', 'candidates' (tries,) the
+        videos that may fill it, 'attempt' (the first readable one; `tries`: none), 'sampled' and
         'used' (num_frames,) frame indices}, with `substitute` its unreadable frames replaced (`faults`).
+        `late_example(slot)` is the same example when its first `tries` candidates all failed: the
+        next videos of its epoch's order, read on the host, 'candidates' all the videos tried.
         """
         videos = self.videos("train")
         order = TrainOrder(len(videos.labels), seed)
         local_batch = global_batch_size // process_count
         offset = start_step * global_batch_size + process_index * local_batch
         first_slots = lambda step: offset + step * global_batch_size + np.arange(local_batch)
-        candidates = self._train_candidates(videos, order, num_frames=num_frames, seed=seed, tries=tries,
-                                            first_slots=first_slots)
+
+        def sampled(slot, attempt, video):
+            rng = np.random.default_rng([seed, slot, attempt])
+            return sampling.train_indices(self.config, int(videos.num_frames[video]), num_frames, rng)
+
+        def load(slot, video, indices, label, substitute):
+            jpegs, used = tf.numpy_function(videos.clip_frames, [video, indices, substitute], (tf.string, tf.int64),
+                                            stateful=False)
+            clip, label = train_clip(tf.ensure_shape(jpegs, [num_frames]), label, slot)
+            return {"video": clip, "label": label, "used": tf.ensure_shape(used, [num_frames])}
 
         def example(element):
             slot, videos_of_slot = element["slot"], element["video"]
-
-            def load(candidate):
-                jpegs, used = tf.numpy_function(videos.clip_frames, [
-                    candidate["video"], candidate["indices"], candidate["substitute"]], (tf.string, tf.int64),
-                    stateful=False)
-                clip, label = train_clip(tf.ensure_shape(jpegs, [num_frames]), candidate["label"], slot)
-                return {"video": clip, "label": label, "candidates": videos_of_slot, "attempt": candidate["attempt"],
-                        "sampled": candidate["indices"], "used": tf.ensure_shape(used, [num_frames])}
-
+            known = {"slot": slot, "candidates": videos_of_slot}
             crop = self.config.crop_size
-            gave_up = lambda: {  # Filled on the host from another example of its batch (`faults.fill_holes`).
-                "video": tf.zeros([num_frames, crop, crop, 3], tf.uint8), "label": tf.constant(-1),
-                "candidates": videos_of_slot, "attempt": tf.constant(tries),
-                "sampled": tf.zeros([num_frames], tf.int64), "used": tf.zeros([num_frames], tf.int64)}
+            gave_up = lambda: {**known, "attempt": tf.constant(tries), "sampled": tf.zeros([num_frames], tf.int64),
+                               "video": tf.zeros([num_frames, crop, crop, 3], tf.uint8), "label": tf.constant(-1),
+                               "used": tf.zeros([num_frames], tf.int64)}
             attempts = faults.attempts({key: element[key] for key in ("video", "indices", "label")}, substitute)
-            return faults.first_readable(attempts, load, gave_up)
+            return faults.first_readable(attempts, lambda candidate: {
+                **known, "attempt": candidate["attempt"], "sampled": candidate["indices"], **load(
+                    slot, candidate["video"], candidate["indices"], candidate["label"], candidate["substitute"])},
+                gave_up)
 
-        return faults.map_examples(candidates, example, self.config.num_parallel_calls)
-
-    def _train_candidates(self, videos, order, *, num_frames, seed, tries, first_slots):
-        """Dataset of {'video': (tries,) int64, 'indices': (tries, num_frames) int64, 'label':
-        (tries,) int32, 'slot'}: per example slot its video and sampled frame indices, then those
-        of its substitutes. `first_slots` maps a step to this host's int64 (local_batch,) slots."""
         def step_candidates(step):
             slots = first_slots(step)
-            indices = np.empty((len(slots), tries, num_frames), np.int64)
             candidates = np.stack([order.candidates(slot, tries) for slot in slots])
-            for i, slot in enumerate(slots):
-                for attempt, video in enumerate(candidates[i]):
-                    rng = np.random.default_rng([seed, slot, attempt])
-                    indices[i, attempt] = sampling.train_indices(self.config, int(videos.num_frames[video]),
-                                                                 num_frames, rng)
+            indices = np.stack([[sampled(slot, attempt, video) for attempt, video in enumerate(videos_of_slot)]
+                                for slot, videos_of_slot in zip(slots, candidates)]).astype(np.int64)
             return candidates, indices, videos.labels[candidates], slots
 
         def step_elements(step):
@@ -214,7 +208,27 @@ class Source(abc.ABC):
                     "label": tf.ensure_shape(label, [None, tries]),
                     "slot": tf.ensure_shape(slots, [None])}
 
-        return tf.data.Dataset.range(np.iinfo(np.int64).max).map(step_elements).unbatch()
+        load_on_host = tf.function(load, input_signature=[
+            tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([num_frames], tf.int64),
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)])
+        limit = faults.videos_to_try(len(videos.labels), self.config.max_fault_fraction)
+
+        def late_example(slot):
+            candidates = order.candidates(slot, limit)
+            for attempt in range(tries, limit):
+                video = candidates[attempt]
+                indices = sampled(slot, attempt, video)
+                for substitute_frames in (False, True)[:1 + substitute]:
+                    try:
+                        loaded = load_on_host(slot, video, indices, videos.labels[video], substitute_frames)
+                    except tf.errors.OpError:
+                        continue
+                    return {"candidates": candidates[:attempt + 1], "attempt": attempt, "sampled": indices,
+                            **{key: value.numpy() for key, value in loaded.items()}}
+            return {"candidates": candidates, "attempt": limit}
+
+        examples = tf.data.Dataset.range(np.iinfo(np.int64).max).map(step_elements).unbatch()
+        return faults.map_examples(examples, example, self.config.num_parallel_calls), late_example
 
     def eval_inputs(self, split, *, num_frames, process_index, process_count):
         """Dataset of (video index, int64 frame indices (num_clips * num_frames,), int32 label) of

@@ -158,24 +158,43 @@ def test_strict_training_stops_at_an_unreadable_frame(broken_config):
         next(iterator)
 
 
-def test_training_skips_videos_without_frames_and_stops_past_the_fault_fraction(tmp_path, broken_config):
-    """8 of 12 listed videos have no folder: examples whose video is skipped take the next
-    candidate, or a copy of another example of the batch when all 4 candidates fail."""
-    config = broken_config[0].copy_and_resolve_references()
+def _without_folders(config, tmp_path, missing):
+    """`config` with a training list whose videos of `missing` (indices) point to folders that do not exist."""
+    config = config.copy_and_resolve_references()
     with open(os.path.join(config.root, "train.txt")) as f:
         lines = f.read().splitlines()
-    # Videos 0, 3, 6 and 9 kept; the others point to folders that do not exist.
-    lines = [line if number % 3 == 0 else "missing/" + line for number, line in enumerate(lines)]
+    lines = ["missing/" + line if number in missing else line for number, line in enumerate(lines)]
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
     config.train_list = str(tmp_path / "list.txt")
+    return config
+
+
+def test_training_takes_the_next_readable_video_and_stops_past_the_fault_fraction(tmp_path, broken_config):
+    """8 of 12 listed videos have no folder: an example whose video is skipped takes the next
+    readable video of its epoch's order, however many follow it unreadable."""
+    config = _without_folders(broken_config[0], tmp_path, {n for n in range(12) if n % 3})
     config.max_fault_fraction = 0.9
-    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4, seed=0)
+    train = lambda: input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4,
+                                                        seed=0)
+    iterator = train()
     batches = [next(iterator) for _ in range(30)]  # 120 examples, 2/3 of their videos missing
-    assert all(set(batch["label"]) <= {0, 1, 2, 3} for batch in batches)
+    order, labels = sources.TrainOrder(12, seed=0), create_source(config).videos("train").labels
+    first_readable = [next(i for i, video in enumerate(order.candidates(slot, 12)) if video % 3 == 0)
+                      for slot in range(120)]
+    videos = [order.candidates(slot, 12)[i] for slot, i in enumerate(first_readable)]
+    np.testing.assert_array_equal(np.concatenate([batch["label"] for batch in batches]), labels[videos])
+    assert max(first_readable) > config.max_substitutes  # Some examples read a video past the 4 tried first.
+    assert iterator.stats.unreadable == sum(first_readable)
     assert iterator.stats.kinds[faults.EMPTY_VIDEO] == 8
     assert "does not exist" in iterator.stats.kind_examples[faults.EMPTY_VIDEO][0]
+    # Where the search happens (the first max_substitutes videos in the pipeline, the next ones on
+    # the host) does not change the clips.
+    config.max_substitutes = 1
+    for batch, expected in zip(batches, train()):
+        for key in batch:
+            np.testing.assert_array_equal(batch[key], expected[key])
     config.max_fault_fraction = 0.5
-    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4, seed=0)
+    iterator = train()
     with pytest.raises(faults.DataError) as stopped:
         for step in range(30):
             next(iterator)
@@ -183,6 +202,22 @@ def test_training_skips_videos_without_frames_and_stops_past_the_fault_fraction(
     message = str(stopped.value)
     assert "of the last " in message and "config.data.max_fault_fraction=0.5 of a window of 100" in message
     assert "8 x empty video, e.g. " + config.train_list + ":" in message
+
+
+def test_training_stops_when_more_videos_in_a_row_fail_than_the_fault_fraction_allows(tmp_path, broken_config):
+    """The first 5 videos of epoch 0's order have no folder: example 0 would have to read the
+    sixth, but then more than 0.04 x 100 examples in a row would fail."""
+    missing = set(sources.TrainOrder(12, seed=0).candidates(0, 5))
+    config = _without_folders(broken_config[0], tmp_path, missing)
+    config.max_fault_fraction = 0.04
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4, seed=0)
+    with pytest.raises(faults.DataError, match=r"none of 5 videos in a row of the shuffled train split \(so more "
+                       r"than config.data.max_fault_fraction=0.04 of a window of 100 examples would fail\) could"):
+        next(iterator)
+    config.max_fault_fraction = 0.05
+    iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=4, seed=0)
+    sixth = sources.TrainOrder(12, seed=0).candidates(0, 6)[5]
+    assert next(iterator)["label"][0] == create_source(config).videos("train").labels[sixth]
 
 
 def test_evaluation_substitutes_frames_and_masks_videos_without_any(broken_config):

@@ -171,7 +171,7 @@ def test_frames_of_another_format_than_the_template_names_are_skipped_naming_it(
     # TensorFlow cannot for a PNG. PIL reads them, so no frame fault is found: every video is
     # skipped as an unreadable video, naming the format the template gave.
     train = _train(_rewritten(data_config, tmp_path, "{:05d}.jpg"))
-    with pytest.raises(faults.DataError, match="No video of any of the 4 examples of a training batch could be read"):
+    with pytest.raises(faults.DataError, match="none of the 12 videos of the train split could be read"):
         next(train)
     assert train.stats.kinds[faults.UNREADABLE_VIDEO] > 0
     assert train.stats.kind_examples[faults.UNREADABLE_VIDEO][0].endswith(
