@@ -248,7 +248,9 @@ class Source(abc.ABC):
 
     def check_split(self, split, workers):
         """Every problem of a split, every frame read and decoded: (kind, message) pairs."""
-        videos = self.videos(split)
+        videos = self.open_split(split)  # Not `videos`, whose log of the lines left out repeats them.
+        if not len(videos.labels):
+            raise no_usable_video(split, videos.problems)
         problems = [(problem.kind, problem.message) for problem in videos.problems]
         with concurrent.futures.ThreadPoolExecutor(workers) as pool:
             results = pool.map(videos.video_faults, range(len(videos.labels)))

@@ -298,6 +298,16 @@ def test_check_data_reports_every_problem_and_counts_them_by_kind(broken_config)
     assert check_data.report([]) == "No problem found."
 
 
+def test_check_data_reports_a_bad_list_line_once(tmp_path, broken_config, caplog):
+    config = broken_config[0].copy_and_resolve_references()
+    with open(os.path.join(config.root, "train.txt")) as f:
+        (tmp_path / "list.txt").write_text(f.read() + "frames/train/00_0000 1 eight 0\n")
+    config.train_list = str(tmp_path / "list.txt")
+    problems = check_data.check_split(config, "train", workers=2)
+    assert [kind for kind, _ in problems].count(faults.MALFORMED) == 1
+    assert "list.txt:13" not in caplog.text  # The report names it; no log repeats it.
+
+
 def test_missing_list_file_says_what_to_set(broken_config):
     config = broken_config[0].copy_and_resolve_references()
     config.val_list = "nowhere.txt"
