@@ -12,7 +12,8 @@ Then set `config.data.source='tfds'`, `tfds_name`, `tfds_data_dir` and, with `--
 `tfds_max_fps`. The layout each dataset expects under `--manual_dir` is in
 `input_pipeline/tfds_builders.py`. Videos are decoded by `--workers` processes; a stopped run
 decodes again only the videos it had not reached. Run again with the same inputs it does nothing;
-with changed inputs it stops, saying what changed, unless `--overwrite`.
+with changed inputs it stops, saying what changed, unless `--overwrite` (which decodes only the
+new and changed videos).
 
 With `--beam_runner` (DirectRunner: this machine's processes; DataflowRunner, SparkRunner,
 FlinkRunner: a cluster) or `--beam_options` (Beam's pipeline flags, e.g. `--runner=...
@@ -82,8 +83,8 @@ if __name__ == "__main__":
     flags.DEFINE_integer("workers", os.cpu_count(), "Processes decoding videos in parallel (without Beam).")
     flags.DEFINE_string("classes", None, "video_folder: a file of class names, one a line (line i = label "
                         "i); default: the sorted sub-folders of train.")
-    flags.DEFINE_bool("overwrite", False, "Delete the prepared dataset and prepare it again when its inputs "
-                      "changed since it was prepared.")
+    flags.DEFINE_bool("overwrite", False, "Prepare the dataset again when its inputs changed since it "
+                      "was prepared (only new and changed videos are decoded).")
     flags.DEFINE_string("beam_runner", None, "Prepare with Apache Beam on this runner: DirectRunner (this machine), "
                         "DataflowRunner, SparkRunner, FlinkRunner, ...; needs requirements-beam.txt.")
     flags.DEFINE_string("beam_options", None, "Apache Beam pipeline flags, one string (e.g. \"--direct_num_workers=8 "

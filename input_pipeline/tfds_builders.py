@@ -18,7 +18,8 @@ videos. Each decoded video is kept in a cache under the data dir until the datas
 so a preparation that was stopped decodes only the videos it had not reached. The inputs (each
 video's id, label, size and modification time, and the class names) are kept in the dataset's
 metadata: preparing again with the same inputs does nothing, with other inputs it stops saying
-what changed, unless `overwrite`.
+what changed, unless `overwrite`; then the frames of the video files it holds unchanged are put in
+the cache from the dataset, so that only new and changed videos are decoded (`reuse_decoded`).
 
 A dataset one machine cannot prepare in reasonable time is prepared on Apache Beam (`pip install -r
 requirements-beam.txt`; `prepare_tfds --beam_runner=DirectRunner|DataflowRunner|SparkRunner|FlinkRunner
@@ -282,22 +283,33 @@ def decoded_frames(task):
     try:
         if os.path.isdir(path):
             return _folder_frames(path)
-        stat = os.stat(path)
-        key = json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns, SHORT_SIDE, JPEG_QUALITY, max_fps,
-                          "upright"])
-        cached = epath.Path(cache) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
+        cached = _cache_file(cache, path, max_fps)
         if cached.exists():
             with cached.open("rb") as f, np.load(f) as stored:
                 return [part.tobytes() for part in np.split(stored["data"], stored["ends"][:-1])]
         frames = video_files.decode_video(path, SHORT_SIDE, JPEG_QUALITY, max_fps)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        partial = cached.with_suffix(".partial")
-        with partial.open("wb") as f:
-            np.savez(f, data=np.frombuffer(b"".join(frames), np.uint8), ends=np.cumsum([len(j) for j in frames]))
-        partial.rename(cached)
+        _write_cache_file(cached, frames)
         return frames
     except video_files.DECODE_ERRORS as e:
         return str(e) or type(e).__name__
+
+
+def _cache_file(cache, path, max_fps):
+    """Where the decoded frames of the video file at `path` are kept in `cache`: named by the hash
+    of its path, size, modification time and the settings."""
+    stat = os.stat(path)
+    key = json.dumps([os.path.abspath(path), stat.st_size, stat.st_mtime_ns, SHORT_SIDE, JPEG_QUALITY, max_fps,
+                      "upright"])
+    return epath.Path(cache) / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npz")
+
+
+def _write_cache_file(cached, frames):
+    """Keeps the JPEG bytes `frames` in the cache file `cached`, whole or not at all."""
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_suffix(".partial")
+    with partial.open("wb") as f:
+        np.savez(f, data=np.frombuffer(b"".join(frames), np.uint8), ends=np.cumsum([len(j) for j in frames]))
+    partial.rename(cached)
 
 
 def _folder_frames(path):
@@ -312,18 +324,50 @@ def _folder_frames(path):
     return frames
 
 
+def _stamp(path):
+    """[size, modification time in ns] of a file; [number of files, -1] of a frame folder."""
+    if os.path.isdir(path):
+        return [len(os.listdir(path)), -1]
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 def inputs_manifest(names, videos):
     """What a dataset is made from, JSON-ready: the class names and, per split, each video's
-    [id, label, size, modification time in ns] (a frame folder: its number of files, -1)."""
-    def stamp(path):
-        if os.path.isdir(path):
-            return [len(os.listdir(path)), -1]
-        stat = os.stat(path)
-        return [stat.st_size, stat.st_mtime_ns]
-
+    [id, label, *`_stamp`]."""
     return {"class_names": list(names),
-            "videos": {split: [[video_id, label, *stamp(path)] for video_id, path, label in split_videos]
+            "videos": {split: [[video_id, label, *_stamp(path)] for video_id, path, label in split_videos]
                        for split, split_videos in videos.items()}}
+
+
+def reuse_decoded(builder, videos):
+    """Puts the stored frames of each video file of the prepared `builder` that `videos` ({split:
+    [(video id, path, label)]}) lists unchanged (split, id, size and modification time) in its
+    decode cache, where preparing again reads them instead of decoding the video; returns how many."""
+    from array_record.python import array_record_data_source
+    from input_pipeline import tfds_source  # The reader of the stored records, with TensorFlow.
+
+    stored = builder.info.metadata["inputs"]["videos"]
+    max_fps = builder.builder_config.max_fps if builder.builder_config else 0
+    reused = 0
+    for split, split_videos in videos.items():
+        before = {video_id: stamp for video_id, _, *stamp in stored.get(split, [])}
+        unchanged = {video_id: path for video_id, path, _ in split_videos
+                     if not os.path.isdir(path) and before.get(video_id) == _stamp(path)}
+        if not unchanged:
+            continue
+        records = array_record_data_source.ArrayRecordDataSource(builder.info.splits[split].file_instructions)
+        headers = tfds_source.headers(records)
+        first = len(headers) + np.cumsum([0] + [header["num_frames"] for header in headers])
+        for number, header in enumerate(tqdm.tqdm(headers, desc=f"{builder.name} {split} videos kept", unit="video",
+                                                  disable=None)):
+            path = unchanged.get(header["video_id"].decode())
+            if path:
+                frames = [tfds_source.frame_jpeg(records[int(first[number]) + frame])
+                          for frame in range(header["num_frames"])]
+                _write_cache_file(_cache_file(builder.decode_cache, path, max_fps), frames)
+                reused += 1
+    return reused
 
 
 def describe_changes(old, new):
@@ -565,7 +609,8 @@ def build(dataset, manual_dir, data_dir, max_fps=0, overwrite=False, download_co
     frame or at most `max_fps` a second of each video; returns (builder, whether it wrote anything).
 
     A dataset prepared before from the same inputs is left as it is; from other inputs it is a
-    PrepareError saying what changed, unless `overwrite`, which deletes it and prepares it again.
+    PrepareError saying what changed, unless `overwrite`, which prepares it again, decoding only the
+    video files it does not hold unchanged (`reuse_decoded`).
     `download_config`: a `tfds.download.DownloadConfig` (its manual_dir is `manual_dir`); with a
     `beam_runner` or `beam_options`, the videos are decoded in that Beam pipeline, not by `workers`.
     """
@@ -583,7 +628,9 @@ def build(dataset, manual_dir, data_dir, max_fps=0, overwrite=False, download_co
         if not overwrite:
             what = describe_changes(stored, wanted) if stored else "it records no inputs"
             raise PrepareError(f"{builder.data_dir} was prepared from other inputs: {what}. Pass --overwrite "
-                               "to delete it and prepare it again.")
+                               "to prepare it again (videos it holds unchanged are not decoded again).")
+        if stored:
+            logging.info("%d unchanged videos kept from %s.", reuse_decoded(builder, videos), builder.data_dir)
         epath.Path(builder.data_dir).rmtree()
         builder = dataset_builder(dataset, data_dir, max_fps, **kwargs)
     builder.download_and_prepare(download_config=download_config)

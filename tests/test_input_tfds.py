@@ -335,7 +335,7 @@ def test_classes_file_fixes_the_class_list(tmp_path):
 
 # Preparing again: nothing to do, or an error saying what changed, unless overwrite.
 
-def test_preparing_again_writes_nothing_and_stops_on_changed_inputs_unless_overwrite(tmp_path):
+def test_preparing_again_writes_nothing_and_stops_on_changed_inputs_unless_overwrite(tmp_path, monkeypatch):
     manual, data_dir = tmp_path / "manual", str(tmp_path / "tfds")
     for number, path in enumerate(["train/cat/a.mp4", "train/dog/b.mp4", "validation/cat/c.mp4"]):
         _write_video(manual / path, 3, number)
@@ -347,8 +347,8 @@ def test_preparing_again_writes_nothing_and_stops_on_changed_inputs_unless_overw
     assert _files(builder.data_dir) == written
 
     _write_video(manual / "train" / "cat" / "new.mp4", 3, 7)
-    refused = (f"{builder.data_dir} was prepared from other inputs: {{}}. Pass --overwrite to delete it and "
-               "prepare it again.")
+    refused = (f"{builder.data_dir} was prepared from other inputs: {{}}. Pass --overwrite to prepare it again "
+               "(videos it holds unchanged are not decoded again).")
     with pytest.raises(tfds_builders.PrepareError) as error:
         tfds_builders.build("video_folder", str(manual), data_dir)
     assert str(error.value) == refused.format("train: 1 video added (e.g. cat/new.mp4)")
@@ -364,11 +364,19 @@ def test_preparing_again_writes_nothing_and_stops_on_changed_inputs_unless_overw
         "dog/b.mp4), validation: 1 video changed on disk (e.g. cat/c.mp4)")
     assert _files(builder.data_dir) == written
 
+    decode, decoded = video_files.decode_video, []
+    monkeypatch.setattr(video_files, "decode_video",
+                        lambda path, *args, **kwargs: decoded.append(path) or decode(path, *args, **kwargs))
     builder, wrote = tfds_builders.build("video_folder", str(manual), data_dir, overwrite=True)
     assert wrote
+    assert sorted(os.path.relpath(path, manual) for path in decoded) == [  # Not a.mp4, unchanged.
+        "train/cat/new.mp4", "train/emu/d.mp4", "validation/cat/c.mp4"]
     assert builder.info.features["label"].names == ["cat", "dog", "emu"]
     assert _headers(builder, "train") == [("cat/a.mp4", 0), ("cat/new.mp4", 0), ("emu/d.mp4", 2)]
     assert [record[2] for record in _records(builder, "validation")] == [5] * 6  # c.mp4: a header and 5 frames
+    fresh, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "fresh"))
+    assert _records(builder, "train") == _records(fresh, "train")
+    assert not os.path.exists(builder.decode_cache)
     assert not tfds_builders.build("video_folder", str(manual), data_dir)[1]
 
 
@@ -446,7 +454,7 @@ def test_prepare_command_stops_on_changed_inputs_in_one_line(tmp_path):
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         f"prepare_tfds error: {builder.data_dir} was prepared from other inputs: train: 1 video added (e.g. "
-        "cat/new.mp4). Pass --overwrite to delete it and prepare it again.")
+        "cat/new.mp4). Pass --overwrite to prepare it again (videos it holds unchanged are not decoded again).")
     assert _files(builder.data_dir) == written
 
 
