@@ -66,7 +66,8 @@ def check_init_from(config) -> None:
     step, metadata = checkpoint.stored_metadata(config.init_from)  # read-only: creates nothing there
     if step is None:
         raise ConfigError(f"config.init_from={config.init_from!r} has no checkpoint under "
-                          f"{checkpoint.checkpoint_dir(config.init_from)}")
+                          f"{checkpoint.checkpoint_dir(config.init_from)}: convert the released weights there "
+                          "(python -m blvnet_jax.convert), or set --config.init_from= to train from scratch")
     stored, configured = model_differences(metadata["config"]["model"], config.model, SHAPE_FIELDS)
     if stored:
         raise ConfigError(f"config.init_from={config.init_from!r} holds {stored} but this config has {configured}: "

@@ -9,6 +9,7 @@
 In a single process each of these is trivially true and costs nothing.
 """
 import contextlib
+import logging
 import os
 import secrets
 import signal
@@ -127,8 +128,9 @@ def agreed_step(local_step: int | None, local_steps: list[int], where: str) -> i
 class PreemptionWatch:
     """Tells the training loop at which step to save and stop when the run is preempted.
 
-    One process: SIGTERM sets a flag (the handler is this object's until `close`; a loop run
-    outside the main thread, where Python cannot take signals, is not watched). Several
+    One process: SIGTERM, or a first Ctrl-C (SIGINT; a second one stops at once), sets a flag
+    (the handlers are this object's until `close`; a loop run outside the main thread, where
+    Python cannot take signals, is not watched). Several
     processes (`jax.distributed`): JAX's preemption service, which receives SIGTERM (or the
     platform's notice) on any host and agrees with all of them on the next common step;
     `reached(step)` must then be called at every step by every process.
@@ -137,12 +139,17 @@ class PreemptionWatch:
     def __init__(self):
         self.distributed = jax.process_count() > 1
         self.noticed = False
-        watch_signal = not self.distributed and threading.current_thread() is threading.main_thread()
-        self.previous_handler = signal.signal(signal.SIGTERM, self._notice) if watch_signal else None
+        watch_signals = not self.distributed and threading.current_thread() is threading.main_thread()
+        self.previous_handlers = {signum: signal.signal(signum, self._notice)
+                                  for signum in (signal.SIGTERM, signal.SIGINT) if watch_signals}
 
     def _notice(self, signum, frame):
-        del signum, frame
+        del frame
         self.noticed = True
+        if signum == signal.SIGINT:
+            signal.signal(signum, self.previous_handlers[signum])
+            logging.warning("Ctrl-C: stopping after this step with its checkpoint (Ctrl-C again: at once, losing the "
+                            "steps since the last checkpoint)")
 
     def reached(self, step: int) -> bool:
         """True at the step where every process should save a checkpoint and stop."""
@@ -151,6 +158,6 @@ class PreemptionWatch:
         return self.noticed
 
     def close(self) -> None:
-        if self.previous_handler is not None:
-            signal.signal(signal.SIGTERM, self.previous_handler)
-            self.previous_handler = None
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler)
+        self.previous_handlers = {}

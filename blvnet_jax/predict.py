@@ -39,7 +39,7 @@ from flax import nnx
 
 from blvnet_jax import checkpoint, cli, config_check, evaluation, quiet, steps
 from blvnet_jax.checkpoint import restore_model
-from input_pipeline import single_video
+from input_pipeline import single_video, video_files
 
 # What makes one video of a batch run fail (reported, and the run goes on).
 VIDEO_ERRORS = (single_video.UnreadableVideoError, FileNotFoundError)
@@ -339,10 +339,10 @@ def collect_videos(video: str | None, video_list: str | None) -> tuple[list[str]
         subfolders.sort()
         if folder != video and single_video.frame_files(folder):
             paths.append(folder)
-        paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(single_video.VIDEO_EXTENSIONS)]
+        paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(video_files.VIDEO_EXTENSIONS)]
     if not paths:
         raise ValueError(f"--video={video}: no video in the folder (looked for "
-                         f"{', '.join(single_video.VIDEO_EXTENSIONS)} files and folders of "
+                         f"{', '.join(video_files.VIDEO_EXTENSIONS)} files and folders of "
                          f"{', '.join(single_video.FRAME_PATTERNS)} frames)")
     return sorted(paths), os.path.abspath(video)
 

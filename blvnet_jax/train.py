@@ -231,8 +231,8 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
                 logging.info("Saving checkpoint step %d to %s (in the background)", step, manager.directory / str(step))
                 saving = step
             if preempted:
-                logging.warning("Preempted: stopped at step %d with its checkpoint in %s; the same command "
-                                "resumes from it", step, manager.directory)
+                logging.warning("Stopped (preempted, or Ctrl-C) at step %d with its checkpoint in %s; the same "
+                                "command resumes from it", step, manager.directory)
                 break
     finally:  # an interrupted run keeps every checkpoint it started writing
         dataset.close()
@@ -244,7 +244,7 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
             logger.close()
     done = int(state.step)
     evaluated = (evaluation.result_dir(workdir, last_eval["step"], last_eval["crops"], last_eval["clips"])
-                 if last_eval else "none this run")
+                 if last_eval else "none (no evaluation this run)")
     logging.info("%s at step %d of %d: checkpoints in %s, metrics in %s, TensorBoard in %s, evaluation in %s",
                  "Finished" if done == total_steps else "Stopped", done, total_steps, manager.directory,
                  workdir / "metrics.jsonl", workdir, evaluated)

@@ -65,12 +65,16 @@ def main(argv):
                                              **options)
     except (tfds_builders.PrepareError, FileNotFoundError) as error:
         raise SystemExit(f"prepare_tfds error: {error}") from None
+    except KeyboardInterrupt:
+        raise SystemExit("prepare_tfds stopped; the same command goes on from there (videos decoded so far are "
+                         "kept).") from None
     if not wrote:
         print(f"{builder.data_dir} is up to date (prepared from these inputs): nothing to do.")
-    names = builder.info.features["label"].names
-    print(f"{FLAGS.dataset}: {len(names)} classes; " + ", ".join(
-        f"{name} {len(videos)} videos" for name, videos in builder.info.metadata["inputs"]["videos"].items()) +
-        f" listed; prepared in {builder.data_dir}")
+    names, left_out = builder.info.features["label"].names, builder.info.metadata.get("left_out", {})
+    splits = [f"{split} {len(videos)} videos" + (f" ({left_out[split]} left out, unreadable)" if left_out.get(split)
+                                                   else "")
+              for split, videos in builder.info.metadata["inputs"]["videos"].items()]
+    print(f"{FLAGS.dataset}: {len(names)} classes; {', '.join(splits)} listed; prepared in {builder.data_dir}")
 
 
 if __name__ == "__main__":

@@ -33,8 +33,6 @@ from input_pipeline import faults, sampling, transforms, video_files
 from input_pipeline.tensorflow_cpu import tf
 
 FRAME_PATTERNS = ("*.jpg", "*.jpeg", "*.png")
-VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",
-                    ".3gp", ".ogv", ".ts")
 
 
 class UnreadableVideoError(ValueError):

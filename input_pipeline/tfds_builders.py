@@ -14,8 +14,10 @@ Something-Something V1's stored as distributed. Videos PyAV cannot decode, and v
 names but the manual dir lacks, are logged by name and left out.
 
 Preparation decodes the videos in parallel worker processes (`workers`), with a progress bar of
-videos. Each decoded video is kept in a cache under the data dir until the dataset is written,
-so a preparation that was stopped decodes only the videos it had not reached. The inputs (each
+videos. The data dir may be a bucket (gs://): each shard is written to a local temporary file,
+then copied there (`_ShardWriter`). Each decoded video is kept in a cache under the data dir until
+the dataset is written, so a preparation that was stopped decodes only the videos it had not
+reached. The inputs (each
 video's id, label, size and modification time, and the class names) are kept in the dataset's
 metadata: preparing again with the same inputs does nothing, with other inputs it stops saying
 what changed, unless `overwrite`; then the frames of the video files it holds unchanged are put in
@@ -49,7 +51,9 @@ video folders are always at the manual dir's root:
 - moments_in_time: in the manual dir (Moments_in_Time_Raw) or `annotations/` (MMAction2's
   place): `moments_categories.txt` (`<name>,<index>` lines), `{trainingSet,validationSet}.csv`
   (`<path>,<class name>,...` lines); videos `training/<path>` and `validation/<path>`.
-- video_folder: `<split>/<class name>/<video>` for splits among train, validation and test;
+- video_folder: `<split>/<class name>/<video>` for splits among train, validation (or val) and
+  test (another folder is an error); a video is a file of a video extension
+  (`video_files.VIDEO_EXTENSIONS`) or a folder of JPEG frames, other files are left out and named;
   class names are the lines of `classes_file` (`prepare_tfds --classes`) or else the sorted
   sub-folders of train. Every split is labelled by that one list: a class folder it lacks is an
   error naming it; a split may lack classes. Hidden files and folders (`.DS_Store`,
@@ -69,10 +73,14 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
+import signal
+import tempfile
 
 from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
+from tensorflow_datasets.core import writer as tfds_writer
 import tqdm
 
 from input_pipeline import video_files
@@ -101,6 +109,22 @@ def frame_rate_config(max_fps):
 
 class PrepareError(ValueError):
     """A dataset that cannot be prepared as asked; the message says what to do."""
+
+
+class _ShardWriter(tfds_writer.ExampleWriter):
+    """TFDS's writer of a shard, which also writes to gs:// and other remote paths: ArrayRecord's
+    writer opens local files only (tensorflow/datasets#10981), so a remote shard is written to a
+    local temporary file, then copied."""
+
+    def write(self, path, examples):
+        if "://" not in os.fspath(path):
+            return super().write(path, examples)
+        with tempfile.TemporaryDirectory() as folder:
+            local = os.path.join(folder, "shard")
+            positions = super().write(local, examples)
+            with open(local, "rb") as shard, epath.Path(path).open("wb") as remote:
+                shutil.copyfileobj(shard, remote, 1 << 24)
+        return positions
 
 
 class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -142,6 +166,9 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self.info.metadata["inputs"] = inputs_manifest(names, videos)
         return {split: self._generate_examples(split, split_videos, self.decode_cache)
                 for split, split_videos in videos.items()}
+
+    def _example_writer(self):
+        return _ShardWriter(file_format=self.info.file_format)
 
     @property
     def decode_cache(self):
@@ -209,18 +236,28 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         return self._local_examples(split, videos, cache, max_fps)
 
     def _process_pipeline_result(self, pipeline_result):
-        """With Beam, the number of videos each split left out (counted by the workers), logged."""
+        """With Beam, the number of videos each split left out (counted by the workers), logged and
+        kept in the metadata's 'left_out'."""
         beam = tfds.core.lazy_imports.apache_beam
         counters = pipeline_result.metrics().query(beam.metrics.MetricsFilter().with_name(_LEFT_OUT))["counters"]
         for counter in sorted(counters, key=lambda counter: counter.key.metric.namespace):
             if counter.result:
-                logging.warning("%s: videos left out: %d.", counter.key.metric.namespace, counter.result)
+                self._left_out(counter.key.metric.namespace.rsplit(" ", 1)[1], counter.result)
+
+    def _left_out(self, split, count):
+        """Logs and keeps in the metadata ('left_out': {split: count}) the videos a split left out."""
+        logging.warning("%s %s: videos left out: %d.", self.name, split, count)
+        self.info.metadata.setdefault("left_out", {})[split] = count
 
     def _local_examples(self, split, videos, cache, max_fps):
         """`_generate_examples` without Beam: decoded by `workers` local processes, in order."""
         tasks = [(path, cache, max_fps) for _, path, _ in videos]
         skipped = 0
-        pool = multiprocessing.get_context("spawn").Pool(self.workers) if self.workers > 1 else None
+        # Ctrl-C stops the main process alone, which then ends the workers (a worker it stopped would
+        # leave `terminate` waiting for its results forever).
+        pool = (multiprocessing.get_context("spawn").Pool(self.workers, initializer=signal.signal,
+                                                          initargs=(signal.SIGINT, signal.SIG_IGN))
+                if self.workers > 1 else None)
         try:
             results = pool.imap(decoded_frames, tasks) if pool else map(decoded_frames, tasks)
             for number, (video, frames) in enumerate(zip(
@@ -232,7 +269,7 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             if pool:
                 pool.terminate()
         if skipped:
-            logging.warning("%s %s: videos left out: %d.", self.name, split, skipped)
+            self._left_out(split, skipped)
 
 
 def video_examples(number, video, frames, num_videos):
@@ -549,7 +586,7 @@ class VideoFolder(_VideoBuilder):
     """Any videos PyAV decodes, one sub-folder per class: `<split>/<class name>/<video>`."""
 
     MANUAL_DOWNLOAD_INSTRUCTIONS = "Put `<split>/<class name>/<video>` folders in the manual dir."
-    SPLITS = {"train": ("train",), "validation": ("validation",), "test": ("test",)}
+    SPLITS = {"train": ("train",), "validation": ("validation", "val"), "test": ("test",)}
 
     def __init__(self, *, classes_file=None, **kwargs):
         super().__init__(**kwargs)
@@ -574,14 +611,39 @@ class VideoFolder(_VideoBuilder):
                                "sub-folders of `train` in the manual dir (or from --classes=FILE).")
         return [name for name in _visible(train) if os.path.isdir(os.path.join(train, name))]
 
+    def inputs(self, root):
+        """Also an error for a folder of the manual dir that is no split; a warning for a class
+        without a training video."""
+        splits = [name for names in self.SPLITS.values() for name in names]
+        others = [name for name in _visible(root) if name not in splits and os.path.isdir(os.path.join(root, name))]
+        if others:
+            raise PrepareError(f"{os.path.join(root, others[0])} is not a split: video_folder reads the folders "
+                               f"{', '.join(splits)} of the manual dir; rename it or move it out.")
+        names, videos = super().inputs(root)
+        without = sorted(set(names) - {names[label] for _, _, label in videos.get("train", [])})
+        if without:
+            logging.warning("video_folder: classes without a training video: %s.", ", ".join(without))
+        return names, videos
+
     def videos(self, root, split):
-        folder = os.path.join(root, split)
-        videos = []
+        """Video files (by extension: `video_files.VIDEO_EXTENSIONS`) and frame folders in class
+        folders; other files are left out and named."""
+        folder = self.annotation_file(root, split)
+        videos, others = [], []
         for name in _visible(folder):
             if not os.path.isdir(os.path.join(folder, name)):
+                others.append(name)
                 continue
             for file_name in _visible(os.path.join(folder, name)):
-                videos.append((f"{name}/{file_name}", os.path.join(folder, name, file_name), name))
+                path = os.path.join(folder, name, file_name)
+                if os.path.isdir(path) or file_name.lower().endswith(video_files.VIDEO_EXTENSIONS):
+                    videos.append((f"{name}/{file_name}", path, name))
+                else:
+                    others.append(f"{name}/{file_name}")
+        if others:
+            logging.warning("video_folder %s, left out as no video in a class folder (videos end in %s): %s%s", split,
+                            " ".join(video_files.VIDEO_EXTENSIONS), ", ".join(others[:5]),
+                            f", ... ({len(others)} in all)" if len(others) > 5 else "")
         return videos
 
 

@@ -9,6 +9,9 @@ from PIL import Image
 
 # What decoding an unreadable or unsupported file raises.
 DECODE_ERRORS = (av.error.FFmpegError, ValueError, OSError)
+# The names of the files read as videos where a folder may hold other files too.
+VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",
+                    ".3gp", ".ogv", ".ts")
 
 
 def write_video(path, frames, codec="mpeg4", fps=12, rotation=0):

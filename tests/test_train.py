@@ -14,7 +14,7 @@ import optax
 import pytest
 from flax import nnx
 
-from blvnet_jax import checkpoint, evaluation, steps, train
+from blvnet_jax import checkpoint, evaluation, hosts, steps, train
 from blvnet_jax.models import create_model
 from configs import demo
 from input_pipeline import sources
@@ -124,19 +124,35 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(straight_run, 
     assert train.evaluate_checkpoint(tiny_config(data_root), str(tmp_path / "resumed")) == results
 
 
-def test_sigterm_saves_the_step_in_flight_and_stops_and_the_restart_ends_exactly(straight_run, tmp_path,
-                                                                                  monkeypatch):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_saves_the_step_in_flight_and_stops_and_the_restart_ends_exactly(
+        straight_run, tmp_path, monkeypatch, signum):
     data_root, straight = straight_run
-    handler = signal.getsignal(signal.SIGTERM)
+    handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     with monkeypatch.context() as patch:  # the notice comes while the third batch is being read
         patch.setattr(train.input_pipeline, "create_train_dataset",
-                      serving_batches(2, lambda: os.kill(os.getpid(), signal.SIGTERM)))
+                      serving_batches(2, lambda: os.kill(os.getpid(), signum)))
         assert train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "run")) == {}
-    assert signal.getsignal(signal.SIGTERM) == handler
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
     assert sorted(checkpoint.open_manager(str(tmp_path / "run")).all_steps()) == [2, 3]
     assert not os.path.exists(tmp_path / "run" / "eval")
     train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "run"))
     jax.tree.map(np.testing.assert_array_equal, final_params(straight), final_params(tmp_path / "run"))
+
+
+def test_a_second_ctrl_c_stops_at_once():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own, whatever the runner set
+    watch = hosts.PreemptionWatch()
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert watch.reached(1)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+        watch.close()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        watch.close()
+        signal.signal(signal.SIGINT, previous)
 
 
 LOSS_CURVE = """
