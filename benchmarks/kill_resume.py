@@ -34,28 +34,20 @@ FLAGS = flags.FLAGS
 
 _RESUMED = re.compile(r"Resumed from \S+ at step (\d+)")
 _SET_ASIDE = re.compile(r"Checkpoint step (\d+) in \S+ is damaged \((.*)\): set aside as (\S+);")
+_LOGGED_STEP = re.compile(r"\] \[(\d+)\] train/")  # clu's log line of a step's training metrics
 
 
 def demo_command(workdir: str, overrides: list[str]) -> list[str]:
-    """main.py on the demo config, logging every step (the kill moments are read from metrics.jsonl)."""
+    """main.py on the demo config, logging every step (the kill moments are read from its log)."""
     return [sys.executable, "main.py", "--config=configs/demo.py", f"--workdir={workdir}",
             "--config.log_every_steps=1", "--alsologtostderr", *[f"--config.{o}" for o in overrides]]
 
 
-def metrics_lines(workdir: str, offset: int = 0) -> tuple[list[dict], int]:
-    """The complete lines of `{workdir}/metrics.jsonl` from byte `offset` on, and the file's size."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return [], 0
-    with open(path) as file:
-        file.seek(offset)
-        text = file.read()
-    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")], offset + len(text)
-
-
-def reached_step(workdir: str, offset: int = 0) -> int:
-    """The last step logged to `{workdir}/metrics.jsonl` after byte `offset` (0 when none)."""
-    return max((line["step"] for line in metrics_lines(workdir, offset)[0]), default=0)
+def reached_step(log_path: str) -> int:
+    """The last step whose training metrics a run logged, read from its log (0 when none). Not from
+    metrics.jsonl, which a resumed run cuts back to the step it resumed from."""
+    with open(log_path) as file:
+        return max((int(step) for step in _LOGGED_STEP.findall(file.read())), default=0)
 
 
 def checkpoint_folders(workdir: str) -> tuple[list[int], list[str]]:
@@ -152,20 +144,20 @@ def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int,
     figures = []
     for attempt, (moment, signal_name) in enumerate(
             kill_moments(total_steps, kills, sigterms, np.random.default_rng(seed))):
-        offset, old_partial = metrics_lines(workdir)[1], set(checkpoint_folders(workdir)[1])
+        log_path, old_partial = f"{workdir}.{attempt}.log", set(checkpoint_folders(workdir)[1])
         if moment == "checkpoint":
             ready = lambda old_partial=old_partial: bool(set(checkpoint_folders(workdir)[1]) - old_partial)
         else:
-            ready = lambda moment=moment, offset=offset: reached_step(workdir, offset) >= moment
+            ready = lambda moment=moment, log_path=log_path: reached_step(log_path) >= moment
         started = time.perf_counter()
-        stopped = run_and_stop(command, env, ready, f"{workdir}.{attempt}.log", getattr(signal, signal_name))
+        stopped = run_and_stop(command, env, ready, log_path, getattr(signal, signal_name))
         killed = stopped is not None
         complete, partial = checkpoint_folders(workdir)
         for step in complete:
             final_state(workdir, step)  # raises if a complete checkpoint does not restore
         figures.append({"moment": moment, "signal": signal_name, "killed": killed,
                         "seconds": time.perf_counter() - started, **(stopped or {}),
-                        "reached_step": reached_step(workdir, offset), "complete_checkpoints": complete,
+                        "reached_step": reached_step(log_path), "complete_checkpoints": complete,
                         "partial_checkpoints": partial})
         if not killed:
             break

@@ -84,11 +84,22 @@ def compile_train_step(config, jitted_step, state, mesh):
 
 class MetricLogger:
     """Scalars to TensorBoard and the log (clu) and to `{workdir}/metrics.jsonl`, by process 0, under
-    the same names: `train/loss`, `train/learning_rate`, ..., `eval/top1`, ..."""
+    the same names: `train/loss`, `train/learning_rate`, ..., `eval/top1`, ...
 
-    def __init__(self, workdir: epath.Path):
+    The lines of steps after `start_step`, written by a run that stopped past its last checkpoint
+    (and a last line cut short), are dropped: the run goes on from `start_step`.
+    """
+
+    def __init__(self, workdir: epath.Path, start_step: int = 0):
         self.writer = metric_writers.create_default_writer(str(workdir), just_logging=jax.process_index() > 0)
-        self.jsonl = (workdir / "metrics.jsonl").open("a") if jax.process_index() == 0 else None
+        self.jsonl = None
+        if jax.process_index() == 0:
+            path = workdir / "metrics.jsonl"
+            lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+            kept = [line for line in lines if line.endswith("\n") and json.loads(line)["step"] <= start_step]
+            if len(kept) < len(lines):
+                path.write_text("".join(kept))
+            self.jsonl = path.open("a")
 
     def write(self, step: int, metrics: dict) -> None:
         self.writer.write_scalars(step, metrics)
@@ -175,7 +186,7 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
 
     train_step = compile_train_step(config, jitted_step, state, mesh)
     evaluator = evaluation.Evaluator(config, graphdef, mesh, source, class_names)
-    logger = MetricLogger(workdir)
+    logger = MetricLogger(workdir, start_step)
     progress = periodic_actions.ReportProgress(num_train_steps=total_steps, writer=logger.writer,
                                                every_steps=config.log_every_steps)
     dataset = input_pipeline.create_train_dataset(
@@ -243,9 +254,9 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
             manager.close()
             logger.close()
     done = int(state.step)
-    evaluated = (evaluation.result_dir(workdir, last_eval["step"], last_eval["crops"], last_eval["clips"])
-                 if last_eval else "none (no evaluation this run)")
-    logging.info("%s at step %d of %d: checkpoints in %s, metrics in %s, TensorBoard in %s, evaluation in %s",
+    evaluated = "no evaluation this run" if not last_eval else "evaluation in " + str(
+        evaluation.result_dir(workdir, last_eval["step"], last_eval["crops"], last_eval["clips"]))
+    logging.info("%s at step %d of %d: checkpoints in %s, metrics in %s, TensorBoard in %s, %s",
                  "Finished" if done == total_steps else "Stopped", done, total_steps, manager.directory,
                  workdir / "metrics.jsonl", workdir, evaluated)
     return last_eval

@@ -362,16 +362,18 @@ def _folder_frames(path):
 
 
 def _stamp(path):
-    """[size, modification time in ns] of a file; [number of files, -1] of a frame folder."""
+    """[size, modification time in ns] of a file; of a frame folder, the total size of its files and
+    the newest time."""
     if os.path.isdir(path):
-        return [len(os.listdir(path)), -1]
+        stats = [entry.stat() for entry in os.scandir(path) if entry.is_file()]
+        return [sum(stat.st_size for stat in stats), max((stat.st_mtime_ns for stat in stats), default=0)]
     stat = os.stat(path)
     return [stat.st_size, stat.st_mtime_ns]
 
 
 def inputs_manifest(names, videos):
     """What a dataset is made from, JSON-ready: the class names and, per split, each video's
-    [id, label, *`_stamp`]."""
+    [id, label, *`_stamp`] (a frame folder changes with any of its frames)."""
     return {"class_names": list(names),
             "videos": {split: [[video_id, label, *_stamp(path)] for video_id, path, label in split_videos]
                        for split, split_videos in videos.items()}}

@@ -297,13 +297,19 @@ def test_video_folder_labels_every_split_by_the_sorted_train_folders(tmp_path):
     assert not os.path.exists(tmp_path / "other" / "video_folder" / "2.0.0")
 
 
+def _manual_dir(manual, videos, others):
+    """`manual` with 2-frame videos at the paths `videos` and files at `others` that are no video."""
+    for number, path in enumerate(videos):
+        _write_video(manual / path, 2, number)
+    for other in others:
+        (manual / other).write_bytes(b"\0\0\0\1Bud1")
+    return manual
+
+
 def test_video_folder_ignores_hidden_files_and_folders(tmp_path):
     # What macOS Finder and Jupyter leave behind would be a class and unreadable videos.
-    manual = tmp_path / "manual"
-    for number, path in enumerate(["train/cat/a.mp4", "train/dog/b.mp4", "validation/cat/c.mp4"]):
-        _write_video(manual / path, 2, number)
-    for junk in ["train/.DS_Store", "train/cat/.DS_Store", "train/cat/._a.mp4", "validation/.DS_Store"]:
-        (manual / junk).write_bytes(b"\0\0\0\1Bud1")
+    manual = _manual_dir(tmp_path / "manual", ["train/cat/a.mp4", "train/dog/b.mp4", "validation/cat/c.mp4"],
+                         ["train/.DS_Store", "train/cat/.DS_Store", "train/cat/._a.mp4", "validation/.DS_Store"])
     (manual / "train" / ".ipynb_checkpoints").mkdir()
     (manual / "validation" / "cat" / ".ipynb_checkpoints").mkdir()
     builder, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
@@ -311,12 +317,10 @@ def test_video_folder_ignores_hidden_files_and_folders(tmp_path):
     assert _headers(builder, "train") == [("cat/a.mp4", 0), ("dog/b.mp4", 1)]
     assert _headers(builder, "validation") == [("cat/c.mp4", 0)]
 
+
 def test_video_folder_reads_val_names_what_it_leaves_out_and_refuses_other_folders(tmp_path):
-    manual = tmp_path / "manual"
-    for number, path in enumerate(["train/cat/a.mp4", "train/dog/b.MOV", "val/cat/c.mp4"]):
-        _write_video(manual / path, 2, number)
-    for other in ["train/cat/cover.jpg", "train/dog/notes", "train/readme.txt", "val/cat/c.mp4.part"]:
-        (manual / other).write_bytes(b"not a video")
+    manual = _manual_dir(tmp_path / "manual", ["train/cat/a.mp4", "train/dog/b.MOV", "val/cat/c.mp4"],
+                         ["train/cat/cover.jpg", "train/dog/notes", "train/readme.txt", "val/cat/c.mp4.part"])
     (manual / "train" / "emu").mkdir()
     (manual / "classes.txt").write_text("cat\ndog\nemu\n")  # Files in the manual dir are no split.
     with _warnings() as warnings:
@@ -404,6 +408,20 @@ def test_preparing_again_writes_nothing_and_stops_on_changed_inputs_unless_overw
     assert _records(builder, "train") == _records(fresh, "train")
     assert not os.path.exists(builder.decode_cache)
     assert not tfds_builders.build("video_folder", str(manual), data_dir)[1]
+
+
+def test_a_frame_folder_whose_frames_change_is_noticed(tmp_path):
+    manual = tmp_path / "manual"
+    _write_video(manual / "train" / "cat" / "a.mp4", 3)
+    clip = manual / "train" / "dog" / "clip"
+    clip.mkdir(parents=True)
+    for index in range(3):
+        Image.new("RGB", (40, 32), (index * 50, 0, 0)).save(clip / f"{index + 1:05d}.jpg")
+    builder, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
+    assert not tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))[1]
+    Image.new("RGB", (40, 32), (0, 200, 0)).save(clip / "00002.jpg")  # As many frames as before.
+    with pytest.raises(tfds_builders.PrepareError, match=re.escape("train: 1 video changed on disk (e.g. dog/clip)")):
+        tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
 
 
 @pytest.fixture(scope="module")

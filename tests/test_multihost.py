@@ -195,7 +195,7 @@ def test_sigterm_on_one_host_stops_both_at_one_checkpoint_and_the_restart_ends_e
         processes[0].wait(timeout=600)
     stderr[0] = (tmp_path / "process0.log").read_text()
     assert [p.returncode for p in processes] == [0, 0], stderr[0][-3000:] + stderr[1][-3000:]
-    stopped = [int(text.split("Preempted: stopped at step ")[1].split()[0]) for text in stderr]
+    stopped = [int(text.split("Stopped (preempted, or Ctrl-C) at step ")[1].split()[0]) for text in stderr]
     assert stopped[0] == stopped[1] < POD_STEPS
     checkpoints = sorted(int(name) for name in os.listdir(tmp_path / "preempted" / "checkpoints") if name.isdigit())
     assert checkpoints == [stopped[0]]

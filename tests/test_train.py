@@ -12,6 +12,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from etils import epath
 from flax import nnx
 
 from blvnet_jax import checkpoint, evaluation, hosts, steps, train
@@ -122,6 +123,15 @@ def test_resumed_run_ends_exactly_where_an_uninterrupted_one_ends(straight_run, 
             tmp_path / "resumed" / "metrics.jsonl"]:
         assert os.path.getsize(path) > 0
     assert train.evaluate_checkpoint(tiny_config(data_root), str(tmp_path / "resumed")) == results
+
+
+def test_a_resumed_run_drops_the_metric_lines_logged_past_its_checkpoint(tmp_path):
+    lines = [json.dumps({"step": step, "train/loss": 1.0}) + "\n" for step in (1, 2, 3, 4)]
+    (tmp_path / "metrics.jsonl").write_text("".join(lines) + '{"step": 5, "train/lo')  # killed while writing
+    logger = train.MetricLogger(epath.Path(tmp_path), start_step=2)
+    logger.write(3, {"train/loss": 0.5})
+    logger.close()
+    assert (tmp_path / "metrics.jsonl").read_text() == "".join(lines[:2]) + '{"step": 3, "train/loss": 0.5}\n'
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
