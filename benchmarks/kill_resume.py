@@ -43,11 +43,22 @@ def demo_command(workdir: str, overrides: list[str]) -> list[str]:
             "--config.log_every_steps=1", "--alsologtostderr", *[f"--config.{o}" for o in overrides]]
 
 
-def reached_step(log_path: str) -> int:
-    """The last step whose training metrics a run logged, read from its log (0 when none). Not from
-    metrics.jsonl, which a resumed run cuts back to the step it resumed from."""
-    with open(log_path) as file:
-        return max((int(step) for step in _LOGGED_STEP.findall(file.read())), default=0)
+class ReachedStep:
+    """Called: the last step whose training metrics a run logged to `log_path` (0 when none), reading
+    only the lines added since the last call. Not from metrics.jsonl, which a resumed run cuts back
+    to the step it resumed from."""
+
+    def __init__(self, log_path: str):
+        self.log_path, self.offset, self.step = log_path, 0, 0
+
+    def __call__(self) -> int:
+        with open(self.log_path, "rb") as file:
+            file.seek(self.offset)
+            added = file.read()
+        lines = added[:added.rfind(b"\n") + 1]
+        self.offset += len(lines)
+        self.step = max([self.step, *map(int, _LOGGED_STEP.findall(lines.decode(errors="replace")))])
+        return self.step
 
 
 def checkpoint_folders(workdir: str) -> tuple[list[int], list[str]]:
@@ -145,10 +156,11 @@ def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int,
     for attempt, (moment, signal_name) in enumerate(
             kill_moments(total_steps, kills, sigterms, np.random.default_rng(seed))):
         log_path, old_partial = f"{workdir}.{attempt}.log", set(checkpoint_folders(workdir)[1])
+        reached_step = ReachedStep(log_path)
         if moment == "checkpoint":
             ready = lambda old_partial=old_partial: bool(set(checkpoint_folders(workdir)[1]) - old_partial)
         else:
-            ready = lambda moment=moment, log_path=log_path: reached_step(log_path) >= moment
+            ready = lambda moment=moment, reached_step=reached_step: reached_step() >= moment
         started = time.perf_counter()
         stopped = run_and_stop(command, env, ready, log_path, getattr(signal, signal_name))
         killed = stopped is not None
@@ -157,7 +169,7 @@ def killed_run(workdir: str, overrides: list[str], total_steps: int, kills: int,
             final_state(workdir, step)  # raises if a complete checkpoint does not restore
         figures.append({"moment": moment, "signal": signal_name, "killed": killed,
                         "seconds": time.perf_counter() - started, **(stopped or {}),
-                        "reached_step": reached_step(log_path), "complete_checkpoints": complete,
+                        "reached_step": reached_step(), "complete_checkpoints": complete,
                         "partial_checkpoints": partial})
         if not killed:
             break

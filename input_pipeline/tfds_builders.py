@@ -379,10 +379,11 @@ def inputs_manifest(names, videos):
                        for split, split_videos in videos.items()}}
 
 
-def reuse_decoded(builder, videos):
+def reuse_decoded(builder, videos, manifest):
     """Puts the stored frames of each video file of the prepared `builder` that `videos` ({split:
-    [(video id, path, label)]}) lists unchanged (split, id, size and modification time) in its
-    decode cache, where preparing again reads them instead of decoding the video; returns how many."""
+    [(video id, path, label)]}, their `inputs_manifest` `manifest`) lists unchanged (split, id, size
+    and modification time) in its decode cache, where preparing again reads them instead of
+    decoding the video; returns how many."""
     from array_record.python import array_record_data_source
     from input_pipeline import tfds_source  # The reader of the stored records, with TensorFlow.
 
@@ -391,13 +392,14 @@ def reuse_decoded(builder, videos):
     reused = 0
     for split, split_videos in videos.items():
         before = {video_id: stamp for video_id, _, *stamp in stored.get(split, [])}
-        unchanged = {video_id: path for video_id, path, _ in split_videos
-                     if not os.path.isdir(path) and before.get(video_id) == _stamp(path)}
+        unchanged = {video_id: path for (video_id, path, _), (_, _, *stamp) in zip(split_videos,
+                                                                                  manifest["videos"][split])
+                     if before.get(video_id) == stamp and not os.path.isdir(path)}
         if not unchanged:
             continue
         records = array_record_data_source.ArrayRecordDataSource(builder.info.splits[split].file_instructions)
         headers = tfds_source.headers(records)
-        first = len(headers) + np.cumsum([0] + [header["num_frames"] for header in headers])
+        first = tfds_source.first_frames(headers)
         for number, header in enumerate(tqdm.tqdm(headers, desc=f"{builder.name} {split} videos kept", unit="video",
                                                   disable=None)):
             path = unchanged.get(header["video_id"].decode())
@@ -694,7 +696,8 @@ def build(dataset, manual_dir, data_dir, max_fps=0, overwrite=False, download_co
             raise PrepareError(f"{builder.data_dir} was prepared from other inputs: {what}. Pass --overwrite "
                                "to prepare it again (videos it holds unchanged are not decoded again).")
         if stored:
-            logging.info("%d unchanged videos kept from %s.", reuse_decoded(builder, videos), builder.data_dir)
+            logging.info("%d unchanged videos kept from %s.", reuse_decoded(builder, videos, wanted),
+                         builder.data_dir)
         epath.Path(builder.data_dir).rmtree()
         builder = dataset_builder(dataset, data_dir, max_fps, **kwargs)
     builder.download_and_prepare(download_config=download_config)

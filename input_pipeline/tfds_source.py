@@ -58,6 +58,13 @@ def headers(records):
     return found
 
 
+def first_frames(headers):
+    """int64 (videos,): the record of each video's frame 0, from the `headers` of its split (every
+    video's frames follow the headers, in their order)."""
+    num_frames = np.array([header["num_frames"] for header in headers], np.int64)
+    return len(headers) + np.concatenate([[0], np.cumsum(num_frames)[:-1]]).astype(np.int64)
+
+
 def fields(record):
     """A serialized record -> {feature name: its value}."""
     features = tf.train.Example.FromString(record).features.feature
@@ -81,8 +88,7 @@ class StoredVideos(sources.Videos):
         self.records = array_record_data_source.ArrayRecordDataSource(split_info(prepared, split).file_instructions)
         self.local = "://" not in (config.tfds_data_dir or "")
         stored = headers(self.records)
-        num_frames = np.array([header["num_frames"] for header in stored], np.int64)
-        first = len(stored) + np.concatenate([[0], np.cumsum(num_frames)[:-1]]).astype(np.int64)
+        num_frames, first = np.array([header["num_frames"] for header in stored], np.int64), first_frames(stored)
         kept = [number for number, header in enumerate(stored) if not num_classes or header["label"] < num_classes]
         self.ids = [stored[number]["video_id"].decode() for number in kept]
         self.labels = np.array([stored[number]["label"] for number in kept], np.int32)
