@@ -18,7 +18,7 @@ FREE_FIELDS = frozenset({
     "mesh_shape", "init_from", "skip_nonfinite_steps", "allow_recipe_change",
     "model.remat", "model.pointwise_as_dot", "model.recompute_stem",  # same values, other memory/speed
     "data.root", "data.train_list", "data.val_list", "data.class_names_file", "data.tfds_data_dir",
-    "data.prefetch", "data.num_parallel_calls", "data.strict", "data.max_substitutes", "data.max_fault_fraction",
+    "data.prefetch", "data.num_parallel_calls", "data.strict", "data.max_fault_fraction",
     "data.num_crops", "data.num_clips", "data.eval_resize_to_crop",  # evaluation protocol
 })
 

@@ -71,7 +71,6 @@ def get_data_config():
     # with none is replaced by the next video in training, masked out in evaluation; all counted
     # (input_pipeline/faults.py). True: any bad input is an immediate error.
     config.strict = False
-    config.max_substitutes = 4  # Videos tried for one training example in the pipeline; later ones on the host.
     # Training stops when more than this fraction of the last 100 examples (faults.FAULT_WINDOW)
     # had an unreadable video; examples with substituted frames do not count.
     config.max_fault_fraction = 0.5

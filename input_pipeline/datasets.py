@@ -8,6 +8,9 @@ window and flip from a stateless TF seed (seed, example). Bad input is handled a
 the stop rule, strict mode) and counted in `iterator.stats`. With several processes the first
 `faults.DataError` waits in `iterator.error` for the caller to raise it on all of them together.
 """
+import concurrent.futures
+import os
+
 import numpy as np
 
 from input_pipeline import faults
@@ -20,24 +23,30 @@ class BatchIterator:
     (`faults.InputStats.add_example`) as it is handed over; the counts are logged when the
     batches run out.
 
-    Each example names the videos that may fill it, `videos` indices 'candidates' (-1: padding),
-    and 'attempt', the first that could be read (past the last: none). With `late_example`
-    (`sources.Source.train_examples`), an example none of whose candidates could be read is
-    loaded from the next videos of its 'slot' on the host. With `hold_errors` (a run of several
-    processes) a `faults.DataError` does not raise: the first is kept in `error`, batches go on,
-    and the caller raises it on every process together (`blvnet_jax.hosts.raise_together`).
+    The pipeline's examples are {'video', 'label', 'key', 'loaded'} (`sources.Source.read_examples`);
+    a batch is handed over as {name: its field `fields[name]`}. An example that failed in the
+    pipeline ('loaded' False; key -1: padding) is loaded on the host by `late_example(key)`, those of
+    a batch in parallel threads: a dict of the example's fields, plus 'candidates', the videos that
+    may fill it, 'attempt', the first that could be read (past the last: none), and, when it was
+    read, 'sampled' and 'used' frame indices. With `retries_other_videos`
+    (training) an example none of whose candidates could be read stops the run
+    (`faults.InputStats.give_up`). With `hold_errors` (a run of several processes) a
+    `faults.DataError` does not raise: the first is kept in `error`, batches go on, and the caller
+    raises it on every process together (`blvnet_jax.hosts.raise_together`).
 
     `close()` (or leaving a `with` block) stops the pipeline's threads. Close an iterator that an
     error leaves behind: kept alive by the error's traceback to the interpreter's exit, a pipeline
     with batches in flight can wait there forever for threads Python no longer runs.
     """
 
-    def __init__(self, dataset, keys, stats, videos, late_example=None, hold_errors=False):
+    def __init__(self, dataset, fields, stats, videos, late_example, retries_other_videos, hold_errors=False):
         self._batches = dataset.as_numpy_iterator()
-        self._keys = keys
+        self._fields = fields
         self.stats = stats
         self._videos = videos
         self._late_example = late_example
+        self._late_loads = concurrent.futures.ThreadPoolExecutor(os.cpu_count())
+        self._retries_other_videos = retries_other_videos
         self._hold_errors = hold_errors
         self.error = None
 
@@ -53,6 +62,7 @@ class BatchIterator:
     def close(self):
         """Stops the pipeline now; the iterator then raises StopIteration."""
         self._batches = iter(())
+        self._late_loads.shutdown(wait=False)
 
     def __next__(self):
         try:
@@ -66,31 +76,28 @@ class BatchIterator:
             if not self._hold_errors:
                 raise
             self.error = self.error or error
-            return {key: batch[key] for key in self._keys}
+            return {name: batch[field] for name, field in self._fields.items()}
 
     def _counted(self, batch):
-        """The batch's `keys`, its faults counted and its late examples loaded."""
-        late = {}
-        faulty = (batch["attempt"] > 0) | np.any(batch["sampled"] != batch["used"], axis=1)
-        for i in range(len(faulty)):
-            if not faulty[i]:
+        """The batch's `fields`, its failed examples loaded on the host and its faults counted."""
+        failed = np.flatnonzero(~batch["loaded"] & (batch["key"] >= 0))
+        late = dict(zip(failed, self._late_loads.map(self._late_example, batch["key"][failed].tolist())))
+        for i in range(len(batch["loaded"])):
+            if i not in late:
                 self.stats.add_example(self._videos)
                 continue
-            example = {key: value[i] for key, value in batch.items()}
-            if example["attempt"] == len(example["candidates"]) and self._late_example:
-                example = late[i] = self._late_example(int(example["slot"]))
+            example = late[i]
             candidates, attempt = example["candidates"], example["attempt"]
             video = int(candidates[attempt]) if attempt < len(candidates) else None
             self.stats.add_example(self._videos, candidates[:attempt], video, example.get("sampled"),
                                    example.get("used"))
-            if video is None and self._late_example:
+            if video is None and self._retries_other_videos:
                 self.stats.give_up(len(candidates), len(self._videos.labels))
-        batch = {key: batch[key] for key in self._keys}
-        if late:
-            batch = {key: np.array(value) for key, value in batch.items()}
-            for i, example in late.items():
-                for key in self._keys:
-                    batch[key][i] = example[key]
+        batch = {name: np.array(batch[field]) if late else batch[field] for name, field in self._fields.items()}
+        for i, example in late.items():
+            for name, field in self._fields.items():
+                if field in example:
+                    batch[name][i] = example[field]
         return batch
 
 
@@ -165,17 +172,16 @@ def create_train_dataset(source, *, num_frames, global_batch_size, seed, process
                          f"{process_count} processes.")
     config = source.config
     local_batch = global_batch_size // process_count
-    tries = 1 if config.strict else config.max_substitutes
     stats = faults.InputStats("train", config.strict, config.max_fault_fraction)
     videos = source.videos("train")
     stats.add_list_problems(videos.problems)
     dataset, late_example = source.train_examples(
         train_clip_fn(config, seed, videos.jpeg), num_frames=num_frames, seed=seed, start_step=start_step,
         global_batch_size=global_batch_size, process_index=process_index, process_count=process_count,
-        tries=tries, substitute=not config.strict)
+        substitute=not config.strict)
     dataset = dataset.batch(local_batch, drop_remainder=True).prefetch(config.prefetch)
-    return BatchIterator(dataset.with_options(_options()), ("video", "label"), stats, videos,
-                         late_example=None if config.strict else late_example, hold_errors=process_count > 1)
+    return BatchIterator(dataset.with_options(_options()), {"video": "video", "label": "label"}, stats, videos,
+                         late_example, retries_other_videos=True, hold_errors=process_count > 1)
 
 
 def eval_batch_count(num_videos, batch_size, process_count):
@@ -196,35 +202,18 @@ def create_eval_dataset(source, *, num_frames, batch_size, process_index=0, proc
     """
     config = source.config
     videos = source.videos("val")
-    eval_clip = _eval_clip_fn(config, num_frames, videos.jpeg)
     stats = faults.InputStats("val", config.strict)
     stats.add_list_problems(videos.problems)
     count = len(videos.labels)
     my_count = len(range(process_index, count, process_count))
     num_padding = eval_batch_count(count, batch_size, process_count) * batch_size - my_count
-    views = config.num_crops * config.num_clips
-    frames = config.num_clips * num_frames
-    empty = tf.zeros([views, num_frames, config.crop_size, config.crop_size, 3], tf.uint8)
-    no_frames = tf.zeros([frames], tf.int64)
-    missing = lambda video_index, attempt: {
-        "video": empty, "label": tf.constant(0), "video_index": video_index, "mask": tf.constant(False),
-        "candidates": video_index[None], "attempt": tf.constant(attempt), "sampled": no_frames, "used": no_frames}
-
-    def example(video_index, indices, label):
-        def load_view(attempt):
-            jpegs, used = tf.numpy_function(videos.clip_frames, [video_index, indices, attempt["substitute"]],
-                                            (tf.string, tf.int64), stateful=False)
-            return {"video": eval_clip(tf.ensure_shape(jpegs, [frames])), "label": label, "video_index": video_index,
-                    "mask": tf.constant(True), "candidates": video_index[None], "attempt": tf.constant(0),
-                    "sampled": indices, "used": tf.ensure_shape(used, [frames])}
-
-        attempts = faults.attempts({"video_index": video_index[None]}, substitute=not config.strict)
-        return faults.first_readable(attempts, load_view, lambda: missing(video_index, 1))
-
-    inputs = source.eval_inputs("val", num_frames=num_frames, process_index=process_index, process_count=process_count)
-    dataset = faults.map_examples(inputs, example, config.num_parallel_calls)
-    padding = tf.data.Dataset.from_tensors(missing(tf.constant(-1, tf.int64), 0))
-    dataset = dataset.concatenate(padding.repeat(num_padding))
+    dataset, late_example = source.eval_examples(
+        _eval_clip_fn(config, num_frames, videos.jpeg), num_frames=num_frames, batch_size=batch_size,
+        process_index=process_index, process_count=process_count, substitute=not config.strict)
+    padding = {**{name: tf.zeros(spec.shape, spec.dtype) for name, spec in dataset.element_spec.items()},
+               "key": tf.constant(-1, tf.int64)}
+    dataset = dataset.concatenate(tf.data.Dataset.from_tensors(padding).repeat(num_padding))
     dataset = dataset.batch(batch_size).prefetch(config.prefetch)
-    return BatchIterator(dataset.with_options(_options()), ("video", "label", "video_index", "mask"),
-                         stats, videos, hold_errors=process_count > 1)
+    fields = {"video": "video", "label": "label", "video_index": "key", "mask": "loaded"}
+    return BatchIterator(dataset.with_options(_options()), fields, stats, videos, late_example,
+                         retries_other_videos=False, hold_errors=process_count > 1)

@@ -1,5 +1,5 @@
 """Bad input, in one place: the kinds of fault, the frame substitution rule, the stop rule, their
-counting, and how tf.data tries an example's candidates without losing its position.
+counting, and how tf.data keeps the position of an example that fails to load.
 
 The rules, for every source (frame folders, the stored TFDS format):
 - Substitution. A sampled frame that cannot be read (a missing file, a corrupt JPEG, a stored
@@ -11,9 +11,11 @@ The rules, for every source (frame folders, the stored TFDS format):
   fault of the frame itself.
 - Skipping. A video none of whose frames can be read (or whose label is out of range, or whose
   frames PIL reads but TensorFlow does not) is skipped: in training the example takes the next
-  readable video of its epoch's shuffled order (the first `config.data.max_substitutes` tried in
-  the pipeline, later ones on the host); in evaluation the video is masked out (no host counts
-  it; every other video is still counted exactly once).
+  readable video of its epoch's shuffled order; in evaluation the video is masked out (no host
+  counts it; every other video is still counted exactly once).
+- Where. A clip is first read as sampled, in the parallel pipeline; only when that fails is it
+  read again on the host (`load_in_order` marks it), where frames are checked and substituted
+  and other videos tried: a clean dataset pays nothing for the rules.
 - Stopping. Training stops when more than `config.data.max_fault_fraction` x FAULT_WINDOW of the
   last FAULT_WINDOW examples had their own video skipped (so never before that many examples);
   an example with substituted frames is not a failure. The error names the fraction, the window
@@ -130,43 +132,31 @@ def videos_to_try(num_videos, max_fault_fraction):
     return min(num_videos, int(max_fault_fraction * FAULT_WINDOW) + 1)
 
 
-def attempts(candidates, substitute):
-    """Dataset of the attempts of one example, from its candidate videos {key: (tries, ...)
-    tensor}: each candidate with 'attempt' (int32, its position) and 'substitute' (bool), as
-    sampled, then, when `substitute`, again with its unreadable frames substituted.
+def load_in_order(groups, load, placeholder, num_parallel_calls):
+    """`load(row)` of every row of `groups`, in parallel and in order, with 'loaded' True; where it
+    raises an error (a frame that does not decode), `placeholder(row)`, with 'loaded' False.
 
-    One dataset op (every op of these per-example datasets costs a few % of a clip's time).
+    `groups`: a dataset of dicts of (n, ...) tensors; `placeholder` should return tensors made
+    outside the pipeline (captured, not allocated per row). `num_parallel_calls` -1 =
+    tf.data.AUTOTUNE. TensorFlow cannot catch an op's error inside a graph: `ignore_errors` drops
+    the failed row. So each row is followed by a marker that cannot fail, its placeholder; a marker
+    is kept only where its row was dropped (when it follows another marker).
     """
-    tries = next(iter(candidates.values())).shape[0]
-    order = np.repeat(np.arange(tries, dtype=np.int32), 2 if substitute else 1)
-    flags = np.tile([False, True], tries) if substitute else np.zeros(tries, bool)
-    return tf.data.Dataset.from_tensor_slices({**{key: tf.gather(value, order) for key, value in candidates.items()},
-                                               "attempt": order, "substitute": flags})
+    def with_markers(group):
+        count = tf.shape(tf.nest.flatten(group)[0])[0]
+        return {"row": tf.nest.map_structure(lambda value: tf.repeat(value, 2, axis=0), group),
+                "marker": tf.tile([False, True], [count])}
 
+    def load_row(element):
+        return tf.cond(element["marker"], lambda: {**placeholder(element["row"]), "loaded": False},
+                       lambda: {**load(element["row"]), "loaded": True})
 
-def first_readable(candidates, load, fallback):
-    """One-element dataset: `load(candidate)` of the first candidate that raises no error.
+    def keep(after_marker, element):
+        return tf.logical_not(element["loaded"]), (tf.logical_or(element["loaded"], after_marker), element)
 
-    TensorFlow cannot catch an op's error inside a graph: the only way to survive a corrupt JPEG
-    is `ignore_errors`, which drops the failed element. To keep example k at position k, each
-    example becomes this tiny dataset of its attempts, loaded one after the other until one
-    loads; `fallback()` (same structure as `load`'s) builds the element when all fail. Neither
-    runs more than needed: a clean dataset pays one decode per example.
-    """
-    loaded = candidates.map(load).ignore_errors()
-    gave_up = tf.data.Dataset.from_tensors(0).map(lambda _: fallback())
-    return loaded.concatenate(gave_up).take(1)
-
-
-def map_examples(examples, to_dataset, num_parallel_calls):
-    """`examples` mapped through `to_dataset` (element -> one-element dataset) in parallel, in
-    order; `num_parallel_calls` -1 = tf.data.AUTOTUNE.
-
-    Each one-element dataset is read inside a parallel map rather than by `interleave`, which
-    costs less per example for the same elements.
-    """
-    return examples.map(lambda *element: to_dataset(*element).get_single_element(),
-                        num_parallel_calls=num_parallel_calls, deterministic=True)
+    rows = groups.map(with_markers).unbatch()
+    loaded = rows.map(load_row, num_parallel_calls=num_parallel_calls, deterministic=True).ignore_errors()
+    return loaded.scan(tf.constant(True), keep).filter(lambda kept, element: kept).map(lambda kept, element: element)
 
 
 @dataclasses.dataclass

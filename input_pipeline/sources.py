@@ -1,9 +1,9 @@
 """Where videos come from: one `Source` per dataset, built once from `config.data` by `create_source`.
 
 A source opens each split once as `Videos`: every video's number of frames, label and id, and a
-reader of any of its frames by index. On that, one implementation here makes the training
-examples of a host (a pure function of seed and step, so a resumed run sees the examples of an
-uninterrupted one) and its evaluation inputs, and checks a split offline. The sources:
+reader of any of its frames by index. On that, one implementation here (`Source.read_examples`)
+makes the training examples of a host (a pure function of seed and step, so a resumed run sees the
+examples of an uninterrupted one) and its evaluation examples, and checks a split offline. The sources:
 - 'frames' (`FrameFolderSource`): list files of frame folders, the official layout (below).
 - 'synthetic' (`SyntheticSource`): the generated dataset of `synthetic`, written once as frame
   folders and read as such.
@@ -155,96 +155,98 @@ class Source(abc.ABC):
         return self.videos(split).ids
 
     def train_examples(self, train_clip, *, num_frames, seed, start_step, global_batch_size, process_index,
-                       process_count, tries, substitute):
-        """(dataset, late_example): a host's training examples from `start_step` on.
-
-        Per example {'video': `train_clip`'s clip, 'label', 'slot', 'candidates' (tries,) the
-        videos that may fill it, 'attempt' (the first readable one; `tries`: none), 'sampled' and
-        'used' (num_frames,) frame indices}, with `substitute` its unreadable frames replaced (`faults`).
-        `late_example(slot)` is the same example when its first `tries` candidates all failed: the
-        next videos of its epoch's order, read on the host, 'candidates' all the videos tried.
-        """
+                       process_count, substitute):
+        """(dataset, late_example) of a host's training examples from `start_step` on (`read_examples`):
+        example slot k is filled by the k-th video of a seeded per-epoch permutation (`TrainOrder`),
+        then, if that fails, by the next ones (at most `faults.videos_to_try`)."""
         videos = self.videos("train")
         order = TrainOrder(len(videos.labels), seed)
         local_batch = global_batch_size // process_count
         offset = start_step * global_batch_size + process_index * local_batch
-        first_slots = lambda step: offset + step * global_batch_size + np.arange(local_batch)
 
-        def sampled(slot, attempt, video):
-            rng = np.random.default_rng([seed, slot, attempt])
-            return sampling.train_indices(self.config, int(videos.num_frames[video]), num_frames, rng)
+        def attempt(slot, number):
+            video = order.candidates(slot, number + 1)[number]
+            rng = np.random.default_rng([seed, slot, number])
+            return video, sampling.train_indices(self.config, int(videos.num_frames[video]), num_frames, rng)
 
-        def load(slot, video, indices, label, substitute):
-            jpegs, used = tf.numpy_function(videos.clip_frames, [video, indices, substitute], (tf.string, tf.int64),
-                                            stateful=False)
-            clip, label = train_clip(tf.ensure_shape(jpegs, [num_frames]), label, slot)
-            return {"video": clip, "label": label, "used": tf.ensure_shape(used, [num_frames])}
+        steps = tf.data.Dataset.range(np.iinfo(np.int64).max)
+        slots = steps.map(lambda step: offset + step * global_batch_size + tf.range(local_batch, dtype=tf.int64))
+        limit = faults.videos_to_try(len(videos.labels), self.config.max_fault_fraction) if substitute else 1
+        crop = self.config.crop_size
+        return self.read_examples(videos, slots, attempt, num_frames, train_clip, [num_frames, crop, crop, 3], limit,
+                                  substitute)
 
-        def example(element):
-            slot, videos_of_slot = element["slot"], element["video"]
-            known = {"slot": slot, "candidates": videos_of_slot}
-            crop = self.config.crop_size
-            gave_up = lambda: {**known, "attempt": tf.constant(tries), "sampled": tf.zeros([num_frames], tf.int64),
-                               "video": tf.zeros([num_frames, crop, crop, 3], tf.uint8), "label": tf.constant(-1),
-                               "used": tf.zeros([num_frames], tf.int64)}
-            attempts = faults.attempts({key: element[key] for key in ("video", "indices", "label")}, substitute)
-            return faults.first_readable(attempts, lambda candidate: {
-                **known, "attempt": candidate["attempt"], "sampled": candidate["indices"], **load(
-                    slot, candidate["video"], candidate["indices"], candidate["label"], candidate["substitute"])},
-                gave_up)
+    def eval_examples(self, eval_clip, *, num_frames, batch_size, process_index, process_count, substitute):
+        """(dataset, late_example) of a host's evaluation examples (`read_examples`), videos p, p + P, ...
+        of the 'val' split in order, 'video' `eval_clip`'s views of `num_clips` clips."""
+        config, videos = self.config, self.videos("val")
 
-        def step_candidates(step):
-            slots = first_slots(step)
-            candidates = np.stack([order.candidates(slot, tries) for slot in slots])
-            indices = np.stack([[sampled(slot, attempt, video) for attempt, video in enumerate(videos_of_slot)]
-                                for slot, videos_of_slot in zip(slots, candidates)]).astype(np.int64)
-            return candidates, indices, videos.labels[candidates], slots
-
-        def step_elements(step):
-            candidates, indices, label, slots = tf.numpy_function(
-                step_candidates, [step], (tf.int64, tf.int64, tf.int32, tf.int64), stateful=False)
-            return {"video": tf.ensure_shape(candidates, [None, tries]),
-                    "indices": tf.ensure_shape(indices, [None, tries, num_frames]),
-                    "label": tf.ensure_shape(label, [None, tries]),
-                    "slot": tf.ensure_shape(slots, [None])}
-
-        load_on_host = tf.function(load, input_signature=[
-            tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([num_frames], tf.int64),
-            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)])
-        limit = faults.videos_to_try(len(videos.labels), self.config.max_fault_fraction)
-
-        def late_example(slot):
-            candidates = order.candidates(slot, limit)
-            for attempt in range(tries, limit):
-                video = candidates[attempt]
-                indices = sampled(slot, attempt, video)
-                for substitute_frames in (False, True)[:1 + substitute]:
-                    try:
-                        loaded = load_on_host(slot, video, indices, videos.labels[video], substitute_frames)
-                    except tf.errors.OpError:
-                        continue
-                    return {"candidates": candidates[:attempt + 1], "attempt": attempt, "sampled": indices,
-                            **{key: value.numpy() for key, value in loaded.items()}}
-            return {"candidates": candidates, "attempt": limit}
-
-        examples = tf.data.Dataset.range(np.iinfo(np.int64).max).map(step_elements).unbatch()
-        return faults.map_examples(examples, example, self.config.num_parallel_calls), late_example
-
-    def eval_inputs(self, split, *, num_frames, process_index, process_count):
-        """Dataset of (video index, int64 frame indices (num_clips * num_frames,), int32 label) of
-        a host's videos p, p + P, ... of a split, in order."""
-        config, videos = self.config, self.videos(split)
-        count = config.num_clips * num_frames
-
-        def frames(video):
-            return sampling.eval_indices(config, int(videos.num_frames[video]), num_frames).reshape(-1).astype(np.int64)
-
-        def video_element(video):
-            indices = tf.numpy_function(frames, [video], tf.int64, stateful=False)
-            return video, tf.ensure_shape(indices, [count]), tf.gather(videos.labels, video)
+        def attempt(video, number):
+            return video, sampling.eval_indices(config, int(videos.num_frames[video]), num_frames).reshape(-1)
 
         mine = np.arange(process_index, len(videos.labels), process_count, dtype=np.int64)
-        return tf.data.Dataset.from_tensor_slices(mine).map(video_element)
+        keys = tf.data.Dataset.from_tensor_slices(mine).batch(batch_size)
+        clip = lambda frames, label, key: (eval_clip(frames), label)
+        shape = [config.num_crops * config.num_clips, num_frames, config.crop_size, config.crop_size, 3]
+        return self.read_examples(videos, keys, attempt, config.num_clips * num_frames, clip, shape, 1, substitute)
+
+    def read_examples(self, videos, key_groups, attempt, count, clip, clip_shape, limit, substitute):
+        """(dataset, late_example): examples {'video', 'label', 'key', 'loaded'}, one per key of
+        `key_groups` (a dataset of int64 (n,) keys), in order.
+
+        `attempt(key, number)` -> (video, `count` frame indices): the `number`-th video that may fill
+        example `key`, and its frames; `clip(frames (count,), label, key)` -> (uint8 `clip_shape`,
+        label). An example is its first attempt, read in the parallel pipeline; where that fails, a
+        placeholder (zeros, label 0) with 'loaded' False. `late_example(key)` is that example read
+        on the host: with `substitute`, its unreadable frames replaced (`faults`), then the next
+        attempts, at most `limit`; with 'candidates' the videos tried, 'attempt' the one read (past
+        the last: none) and, when read, 'loaded' True, 'sampled' and 'used' (count,) its frame
+        indices.
+        """
+        def first_attempts(keys):
+            firsts = [attempt(key, 0) for key in keys]
+            chosen = np.array([video for video, _ in firsts], np.int64)
+            return chosen, np.stack([indices for _, indices in firsts]).astype(np.int64), videos.labels[chosen]
+
+        def rows(keys):
+            chosen, indices, labels = tf.numpy_function(first_attempts, [keys], (tf.int64, tf.int64, tf.int32),
+                                                        stateful=False)
+            shaped = lambda value, *shape: tf.ensure_shape(value, keys.shape + list(shape))
+            return {"key": keys, "video": shaped(chosen), "label": shaped(labels), "indices": shaped(indices, count)}
+
+        def load(key, video, indices, label, substitute):
+            frames, used = tf.numpy_function(videos.clip_frames, [video, indices, substitute], (tf.string, tf.int64),
+                                             stateful=False)
+            loaded, label = clip(tf.ensure_shape(frames, [count]), label, key)
+            return {"video": tf.ensure_shape(loaded, clip_shape), "label": label,
+                    "used": tf.ensure_shape(used, [count])}
+
+        def load_first(row):
+            loaded = load(row["key"], row["video"], row["indices"], row["label"], False)
+            return {"video": loaded["video"], "label": loaded["label"], "key": row["key"]}
+
+        load_on_host = tf.function(load, input_signature=[
+            tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([count], tf.int64),
+            tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)])
+        no_clip = tf.zeros(clip_shape, tf.uint8)
+        placeholder = lambda row: {"video": no_clip, "label": tf.constant(0), "key": row["key"]}
+        examples = faults.load_in_order(key_groups.map(rows), load_first, placeholder, self.config.num_parallel_calls)
+
+        def late_example(key):
+            tried = []
+            for number in range(limit):
+                video, indices = attempt(key, number)
+                tried.append(video)
+                for substitute_frames in (False, True)[number == 0:1 + substitute]:  # The first as sampled failed.
+                    try:
+                        loaded = load_on_host(key, video, indices, videos.labels[video], substitute_frames)
+                    except tf.errors.OpError:
+                        continue
+                    return {"candidates": tried, "attempt": number, "sampled": indices, "loaded": True,
+                            **{name: value.numpy() for name, value in loaded.items()}}
+            return {"candidates": tried, "attempt": limit}
+
+        return examples, late_example
 
     def check_split(self, split, workers):
         """Every problem of a split, every frame read and decoded: (kind, message) pairs."""

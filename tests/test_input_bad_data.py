@@ -183,16 +183,10 @@ def test_training_takes_the_next_readable_video_and_stops_past_the_fault_fractio
                       for slot in range(120)]
     videos = [order.candidates(slot, 12)[i] for slot, i in enumerate(first_readable)]
     np.testing.assert_array_equal(np.concatenate([batch["label"] for batch in batches]), labels[videos])
-    assert max(first_readable) > config.max_substitutes  # Some examples read a video past the 4 tried first.
+    assert max(first_readable) > 4  # Some examples read a video past the 4 after their own.
     assert iterator.stats.unreadable == sum(first_readable)
     assert iterator.stats.kinds[faults.EMPTY_VIDEO] == 8
     assert "does not exist" in iterator.stats.kind_examples[faults.EMPTY_VIDEO][0]
-    # Where the search happens (the first max_substitutes videos in the pipeline, the next ones on
-    # the host) does not change the clips.
-    config.max_substitutes = 1
-    for batch, expected in zip(batches, train()):
-        for key in batch:
-            np.testing.assert_array_equal(batch[key], expected[key])
     config.max_fault_fraction = 0.5
     iterator = train()
     with pytest.raises(faults.DataError) as stopped:
