@@ -32,6 +32,7 @@ the source and split), the video, and the frame.
 import collections
 import dataclasses
 import logging
+import operator
 
 import numpy as np
 from PIL import Image
@@ -151,12 +152,14 @@ def load_in_order(groups, load, placeholder, num_parallel_calls):
         return tf.cond(element["marker"], lambda: {**placeholder(element["row"]), "loaded": False},
                        lambda: {**load(element["row"]), "loaded": True})
 
-    def keep(after_marker, element):
-        return tf.logical_not(element["loaded"]), (tf.logical_or(element["loaded"], after_marker), element)
+    def mark_kept(after_marker, element):
+        return tf.logical_not(element["loaded"]), {"kept": tf.logical_or(element["loaded"], after_marker),
+                                                   "element": element}
 
     rows = groups.map(with_markers).unbatch()
     loaded = rows.map(load_row, num_parallel_calls=num_parallel_calls, deterministic=True).ignore_errors()
-    return loaded.scan(tf.constant(True), keep).filter(lambda kept, element: kept).map(lambda kept, element: element)
+    marked = loaded.scan(tf.constant(True), mark_kept)
+    return marked.filter(operator.itemgetter("kept")).map(operator.itemgetter("element"))
 
 
 @dataclasses.dataclass
