@@ -40,13 +40,15 @@ flags.DEFINE_integer("process_id", None, "This process's index, for multi-host r
 def check_data():
     """Checks both splits of the config's data; exits with status 1, listing every problem, if any."""
     from input_pipeline import check_data as checker
-    problems = [problem for split in ("train", "val")
-                for problem in checker.check_split(FLAGS.config.data, split, workers=os.cpu_count())]
+    problems, checked = [], {}
+    for split in ("train", "val"):
+        checked[split], split_problems = checker.check_split(FLAGS.config.data, split, workers=os.cpu_count())
+        problems += split_problems
     if problems:
         config_file = config_flags.get_config_filename(FLAGS["config"])
-        raise SystemExit(f"{checker.report(problems)}\nFound in the train and val splits of {config_file}: "
+        raise SystemExit(f"{checker.report(problems, checked)}\nFound in the train and val splits of {config_file}: "
                          "fix them, or train without --check_data to skip and count unreadable videos.")
-    logging.info("--check_data: no problem in the train and val splits.")
+    logging.info("--check_data: %s", checker.report([], checked))
 
 
 def main(argv):

@@ -3,8 +3,9 @@
   python -m input_pipeline.check_data --config=configs/demo.py [--split=train,val]
 
 Every frame of every video is opened and decoded: for 'frames' (and 'synthetic') every listed
-video; for 'tfds' every stored video. Prints each problem, then how many there are of each kind
-(the kinds training counts as `faults_<kind>`); exit status 1 when anything is wrong.
+video; for 'tfds' every stored video, and the videos its preparation left out (unreadable) are one
+problem. Prints each problem, then how many there are of each kind (the kinds training counts as
+`faults_<kind>`) in how many videos; exit status 1 when anything is wrong.
 """
 import collections
 import os
@@ -21,29 +22,33 @@ FLAGS = flags.FLAGS
 
 
 def check_split(data_config, split, workers):
-    """All problems of one split: (kind, message) pairs, the message 'file:line ...: what is
-    wrong' (frame folders) or "tfds name split #number video 'id': what is wrong" (tfds)."""
+    """(number of videos, all problems) of one split: (kind, message) pairs, the message 'file:line
+    ...: what is wrong' (frame folders) or "tfds name split #number video 'id': what is wrong" (tfds)."""
     config = data_config.copy_and_resolve_references()
     config.strict = False
     return sources.create_source(config).check_split(split, workers)
 
 
-def report(problems):
-    """Every problem's message, then a line counting them by kind: 'N problems: 2 corrupt frame,
-    1 empty video.' (kinds in the order training logs them)."""
+def report(problems, checked):
+    """Every problem's message, then a line counting them by kind and the videos `checked` ({split:
+    number}): '3 problems in 52 videos (train 40, val 12): 2 corrupt frame, 1 empty video.' (kinds
+    in the order training logs them)."""
     counts = collections.Counter(kind for kind, _ in problems)
     order = list(faults.KINDS) + sorted(set(counts) - set(faults.KINDS))
     by_kind = ", ".join(f"{counts[kind]} {kind}" for kind in order if counts[kind])
-    return "\n".join([message for _, message in problems] +
-                      [f"{len(problems)} problems: {by_kind}." if problems else "No problem found."])
+    videos = f"{sum(checked.values())} videos ({', '.join(f'{split} {count}' for split, count in checked.items())})"
+    return "\n".join([message for _, message in problems] + [
+        f"{len(problems)} problem{'s' * (len(problems) != 1)} in {videos}: {by_kind}." if problems else
+        f"No problem found in {videos}."])
 
 
 def main(argv):
     del argv
-    problems = []
+    problems, checked = [], {}
     for split in FLAGS.split:
-        problems += check_split(FLAGS.config.data, split, FLAGS.workers)
-    print(report(problems))
+        checked[split], split_problems = check_split(FLAGS.config.data, split, FLAGS.workers)
+        problems += split_problems
+    print(report(problems, checked))
     sys.exit(1 if problems else 0)
 
 

@@ -28,11 +28,11 @@ class BatchIterator:
     pipeline ('loaded' False; key -1: padding) is loaded on the host by `late_example(key)`, those of
     a batch in parallel threads: a dict of the example's fields, plus 'candidates', the videos that
     may fill it, 'attempt', the first that could be read (past the last: none), and, when it was
-    read, 'sampled' and 'used' frame indices. With `retries_other_videos`
-    (training) an example none of whose candidates could be read stops the run
-    (`faults.InputStats.give_up`). With `hold_errors` (a run of several processes) a
-    `faults.DataError` does not raise: the first is kept in `error`, batches go on, and the caller
-    raises it on every process together (`blvnet_jax.hosts.raise_together`).
+    read, 'sampled' and 'used' frame indices. With `retries_other_videos` (training) an example
+    none of whose candidates could be read stops the run (`faults.InputStats.give_up`). With
+    `hold_errors` (a run of several processes) a `faults.DataError` does not raise: the first is
+    kept in `error`, batches go on, and the caller raises it on every process together
+    (`blvnet_jax.hosts.raise_together`).
 
     `close()` (or leaving a `with` block) stops the pipeline's threads. Close an iterator that an
     error leaves behind: kept alive by the error's traceback to the interpreter's exit, a pipeline

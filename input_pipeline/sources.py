@@ -249,7 +249,8 @@ class Source(abc.ABC):
         return examples, late_example
 
     def check_split(self, split, workers):
-        """Every problem of a split, every frame read and decoded: (kind, message) pairs."""
+        """(number of videos, every problem) of a split, every frame read and decoded; problems are
+        (kind, message) pairs."""
         videos = self.open_split(split)  # Not `videos`, whose log of the lines left out repeats them.
         if not len(videos.labels):
             raise no_usable_video(split, videos.problems)
@@ -258,7 +259,7 @@ class Source(abc.ABC):
             results = pool.map(videos.video_faults, range(len(videos.labels)))
             for video_faults in tqdm.tqdm(results, total=len(videos.labels), desc=f"checking {split}", disable=None):
                 problems += [(fault.kind, fault.message) for fault in video_faults]
-        return problems
+        return len(videos.labels), problems
 
 
 def _source_class(data_config):

@@ -147,3 +147,13 @@ class TfdsSource(sources.Source):
 
     def class_names(self):
         return self.prepared.info.features["label"].names
+
+    def check_split(self, split, workers):
+        """`Source.check_split`, and the videos the preparation left out (unreadable) as one problem."""
+        num_videos, problems = super().check_split(split, workers)
+        left_out = self.prepared.info.metadata.get("left_out", {}).get(SPLITS[split], 0)
+        if left_out:
+            problems.append((faults.UNREADABLE_VIDEO, (
+                f"tfds {self.config.tfds_name} {split}: {left_out} video{'s' * (left_out > 1)} of the manual dir left "
+                "out when it was prepared, unreadable by PyAV (prepare_tfds logged their names)")))
+        return num_videos, problems

@@ -282,14 +282,15 @@ def test_video_faults_tell_truncated_and_empty_videos_from_missing_frames(tmp_pa
 
 def test_check_data_reports_every_problem_and_counts_them_by_kind(broken_config):
     config = broken_config[0]
-    problems = check_data.check_split(config, "train", workers=2)
+    num_videos, problems = check_data.check_split(config, "train", workers=2)
+    assert num_videos == 12
     assert [kind for kind, _ in problems] == [faults.MISSING_FRAME, faults.CORRUPT_FRAME, faults.CORRUPT_FRAME]
     for (_, message), video_dir in zip(problems, BROKEN_DIRS):
         assert video_dir in message and message.startswith(os.path.join(config.root, "train.txt:"))
-    lines = check_data.report(problems).splitlines()
+    lines = check_data.report(problems, {"train": 12, "val": 4}).splitlines()
     assert lines[:3] == [message for _, message in problems]
-    assert lines[3] == "3 problems: 1 missing frame, 2 corrupt frame."
-    assert check_data.report([]) == "No problem found."
+    assert lines[3] == "3 problems in 16 videos (train 12, val 4): 1 missing frame, 2 corrupt frame."
+    assert check_data.report([], {"train": 12}) == "No problem found in 12 videos (train 12)."
 
 
 def test_check_data_reports_a_bad_list_line_once(tmp_path, broken_config, caplog):
@@ -297,7 +298,7 @@ def test_check_data_reports_a_bad_list_line_once(tmp_path, broken_config, caplog
     with open(os.path.join(config.root, "train.txt")) as f:
         (tmp_path / "list.txt").write_text(f.read() + "frames/train/00_0000 1 eight 0\n")
     config.train_list = str(tmp_path / "list.txt")
-    problems = check_data.check_split(config, "train", workers=2)
+    _, problems = check_data.check_split(config, "train", workers=2)
     assert [kind for kind, _ in problems].count(faults.MALFORMED) == 1
     assert "list.txt:13" not in caplog.text  # The report names it; no log repeats it.
 

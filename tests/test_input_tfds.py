@@ -225,8 +225,12 @@ def test_config_check_counts_the_classes_in_the_metadata(prepared, tmp_path):
         config_check.check_data(config)
 
 
-def test_check_data_finds_no_problem_in_a_prepared_dataset(prepared):
-    assert check_data.check_split(_config(prepared.data_dir), "train", workers=2) == []
+def test_check_data_finds_no_problem_in_a_prepared_dataset_but_the_video_left_out(prepared):
+    config = _config(prepared.data_dir)
+    assert check_data.check_split(config, "train", workers=2) == (len(_expected("train")), [(
+        faults.UNREADABLE_VIDEO, "tfds video_folder train: 1 video of the manual dir left out when it was prepared, "
+        "unreadable by PyAV (prepare_tfds logged their names)")])
+    assert check_data.check_split(config, "val", workers=2) == (len(_expected("validation")), [])
 
 
 def test_max_fps_config_keeps_at_most_that_many_frames_a_second(tmp_path):
@@ -1103,12 +1107,15 @@ def test_evaluation_substitutes_frames_and_masks_the_unreadable_video(faulty):
 
 
 def test_check_data_reports_every_bad_frame(faulty):
-    problems = check_data.check_split(faulty["faulty"], "train", workers=2)
-    assert [kind for kind, _ in problems] == [faults.CORRUPT_FRAME] * 6
-    assert [message.split(" (")[0] for _, message in problems] == (
+    num_videos, problems = check_data.check_split(faulty["faulty"], "train", workers=2)
+    assert num_videos == len(STORED_TRAIN)
+    assert [kind for kind, _ in problems] == [faults.CORRUPT_FRAME] * 6 + [faults.UNREADABLE_VIDEO]
+    assert [message.split(" (")[0] for _, message in problems[:6]] == (
         [f"{TRAIN_WHERE} #2 video 'bad_jpeg': corrupt frame 3"] +
         [f"{TRAIN_WHERE} #4 video 'all_bad': corrupt frame {index}" for index in range(5)])
-    assert check_data.report(problems).splitlines()[-1] == "6 problems: 6 corrupt frame."
-    repaired = check_data.check_split(faulty["repaired"], "val", workers=2)
+    assert problems[6][1].startswith(f"{TRAIN_WHERE}: 1 video of the manual dir left out when it was prepared")
+    assert check_data.report(problems, {"train": num_videos}).splitlines()[-1] == (
+        f"7 problems in {num_videos} videos (train {num_videos}): 6 corrupt frame, 1 unreadable video.")
+    _, repaired = check_data.check_split(faulty["repaired"], "val", workers=2)
     assert [message.split(" (")[0] for _, message in repaired] == [
         f"tfds something_something_v1 val #3 video 'all_bad': corrupt frame {index}" for index in range(5)]

@@ -306,5 +306,6 @@ def test_check_data_flag_stops_before_training_and_lists_every_problem(tmp_path)
                              capture_output=True, text=True, timeout=600)
     assert checked.returncode == 1
     assert all(frame in checked.stderr for frame in broken)
-    assert "2 problems: 2 corrupt frame.\nFound in the train and val splits of configs/demo.py" in checked.stderr
+    assert "2 problems in 12 videos (train 8, val 4): 2 corrupt frame.\nFound in the train and val splits of " \
+           "configs/demo.py" in checked.stderr
     assert not os.path.exists(tmp_path / "run" / "checkpoints")
