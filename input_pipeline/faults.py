@@ -133,30 +133,29 @@ def videos_to_try(num_videos, max_fault_fraction):
     return min(num_videos, int(max_fault_fraction * FAULT_WINDOW) + 1)
 
 
-def load_in_order(groups, load, placeholder, num_parallel_calls):
-    """`load(row)` of every row of `groups`, in parallel and in order, with 'loaded' True; where it
-    raises an error (a frame that does not decode), `placeholder(row)`, with 'loaded' False.
+def load_in_order(key_groups, load, placeholder, num_parallel_calls):
+    """`load(key)` (a dict of tensors) of every key of `key_groups` (a dataset of int64 (n,)
+    tensors), in parallel and in order, with 'loaded' True; where it raises an error (a frame that
+    does not decode), `placeholder(key)`, with 'loaded' False.
 
-    `groups`: a dataset of dicts of (n, ...) tensors; `placeholder` should return tensors made
-    outside the pipeline (captured, not allocated per row). `num_parallel_calls` -1 =
-    tf.data.AUTOTUNE. TensorFlow cannot catch an op's error inside a graph: `ignore_errors` drops
-    the failed row. So each row is followed by a marker that cannot fail, its placeholder; a marker
-    is kept only where its row was dropped (when it follows another marker).
+    `placeholder` should return tensors made outside the pipeline (captured, not allocated per
+    key). `num_parallel_calls` -1 = tf.data.AUTOTUNE. TensorFlow cannot catch an op's error inside
+    a graph: `ignore_errors` drops the failed element. So each key is followed by a marker that
+    cannot fail, its placeholder; a marker is kept only where its key's element was dropped (when
+    it follows another marker). Only errors of `load` are caught: `key_groups` must not fail.
     """
-    def with_markers(group):
-        count = tf.shape(tf.nest.flatten(group)[0])[0]
-        return {"row": tf.nest.map_structure(lambda value: tf.repeat(value, 2, axis=0), group),
-                "marker": tf.tile([False, True], [count])}
+    def with_markers(keys):
+        return {"key": tf.repeat(keys, 2), "marker": tf.tile([False, True], tf.shape(keys))}
 
     def load_row(element):
-        return tf.cond(element["marker"], lambda: {**placeholder(element["row"]), "loaded": False},
-                       lambda: {**load(element["row"]), "loaded": True})
+        return tf.cond(element["marker"], lambda: {**placeholder(element["key"]), "loaded": False},
+                       lambda: {**load(element["key"]), "loaded": True})
 
     def mark_kept(after_marker, element):
         return tf.logical_not(element["loaded"]), {"kept": tf.logical_or(element["loaded"], after_marker),
                                                    "element": element}
 
-    rows = groups.map(with_markers).unbatch()
+    rows = key_groups.map(with_markers).unbatch()
     loaded = rows.map(load_row, num_parallel_calls=num_parallel_calls, deterministic=True).ignore_errors()
     marked = loaded.scan(tf.constant(True), mark_kept)
     return marked.filter(operator.itemgetter("kept")).map(operator.itemgetter("element"))

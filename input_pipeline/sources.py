@@ -203,16 +203,9 @@ class Source(abc.ABC):
         the last: none) and, when read, 'loaded' True, 'sampled' and 'used' (count,) its frame
         indices.
         """
-        def first_attempts(keys):
-            firsts = [attempt(key, 0) for key in keys]
-            chosen = np.array([video for video, _ in firsts], np.int64)
-            return chosen, np.stack([indices for _, indices in firsts]).astype(np.int64), videos.labels[chosen]
-
-        def rows(keys):
-            chosen, indices, labels = tf.numpy_function(first_attempts, [keys], (tf.int64, tf.int64, tf.int32),
-                                                        stateful=False)
-            shaped = lambda value, *shape: tf.ensure_shape(value, keys.shape + list(shape))
-            return {"key": keys, "video": shaped(chosen), "label": shaped(labels), "indices": shaped(indices, count)}
+        def first_attempt(key):
+            video, indices = attempt(key, 0)
+            return np.int64(video), np.asarray(indices, np.int64), videos.labels[video]
 
         def load(key, video, indices, label, substitute):
             frames, used = tf.numpy_function(videos.clip_frames, [video, indices, substitute], (tf.string, tf.int64),
@@ -221,16 +214,21 @@ class Source(abc.ABC):
             return {"video": tf.ensure_shape(loaded, clip_shape), "label": label,
                     "used": tf.ensure_shape(used, [count])}
 
-        def load_first(row):
-            loaded = load(row["key"], row["video"], row["indices"], row["label"], False)
-            return {"video": loaded["video"], "label": loaded["label"], "key": row["key"]}
+        def load_first(key):
+            # Drawn inside the load: an error drawing it (a bug) is raised on the host, no row is lost.
+            video, indices, label = tf.numpy_function(first_attempt, [key], (tf.int64, tf.int64, tf.int32),
+                                                      stateful=False)
+            video, indices, label = (tf.ensure_shape(value, shape) for value, shape in
+                                     ((video, []), (indices, [count]), (label, [])))
+            loaded = load(key, video, indices, label, False)
+            return {"video": loaded["video"], "label": loaded["label"], "key": key}
 
         load_on_host = tf.function(load, input_signature=[
             tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([count], tf.int64),
             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)])
         no_clip = tf.zeros(clip_shape, tf.uint8)
-        placeholder = lambda row: {"video": no_clip, "label": tf.constant(0), "key": row["key"]}
-        examples = faults.load_in_order(key_groups.map(rows), load_first, placeholder, self.config.num_parallel_calls)
+        placeholder = lambda key: {"video": no_clip, "label": tf.constant(0), "key": key}
+        examples = faults.load_in_order(key_groups, load_first, placeholder, self.config.num_parallel_calls)
 
         def late_example(key):
             tried = []

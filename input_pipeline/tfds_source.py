@@ -155,5 +155,5 @@ class TfdsSource(sources.Source):
         if left_out:
             problems.append((faults.UNREADABLE_VIDEO, (
                 f"tfds {self.config.tfds_name} {split}: {left_out} video{'s' * (left_out > 1)} of the manual dir left "
-                "out when it was prepared, unreadable by PyAV (prepare_tfds logged their names)")))
+                "out when it was prepared, unreadable (prepare_tfds logged each with the reason)")))
         return num_videos, problems

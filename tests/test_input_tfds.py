@@ -229,7 +229,7 @@ def test_check_data_finds_no_problem_in_a_prepared_dataset_but_the_video_left_ou
     config = _config(prepared.data_dir)
     assert check_data.check_split(config, "train", workers=2) == (len(_expected("train")), [(
         faults.UNREADABLE_VIDEO, "tfds video_folder train: 1 video of the manual dir left out when it was prepared, "
-        "unreadable by PyAV (prepare_tfds logged their names)")])
+        "unreadable (prepare_tfds logged each with the reason)")])
     assert check_data.check_split(config, "val", workers=2) == (len(_expected("validation")), [])
 
 
