@@ -308,3 +308,18 @@ def test_missing_list_file_says_what_to_set(broken_config):
     config.val_list = "nowhere.txt"
     with pytest.raises(FileNotFoundError, match="config.data.train_list"):
         create_source(config).videos("val")
+
+
+def test_load_in_order_marks_each_failed_load_in_place_and_ends_a_group_whose_loads_all_fail():
+    """Loads fail unless key % 3 == 2 (the log of -1 or 0 is not finite): every key comes out once,
+    in order, a failed one as its placeholder; the last group, all failures, still ends."""
+    from input_pipeline.tensorflow_cpu import tf
+    load = lambda key: {"key": key, "value": tf.debugging.check_numerics(
+        tf.math.log(tf.cast(key % 3, tf.float32) - 1.0), "not finite")}
+    placeholder = lambda key: {"key": key, "value": tf.constant(-1.0)}
+    groups = tf.data.Dataset.from_tensor_slices(tf.ragged.constant([[0, 1, 2], [3, 4, 5], [6, 7], [9, 12]], tf.int64))
+    out = list(faults.load_in_order(groups, load, placeholder, num_parallel_calls=4).as_numpy_iterator())
+    keys = [0, 1, 2, 3, 4, 5, 6, 7, 9, 12]
+    assert [element["key"] for element in out] == keys
+    assert [bool(element["loaded"]) for element in out] == [key % 3 == 2 for key in keys]
+    assert [float(element["value"]) for element in out] == [0.0 if key % 3 == 2 else -1.0 for key in keys]
