@@ -135,8 +135,8 @@ def videos_to_try(num_videos, max_fault_fraction):
 
 def load_in_order(key_groups, load, placeholder, num_parallel_calls):
     """`load(key)` (a dict of tensors) of every key of `key_groups` (a dataset of int64 (n,)
-    tensors), in parallel and in order, with 'loaded' True; where it raises an error (a frame that
-    does not decode), `placeholder(key)`, with 'loaded' False.
+    tensors), in parallel and in order, with 'key' and 'loaded' True; where it raises an error (a
+    frame that does not decode), `placeholder(key)`, with 'key' and 'loaded' False.
 
     `placeholder` should return tensors made outside the pipeline (captured, not allocated per
     key). `num_parallel_calls` -1 = tf.data.AUTOTUNE. TensorFlow cannot catch an op's error inside
@@ -148,8 +148,9 @@ def load_in_order(key_groups, load, placeholder, num_parallel_calls):
         return {"key": tf.repeat(keys, 2), "marker": tf.tile([False, True], tf.shape(keys))}
 
     def load_row(element):
-        return tf.cond(element["marker"], lambda: {**placeholder(element["key"]), "loaded": False},
-                       lambda: {**load(element["key"]), "loaded": True})
+        key = element["key"]
+        return tf.cond(element["marker"], lambda: {**placeholder(key), "key": key, "loaded": False},
+                       lambda: {**load(key), "key": key, "loaded": True})
 
     def mark_kept(after_marker, element):
         return tf.logical_not(element["loaded"]), {"kept": tf.logical_or(element["loaded"], after_marker),

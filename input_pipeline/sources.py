@@ -221,13 +221,13 @@ class Source(abc.ABC):
             video, indices, label = (tf.ensure_shape(value, shape) for value, shape in
                                      ((video, []), (indices, [count]), (label, [])))
             loaded = load(key, video, indices, label, False)
-            return {"video": loaded["video"], "label": loaded["label"], "key": key}
+            return {"video": loaded["video"], "label": loaded["label"]}
 
         load_on_host = tf.function(load, input_signature=[
             tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([count], tf.int64),
             tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.bool)])
         no_clip = tf.zeros(clip_shape, tf.uint8)
-        placeholder = lambda key: {"video": no_clip, "label": tf.constant(0), "key": key}
+        placeholder = lambda key: {"video": no_clip, "label": tf.constant(0)}
         examples = faults.load_in_order(key_groups, load_first, placeholder, self.config.num_parallel_calls)
 
         def late_example(key):
