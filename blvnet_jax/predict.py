@@ -332,19 +332,14 @@ def collect_videos(video: str | None, video_list: str | None) -> tuple[list[str]
         return paths, os.path.commonpath([os.path.dirname(os.path.abspath(p)) for p in paths])
     if not os.path.exists(video):
         raise FileNotFoundError(f"--video={video}: no such file or folder")
-    if os.path.isfile(video) or single_video.frame_files(video):
+    if os.path.isfile(video) or video_files.frame_files(video):
         return [video], os.path.dirname(os.path.abspath(video))
-    paths = []
-    for folder, subfolders, files in os.walk(video):
-        subfolders.sort()
-        if folder != video and single_video.frame_files(folder):
-            paths.append(folder)
-        paths += [os.path.join(folder, f) for f in sorted(files) if f.lower().endswith(video_files.VIDEO_EXTENSIONS)]
+    paths, _ = video_files.find_videos(video)
     if not paths:
         raise ValueError(f"--video={video}: no video in the folder (looked for "
                          f"{', '.join(video_files.VIDEO_EXTENSIONS)} files and folders of "
-                         f"{', '.join(single_video.FRAME_PATTERNS)} frames)")
-    return sorted(paths), os.path.abspath(video)
+                         f"{', '.join(video_files.FRAME_EXTENSIONS)} frames)")
+    return paths, os.path.abspath(video)
 
 
 def features_file(directory: str, video: str, root: str) -> str:

@@ -6,7 +6,8 @@ optimizer or the seed would silently train something else. Every field does, unl
 `FREE_FIELDS` (how often things are logged, saved and evaluated, the evaluation protocol, where the
 data are found and how they are fed, how the computation is laid out over devices). So does the
 class list: output i of a model's head means the checkpoint's class i, label i the data's class i
-(`class_list_difference`).
+(`class_list_difference`), and so does the training split: its videos, labels and lengths decide
+the examples of each step, their number the steps per epoch (`train_split_difference`).
 """
 import json
 import logging
@@ -71,14 +72,28 @@ def recipe_changes(stored: dict, current: dict) -> dict[str, list]:
             if field not in FREE_FIELDS and field in stored_flat and stored_flat[field] != value}
 
 
-def check_resume(stored: dict, config, class_names: list[str] | None, where: str, step: int) -> dict | None:
+def train_split_difference(checkpoint_split: dict | None, data_split: dict | None) -> str | None:
+    """How the training splits of a checkpoint and of the data differ (`Source.split_digest`s), in
+    words; None when they are the same, or when either is None (a checkpoint that predates the record)."""
+    if checkpoint_split is None or data_split is None or checkpoint_split == data_split:
+        return None
+    before, now = checkpoint_split["videos"], data_split["videos"]
+    if before != now:
+        return f"{before} videos in the checkpoint's, {now} in the data's: the learning-rate schedule changes too"
+    return f"{now} videos in both, but other ids, labels or frame counts"
+
+
+def check_resume(stored: dict, config, class_names: list[str] | None, train_split: dict | None, where: str,
+                 step: int) -> dict | None:
     """Raises `RecipeChangedError` when resuming `where` (step `step`, whose metadata is `stored`) with
-    `config` and data of `class_names` would change what is trained, unless `config.allow_recipe_change`;
-    then returns the accepted change `{'step', 'changes'}` (logged; another class list as
-    `changes['class_names']`: [the checkpoint's, the data's]) for the next checkpoint's metadata.
-    None: no change."""
+    `config` and data of `class_names` and training split `train_split` (`Source.split_digest`)
+    would change what is trained, unless `config.allow_recipe_change`; then returns the accepted
+    change `{'step', 'changes'}` (logged; another class list as `changes['class_names']`, another
+    training split as `changes['train_split']`: [the checkpoint's, the data's]) for the next
+    checkpoint's metadata. None: no change."""
     changes = recipe_changes(stored["config"], json.loads(config.to_json_best_effort()))
     other_classes = class_list_difference(stored.get("class_names"), class_names)
+    other_split = train_split_difference(stored.get("train_split"), train_split)
     allowed = config.get("allow_recipe_change", False)
     listed = [f"{field} {json.dumps(old)} -> {json.dumps(new)}" for field, (old, new) in changes.items()]
     if changes and not allowed:
@@ -95,9 +110,19 @@ def check_resume(stored: dict, config, class_names: list[str] | None, where: str
             f"({other_classes}); resuming would silently mix up the labels: train in another --workdir, point "
             "config.data at the checkpoint's classes, or pass --config.allow_recipe_change=True to accept the change "
             "(recorded in the log and the checkpoint)")
+    if other_split and not allowed:
+        raise RecipeChangedError(
+            f"the checkpoint of step {step} in {where} was trained on another training split ({other_split}); "
+            "resuming would not see the examples an uninterrupted run sees: train in another --workdir, restore the "
+            "checkpoint's training split, or pass --config.allow_recipe_change=True to accept the change (recorded "
+            "in the log and the checkpoint)")
     if changes:
         logging.warning("Recipe change accepted at step %d (config.allow_recipe_change): %s", step, ", ".join(listed))
     if other_classes:
         logging.warning("Class list change accepted at step %d (config.allow_recipe_change): %s", step, other_classes)
         changes["class_names"] = [stored["class_names"], class_names]
+    if other_split:
+        logging.warning("Training split change accepted at step %d (config.allow_recipe_change): %s", step,
+                        other_split)
+        changes["train_split"] = [stored["train_split"], train_split]
     return {"step": step, "changes": changes} if changes else None

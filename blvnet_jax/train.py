@@ -153,23 +153,26 @@ def train_and_evaluate(config, workdir: str) -> dict:
         return train_in_workdir(config, workdir)
 
 
-def resume_recipe_changes(config, workdir: epath.Path, class_names: list[str] | None) -> list[dict]:
+def resume_recipe_changes(config, workdir: epath.Path, class_names: list[str] | None,
+                          train_split: dict) -> list[dict]:
     """The recipe changes to record in the next checkpoints: the stored history plus the change this
-    resume on data of `class_names` makes (`recipe.check_resume` raises unless it is allowed)."""
+    resume on data of `class_names` and `train_split` makes (`recipe.check_resume` raises unless it
+    is allowed)."""
     step, metadata = checkpoint.stored_metadata(str(workdir))
     if step is None:
         return []
     checkpoint.refuse_weights_only(str(workdir), step)
     history = list(metadata.get("recipe_changes", []))
-    accepted = recipe.check_resume(metadata, config, class_names, str(checkpoint.checkpoint_dir(str(workdir))), step)
+    accepted = recipe.check_resume(metadata, config, class_names, train_split,
+                                   str(checkpoint.checkpoint_dir(str(workdir))), step)
     return history + [accepted] if accepted else history
 
 
 def train_in_workdir(config, workdir: epath.Path) -> dict:
     """The loop of `train_and_evaluate`, run while this run holds the workdir's lock."""
     source = input_pipeline.create_source(config.data)
-    class_names = source.class_names()
-    recipe_changes = resume_recipe_changes(config, workdir, class_names)
+    class_names, train_split = source.class_names(), source.split_digest("train")
+    recipe_changes = resume_recipe_changes(config, workdir, class_names, train_split)
     mesh = create_mesh(config.mesh_shape)
     epoch_steps = steps_per_epoch(config, source)
     total_steps = total_train_steps(config, epoch_steps)
@@ -238,7 +241,7 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
             if save_now:
                 checkpoint.confirm_saved(manager, saving)
                 checkpoint.save_train_state(manager, step, state, config, class_names, last_eval if eval_now else None,
-                                            recipe_changes=recipe_changes)
+                                            recipe_changes=recipe_changes, train_split=train_split)
                 logging.info("Saving checkpoint step %d to %s (in the background)", step, manager.directory / str(step))
                 saving = step
             if preempted:

@@ -20,7 +20,6 @@ samples again with the true count: the indices are always those of the whole dec
 """
 import collections
 import dataclasses
-import glob
 import logging
 import os
 from typing import Iterator
@@ -31,9 +30,6 @@ from PIL import Image
 
 from input_pipeline import faults, sampling, transforms, video_files
 from input_pipeline.tensorflow_cpu import tf
-
-FRAME_PATTERNS = ("*.jpg", "*.jpeg", "*.png")
-
 
 class UnreadableVideoError(ValueError):
     """A video file or frame folder that cannot be decoded; the message names the path."""
@@ -52,11 +48,6 @@ class VideoInfo:
     """`frame_count` frames; `fps` frames per second, None when unknown (a frame folder)."""
     frame_count: int
     fps: float | None
-
-
-def frame_files(folder: str) -> list[str]:
-    """The image files of a frame folder, sorted by name (empty if it has none)."""
-    return sorted(f for pattern in FRAME_PATTERNS for f in glob.glob(os.path.join(folder, pattern)))
 
 
 def _read_image(path: str) -> np.ndarray:
@@ -85,9 +76,10 @@ def probe(path: str) -> VideoInfo:
     """Frame count and rate of a video file or frame folder, decoding nothing: the container's frame
     count where it stores one (mp4, mov, avi), else a count of the video packets (webm, mkv)."""
     if os.path.isdir(path):
-        files = frame_files(path)
+        files = video_files.frame_files(path)
         if not files:
-            raise UnreadableVideoError(f"{path}: a frame folder needs {', '.join(FRAME_PATTERNS)} files; found none")
+            raise UnreadableVideoError(f"{path}: a frame folder needs {', '.join(video_files.FRAME_EXTENSIONS)} files; "
+                                       "found none")
         return VideoInfo(len(files), None)
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -111,7 +103,7 @@ def resized_frame(frame: np.ndarray, side: int) -> np.ndarray:
 def _decoded_frames(path: str, wanted: np.ndarray, side: int, frame_count: int) -> Iterator[tuple[int, np.ndarray]]:
     """`(index, resized frame)` for each index in the sorted `wanted`, in one decoding pass."""
     if os.path.isdir(path):
-        files = frame_files(path)
+        files = video_files.frame_files(path)
         if len(files) != frame_count:
             raise FrameCountError(path, frame_count, len(files))
         for index in wanted:

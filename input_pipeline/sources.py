@@ -18,7 +18,9 @@ is a 'malformed list line', one whose label is outside [0, num_classes) a 'label
 import abc
 import concurrent.futures
 import dataclasses
+import hashlib
 import io
+import json
 import logging
 import os
 import re
@@ -153,6 +155,14 @@ class Source(abc.ABC):
     def video_ids(self, split):
         """The id of each video of a split, by video index (the evaluation order)."""
         return self.videos(split).ids
+
+    def split_digest(self, split):
+        """{'videos': count, 'sha256': hex} of a split's videos: what its training examples depend on
+        (each video's id, label and number of frames, in order), to tell whether a resume sees the
+        examples of an uninterrupted run."""
+        videos = self.videos(split)
+        listing = json.dumps([videos.ids, videos.labels.tolist(), videos.num_frames.tolist()])
+        return {"videos": len(videos.ids), "sha256": hashlib.sha256(listing.encode()).hexdigest()}
 
     def train_examples(self, train_clip, *, num_frames, seed, start_step, global_batch_size, process_index,
                        process_count, substitute):

@@ -51,9 +51,10 @@ video folders are always at the manual dir's root:
 - moments_in_time: in the manual dir (Moments_in_Time_Raw) or `annotations/` (MMAction2's
   place): `moments_categories.txt` (`<name>,<index>` lines), `{trainingSet,validationSet}.csv`
   (`<path>,<class name>,...` lines); videos `training/<path>` and `validation/<path>`.
-- video_folder: `<split>/<class name>/<video>` for splits among train, validation (or val) and
-  test (another folder is an error); a video is a file of a video extension
-  (`video_files.VIDEO_EXTENSIONS`) or a folder of JPEG frames, other files are left out and named;
+- video_folder: `<split>/<class name>/.../<video>` for splits among train, validation (or val)
+  and test (another folder is an error); a video, at any depth of its class folder, is a file of a
+  video extension or a folder of frames (.jpg, .jpeg or .png: `video_files.find_videos`, the rule
+  prediction follows too), other files are left out and named;
   class names are the lines of `classes_file` (`prepare_tfds --classes`) or else the sorted
   sub-folders of train. Every split is labelled by that one list: a class folder it lacks is an
   error naming it; a split may lack classes. Hidden files and folders (`.DS_Store`,
@@ -79,6 +80,7 @@ import tempfile
 
 from etils import epath
 import numpy as np
+from PIL import Image
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core import writer as tfds_writer
 import tqdm
@@ -350,14 +352,18 @@ def _write_cache_file(cached, frames):
 
 
 def _folder_frames(path):
-    """JPEG bytes of a frame folder's .jpg files, in name order (hidden ones, e.g. macOS's '._00001.jpg', left out)."""
-    names = [name for name in _visible(path) if name.lower().endswith(".jpg")]
-    if not names:
-        raise ValueError("no .jpg frame in the folder")
+    """JPEG bytes of a frame folder's image files (`video_files.frame_files`), in name order: JPEG
+    files as they are, others encoded as JPEG."""
     frames = []
-    for name in names:
-        with open(os.path.join(path, name), "rb") as f:
-            frames.append(f.read())
+    for file in video_files.frame_files(path):
+        if file.lower().endswith((".jpg", ".jpeg")):
+            with open(file, "rb") as f:
+                frames.append(f.read())
+        else:
+            with Image.open(file) as image:
+                frames.append(video_files.jpeg_bytes(image.convert("RGB"), JPEG_QUALITY))
+    if not frames:
+        raise ValueError(f"no frame file ({', '.join(video_files.FRAME_EXTENSIONS)}) in the folder")
     return frames
 
 
@@ -613,13 +619,14 @@ class VideoFolder(_VideoBuilder):
         if not os.path.isdir(train):
             raise PrepareError(f"{train} does not exist: video_folder takes its class names from the "
                                "sub-folders of `train` in the manual dir (or from --classes=FILE).")
-        return [name for name in _visible(train) if os.path.isdir(os.path.join(train, name))]
+        return [name for name in video_files.visible(train) if os.path.isdir(os.path.join(train, name))]
 
     def inputs(self, root):
         """Also an error for a folder of the manual dir that is no split; a warning for a class
         without a training video."""
         splits = [name for names in self.SPLITS.values() for name in names]
-        others = [name for name in _visible(root) if name not in splits and os.path.isdir(os.path.join(root, name))]
+        others = [name for name in video_files.visible(root)
+                  if name not in splits and os.path.isdir(os.path.join(root, name))]
         if others:
             raise PrepareError(f"{os.path.join(root, others[0])} is not a split: video_folder reads the folders "
                                f"{', '.join(splits)} of the manual dir; rename it or move it out.")
@@ -630,30 +637,23 @@ class VideoFolder(_VideoBuilder):
         return names, videos
 
     def videos(self, root, split):
-        """Video files (by extension: `video_files.VIDEO_EXTENSIONS`) and frame folders in class
-        folders; other files are left out and named."""
+        """The videos of each class folder at any depth (`video_files.find_videos`); other files are
+        left out and named."""
         folder = self.annotation_file(root, split)
         videos, others = [], []
-        for name in _visible(folder):
+        for name in video_files.visible(folder):
             if not os.path.isdir(os.path.join(folder, name)):
                 others.append(name)
                 continue
-            for file_name in _visible(os.path.join(folder, name)):
-                path = os.path.join(folder, name, file_name)
-                if os.path.isdir(path) or file_name.lower().endswith(video_files.VIDEO_EXTENSIONS):
-                    videos.append((f"{name}/{file_name}", path, name))
-                else:
-                    others.append(f"{name}/{file_name}")
+            found, not_videos = video_files.find_videos(os.path.join(folder, name))
+            videos += [(os.path.relpath(path, folder), path, name) for path in found]
+            others += [os.path.relpath(path, folder) for path in not_videos]
         if others:
-            logging.warning("video_folder %s, left out as no video in a class folder (videos end in %s): %s%s", split,
-                            " ".join(video_files.VIDEO_EXTENSIONS), ", ".join(others[:5]),
+            logging.warning("video_folder %s, left out as no video in a class folder (videos end in %s, frame folders "
+                            "hold %s files): %s%s", split, " ".join(video_files.VIDEO_EXTENSIONS),
+                            " ".join(video_files.FRAME_EXTENSIONS), ", ".join(others[:5]),
                             f", ... ({len(others)} in all)" if len(others) > 5 else "")
         return videos
-
-
-def _visible(folder):
-    """The sorted names in `folder` but hidden ones ('.DS_Store', '.ipynb_checkpoints', ...)."""
-    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
 
 
 BUILDERS = {builder.name: builder for builder in (

@@ -1,7 +1,9 @@
-"""Video files decoded with PyAV (no ffmpeg binary) into JPEG frames, and written from frames."""
+"""Video files decoded with PyAV (no ffmpeg binary) into JPEG frames, and written from frames; what
+counts as a video in a folder of them."""
 import io
 import logging
 import math
+import os
 
 import av
 import numpy as np
@@ -12,6 +14,42 @@ DECODE_ERRORS = (av.error.FFmpegError, ValueError, OSError)
 # The names of the files read as videos where a folder may hold other files too.
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".flv", ".wmv",
                     ".3gp", ".ogv", ".ts")
+# The names of the image files of a frame folder: a folder holding one is a video of its frames.
+FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def visible(folder):
+    """The sorted names in `folder` but hidden ones ('.DS_Store', '.ipynb_checkpoints', macOS's '._a.mp4')."""
+    return sorted(name for name in os.listdir(folder) if not name.startswith("."))
+
+
+def frame_files(folder):
+    """The paths of the image files (`FRAME_EXTENSIONS`) of a frame folder, sorted by name; [] for
+    a folder that is no frame folder."""
+    return [os.path.join(folder, name) for name in visible(folder)
+            if name.lower().endswith(FRAME_EXTENSIONS) and os.path.isfile(os.path.join(folder, name))]
+
+
+def find_videos(folder):
+    """(videos, others): the paths of the video files (by extension: `VIDEO_EXTENSIONS`) and frame
+    folders (`frame_files`) under `folder`, at any depth, sorted; `others`, the paths of the files
+    that are neither. Hidden files and folders are skipped, and so are the sub-folders of a frame
+    folder."""
+    videos, others = [], []
+    for name in visible(folder):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path):
+            if frame_files(path):
+                videos.append(path)
+            else:
+                found, other = find_videos(path)
+                videos += found
+                others += other
+        elif name.lower().endswith(VIDEO_EXTENSIONS):
+            videos.append(path)
+        else:
+            others.append(path)
+    return videos, others
 
 
 def write_video(path, frames, codec="mpeg4", fps=12, rotation=0):
@@ -57,6 +95,13 @@ def damage_report(corrupt):
     return f"{len(corrupt)} damaged packet{'s' * (len(corrupt) > 1)} skipped ({corrupt[0]})"
 
 
+def jpeg_bytes(image, quality):
+    """The bytes of a PIL RGB image saved as a JPEG of `quality`."""
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
 def decode_video(path, short_side, quality, max_fps=0):
     """JPEG bytes of the frames of a video file, upright (`upright_rgb`), shorter side resized to
     `short_side` (a frame of another resolution than the first: to the first's size).
@@ -87,9 +132,7 @@ def decode_video(path, short_side, quality, max_fps=0):
                 scale = short_side / min(image.size)
                 size = round(image.width * scale), round(image.height * scale)
             image = image.resize(size, Image.BILINEAR)
-            buffer = io.BytesIO()
-            image.save(buffer, format="JPEG", quality=quality)
-            jpegs.append(buffer.getvalue())
+            jpegs.append(jpeg_bytes(image, quality))
     damage = damage_report(corrupt)
     if not jpegs:
         raise ValueError("no frame decoded" + (f": {damage}" if damage else ""))

@@ -1,6 +1,7 @@
-"""A checkpoint's class names against the data's: a resume on another class list is refused unless
-allowed, an evaluation reorders the outputs of the same classes in another order and refuses other
-classes, and `init_from` copies the head only for the same class list."""
+"""A checkpoint's class names and training split against the data's: a resume on another class
+list or training split is refused unless allowed, an evaluation reorders the outputs of the same
+classes in another order and refuses other classes, and `init_from` copies the head only for the
+same class list."""
 import csv
 import json
 import logging
@@ -114,6 +115,43 @@ def test_a_resume_on_another_class_list_with_allow_recipe_change_is_logged_and_r
     assert step == 4 and metadata["class_names"] == RENAMED
     assert metadata["recipe_changes"] == [{"step": 2, "changes": {"class_names": [CLASSES, RENAMED]}}]
     assert read_csv(tmp_path / "run" / "eval" / "step_4_1x1" / "per_class.csv")[1]["class"] == "moving west"
+
+
+def test_a_resume_on_another_training_split_is_refused_unless_allowed(interrupted, tmp_path, caplog):
+    data_root, workdir = interrupted
+    config = frames_config(tmp_path / "data", data_root, CLASSES)
+    stored = checkpoint.stored_metadata(str(workdir))[1]["train_split"]
+    assert stored == sources.create_source(config.data).split_digest("train")
+    with open(config.data.train_list) as f:
+        lines = f.readlines()
+    refused = (f"the checkpoint of step 2 in {workdir / 'checkpoints'} was trained on another training split ({{}}); "
+               "resuming would not see the examples an uninterrupted run sees: train in another --workdir, restore "
+               "the checkpoint's training split, or pass --config.allow_recipe_change=True to accept the change "
+               "(recorded in the log and the checkpoint)")
+    before = files_of(workdir)
+    with open(config.data.train_list, "w") as f:
+        f.writelines(lines[:-1])  # A video fewer: other examples, fewer steps per epoch.
+    with pytest.raises(recipe.RecipeChangedError) as changed:
+        train.train_and_evaluate(config, str(workdir))
+    assert str(changed.value) == refused.format(f"{len(lines)} videos in the checkpoint's, {len(lines) - 1} in the "
+                                                "data's: the learning-rate schedule changes too")
+    video, start, end, label = lines[0].split()
+    with open(config.data.train_list, "w") as f:
+        f.writelines([f"{video} {start} {int(end) - 1} {label}\n"] + lines[1:])  # A video a frame shorter.
+    with pytest.raises(recipe.RecipeChangedError) as changed:
+        train.train_and_evaluate(config, str(workdir))
+    assert str(changed.value) == refused.format(f"{len(lines)} videos in both, but other ids, labels or frame counts")
+    assert files_of(workdir) == before
+    shutil.copytree(workdir, tmp_path / "run")
+    config.allow_recipe_change = True
+    with caplog.at_level(logging.WARNING):
+        train.train_and_evaluate(config, str(tmp_path / "run"))
+    assert (f"Training split change accepted at step 2 (config.allow_recipe_change): {len(lines)} videos in both, but "
+            "other ids, labels or frame counts") in [r.getMessage() for r in caplog.records]
+    step, metadata = checkpoint.stored_metadata(str(tmp_path / "run"))
+    changed_split = sources.create_source(config.data).split_digest("train")
+    assert step == 4 and metadata["train_split"] == changed_split != stored
+    assert metadata["recipe_changes"] == [{"step": 2, "changes": {"train_split": [stored, changed_split]}}]
 
 
 def test_evaluating_on_the_classes_in_another_order_scores_each_video_as_in_the_original_order(straight_run, tmp_path,

@@ -332,8 +332,9 @@ def test_video_folder_reads_val_names_what_it_leaves_out_and_refuses_other_folde
     assert builder.info.features["label"].names == ["cat", "dog", "emu"]
     assert _headers(builder, "train") == [("cat/a.mp4", 0), ("dog/b.MOV", 1)]
     assert _headers(builder, "validation") == [("cat/c.mp4", 0)]
-    extensions = " ".join(video_files.VIDEO_EXTENSIONS)
-    left_out = f"video_folder {{}}, left out as no video in a class folder (videos end in {extensions}): {{}}"
+    extensions, frames = " ".join(video_files.VIDEO_EXTENSIONS), " ".join(video_files.FRAME_EXTENSIONS)
+    left_out = (f"video_folder {{}}, left out as no video in a class folder (videos end in {extensions}, frame folders "
+                f"hold {frames} files): {{}}")
     assert left_out.format("train", "cat/cover.jpg, dog/notes, readme.txt") in warnings
     assert left_out.format("validation", "cat/c.mp4.part") in warnings
     assert "video_folder: classes without a training video: emu." in warnings
@@ -342,6 +343,30 @@ def test_video_folder_reads_val_names_what_it_leaves_out_and_refuses_other_folde
             f"{manual / 'videos'} is not a split: video_folder reads the folders train, validation, val, test of "
             "the manual dir; rename it or move it out.")):
         tfds_builders.build("video_folder", str(manual), str(tmp_path / "other"))
+
+
+def test_video_folder_finds_videos_at_any_depth_and_folders_of_jpeg_or_png_frames(tmp_path):
+    # A class folder sorted into sub-folders, and frame folders, as prediction reads them.
+    manual = _manual_dir(tmp_path / "manual", ["train/cat/2024/a.mp4", "train/cat/2024/june/b.mp4", "train/dog/c.mp4",
+                                               "validation/cat/d.mp4"], ["train/cat/2024/notes.txt"])
+    frames = synthetic.render_video(2, 3, 32, 40, np.random.default_rng(0))
+    for folder, suffix, image_format in (("train/dog/shots/e", "JPEG", "JPEG"), ("train/dog/f", "png", "PNG")):
+        (manual / folder).mkdir(parents=True)
+        for number, frame in enumerate(frames, 1):
+            Image.fromarray(frame).save(manual / folder / f"{number:05d}.{suffix}", format=image_format)
+    with _warnings() as warnings:
+        builder, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "tfds"))
+    assert _headers(builder, "train") == [("cat/2024/a.mp4", 0), ("cat/2024/june/b.mp4", 0), ("dog/c.mp4", 1),
+                                          ("dog/f", 1), ("dog/shots/e", 1)]
+    assert any(warning.endswith(": cat/2024/notes.txt") for warning in warnings)
+    stored = {(video_id, frame): jpeg for video_id, _, _, frame, jpeg in _records(builder, "train") if frame >= 0}
+    for number in range(3):
+        # JPEG frames are stored as they are; PNG frames as JPEGs of the same picture.
+        assert stored["dog/shots/e", number] == (manual / "train/dog/shots/e" / f"{number + 1:05d}.JPEG").read_bytes()
+        reference = io.BytesIO()
+        Image.open(manual / "train/dog/f" / f"{number + 1:05d}.png").save(reference, "JPEG",
+                                                                          quality=tfds_builders.JPEG_QUALITY)
+        assert stored["dog/f", number] == reference.getvalue()
 
 
 def test_classes_file_fixes_the_class_list(tmp_path):
@@ -1006,8 +1031,8 @@ def test_frame_folders_are_stored_as_they_are_and_empty_ones_left_out(faulty):
         assert videos.read(video, range(length)) == [(folder / f"{index:05d}.jpg").read_bytes()
                                                      for index in range(1, length + 1)]
     manual = faulty["manual"]
-    assert (f"Left out video empty ({manual}/20bn-something-something-v1/empty): no .jpg frame in the folder"
-            in faulty["warnings"])
+    assert (f"Left out video empty ({manual}/20bn-something-something-v1/empty): no frame file (.jpg, .jpeg, .png) in "
+            "the folder" in faulty["warnings"])
     assert (f"something_something_v1: video gone is listed but missing ({manual}/20bn-something-something-v1/gone)."
             in faulty["warnings"])
 

@@ -60,7 +60,7 @@ def write_folder(folder, frames):
 def whole_video_views(path, data_config, num_frames):
     """The former prediction path: every frame decoded into memory, then the evaluation views."""
     if os.path.isdir(path):
-        frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in single_video.frame_files(path)])
+        frames = np.stack([np.asarray(Image.open(f).convert("RGB")) for f in video_files.frame_files(path)])
     else:
         with av.open(path) as container:
             frames = np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
@@ -245,6 +245,8 @@ def test_collect_videos_of_a_folder_a_list_and_the_users_mistakes(tmp_path):
     for name in ("set/a.mp4", "set/b/c.webm", "set/notes.txt"):
         (tmp_path / name).write_bytes(b"")
     write_folder(tmp_path / "set" / "frames", moving_square(2))
+    (tmp_path / "set" / ".ipynb_checkpoints").mkdir()
+    write_folder(tmp_path / "set" / ".ipynb_checkpoints" / "frames", moving_square(2))  # Hidden: not searched.
     root = str(tmp_path / "set")
     videos, found_root = predict.collect_videos(root, None)
     assert videos == [f"{root}/a.mp4", f"{root}/b/c.webm", f"{root}/frames"] and found_root == root
