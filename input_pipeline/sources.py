@@ -213,9 +213,16 @@ class Source(abc.ABC):
         the last: none) and, when read, 'loaded' True, 'sampled' and 'used' (count,) its frame
         indices.
         """
-        def first_attempt(key):
+        def first_frames(key):
             video, indices = attempt(key, 0)
-            return np.int64(video), np.asarray(indices, np.int64), videos.labels[video]
+            return np.array(videos.read(video, indices), object), videos.labels[video]
+
+        def load_first(key):
+            # One call to Python a clip. An error drawing the attempt (a bug) fails this load alone:
+            # reading the example again on the host raises it.
+            frames, label = tf.numpy_function(first_frames, [key], (tf.string, tf.int32), stateful=False)
+            loaded, label = clip(tf.ensure_shape(frames, [count]), tf.ensure_shape(label, []), key)
+            return {"video": tf.ensure_shape(loaded, clip_shape), "label": label}
 
         def load(key, video, indices, label, substitute):
             frames, used = tf.numpy_function(videos.clip_frames, [video, indices, substitute], (tf.string, tf.int64),
@@ -223,15 +230,6 @@ class Source(abc.ABC):
             loaded, label = clip(tf.ensure_shape(frames, [count]), label, key)
             return {"video": tf.ensure_shape(loaded, clip_shape), "label": label,
                     "used": tf.ensure_shape(used, [count])}
-
-        def load_first(key):
-            # Drawn inside the load: an error drawing it (a bug) is raised on the host, no row is lost.
-            video, indices, label = tf.numpy_function(first_attempt, [key], (tf.int64, tf.int64, tf.int32),
-                                                      stateful=False)
-            video, indices, label = (tf.ensure_shape(value, shape) for value, shape in
-                                     ((video, []), (indices, [count]), (label, [])))
-            loaded = load(key, video, indices, label, False)
-            return {"video": loaded["video"], "label": loaded["label"]}
 
         load_on_host = tf.function(load, input_signature=[
             tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int64), tf.TensorSpec([count], tf.int64),
