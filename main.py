@@ -40,10 +40,7 @@ flags.DEFINE_integer("process_id", None, "This process's index, for multi-host r
 def check_data():
     """Checks both splits of the config's data; exits with status 1, listing every problem, if any."""
     from input_pipeline import check_data as checker
-    problems, checked = [], {}
-    for split in ("train", "val"):
-        checked[split], split_problems = checker.check_split(FLAGS.config.data, split, workers=os.cpu_count())
-        problems += split_problems
+    problems, checked = checker.check_splits(FLAGS.config.data, ("train", "val"), workers=os.cpu_count())
     if problems:
         config_file = config_flags.get_config_filename(FLAGS["config"])
         raise SystemExit(f"{checker.report(problems, checked)}\nFound in the train and val splits of {config_file}: "

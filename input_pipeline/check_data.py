@@ -29,6 +29,15 @@ def check_split(data_config, split, workers):
     return sources.create_source(config).check_split(split, workers)
 
 
+def check_splits(data_config, splits, workers):
+    """(all problems, {split: number of videos}) of `splits` (`check_split`), in their order."""
+    problems, checked = [], {}
+    for split in splits:
+        checked[split], split_problems = check_split(data_config, split, workers)
+        problems += split_problems
+    return problems, checked
+
+
 def report(problems, checked):
     """Every problem's message, then a line counting them by kind and the videos `checked` ({split:
     number}): '3 problems in 52 videos (train 40, val 12): 2 corrupt frame, 1 empty video.' (kinds
@@ -44,10 +53,7 @@ def report(problems, checked):
 
 def main(argv):
     del argv
-    problems, checked = [], {}
-    for split in FLAGS.split:
-        checked[split], split_problems = check_split(FLAGS.config.data, split, FLAGS.workers)
-        problems += split_problems
+    problems, checked = check_splits(FLAGS.config.data, FLAGS.split, FLAGS.workers)
     print(report(problems, checked))
     sys.exit(1 if problems else 0)
 
