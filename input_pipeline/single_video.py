@@ -63,8 +63,8 @@ def _open(path: str) -> av.container.InputContainer:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} is neither a video file nor a frame folder")
     try:
-        container = av.open(path)
-    except av.error.FFmpegError as error:
+        container = video_files.open_video(path)
+    except (av.error.FFmpegError, ValueError) as error:
         raise UnreadableVideoError(f"{path}: PyAV cannot decode it ({error})") from error
     if not container.streams.video:
         container.close()

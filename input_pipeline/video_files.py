@@ -52,6 +52,14 @@ def find_videos(folder):
     return videos, others
 
 
+def open_video(path):
+    """PyAV's container of the video file at `path`; an empty file raises ValueError saying so (PyAV
+    says only 'Invalid data found when processing input')."""
+    if os.path.getsize(path) == 0:
+        raise ValueError("empty file (0 bytes)")
+    return av.open(path)
+
+
 def write_video(path, frames, codec="mpeg4", fps=12, rotation=0):
     """Writes uint8 `(n, height, width, 3)` frames as a video file with PyAV (codec e.g. 'mpeg4',
     'libx264', 'libvpx' for webm); the synthetic data and the tests make real video files with it.
@@ -112,7 +120,7 @@ def decode_video(path, short_side, quality, max_fps=0):
     """
     jpegs, corrupt = [], []
     start, next_step, size = None, 0, None
-    with av.open(path) as container:
+    with open_video(path) as container:
         if not container.streams.video:
             raise ValueError("no video stream")
         stream = container.streams.video[0]

@@ -135,6 +135,15 @@ def test_frame_folder_reads_pils_pixels_and_only_the_sampled_files(tmp_path):
     np.testing.assert_array_equal(clips[0], official[[4, 8]])
 
 
+def test_an_empty_video_file_is_named_as_such(tmp_path):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    with pytest.raises(single_video.UnreadableVideoError,
+                       match=r"empty.mp4: PyAV cannot decode it \(empty file \(0 bytes\)\)$"):
+        single_video.probe(str(tmp_path / "empty.mp4"))
+    with pytest.raises(ValueError, match=r"^empty file \(0 bytes\)$"):
+        video_files.decode_video(str(tmp_path / "empty.mp4"), 64, 90)
+
+
 def test_a_wrong_frame_count_is_noticed_and_the_video_sampled_again(tmp_path, monkeypatch):
     path = str(tmp_path / "clip.mp4")
     video_files.write_video(path, moving_square(13))
