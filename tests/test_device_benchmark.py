@@ -9,6 +9,7 @@ import pytest
 from flax import nnx
 
 from benchmarks import device
+from blvnet_jax import xla_env
 from blvnet_jax.models import create_model
 from configs import baselines, ssv1_8x2
 
@@ -20,7 +21,7 @@ def run_python(args, timeout):
     """Runs `python args` in the repository root on the CPU, with XLA's backend optimisations off
     (they only cost compile time here), and returns the finished process."""
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": ROOT,
-           "XLA_FLAGS": "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"}
+           "XLA_FLAGS": xla_env.with_flags(os.environ["XLA_FLAGS"], ("--xla_llvm_disable_expensive_passes=true",))}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

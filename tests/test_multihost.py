@@ -17,7 +17,7 @@ import pytest
 
 from input_pipeline import sources
 from test_integrity import flip_bytes, largest_file
-from test_train import final_params, main_command, tiny_config
+from test_train import environment, final_params, main_command, tiny_config
 
 EVALUATE = """
 import json, os, sys
@@ -59,11 +59,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         return probe.getsockname()[1]
-
-
-def environment(devices_per_process: int) -> dict:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.join(os.getcwd(), "tests")]),
-                XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
 
 
 def run_processes(commands: list[list[str]], env: dict, timeout: int = 900) -> list[subprocess.CompletedProcess]:

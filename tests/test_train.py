@@ -15,7 +15,7 @@ import pytest
 from etils import epath
 from flax import nnx
 
-from blvnet_jax import checkpoint, evaluation, hosts, steps, train
+from blvnet_jax import checkpoint, evaluation, hosts, steps, train, xla_env
 from blvnet_jax.models import create_model
 from configs import demo
 from input_pipeline import sources
@@ -196,12 +196,17 @@ print(json.dumps({"mesh": dict(mesh.shape), "losses": losses, "logits": np.asarr
 """
 
 
+def environment(devices_per_process: int) -> dict:
+    """The environment of a test's Python subprocess with `devices_per_process` CPU devices."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.join(os.getcwd(), "tests")]),
+                XLA_FLAGS=xla_env.with_flags(os.environ["XLA_FLAGS"],
+                                             (f"--xla_force_host_platform_device_count={devices_per_process}",)))
+
+
 @functools.cache
 def loss_curve(devices, mesh_shape=(-1, 1), name="blvnet_tam"):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.getcwd(), os.path.join(os.getcwd(), "tests")]),
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
     result = subprocess.run([sys.executable, "-c", LOSS_CURVE, name, json.dumps(mesh_shape)], capture_output=True,
-                            text=True, env=env, timeout=600)
+                            text=True, env=environment(devices), timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
