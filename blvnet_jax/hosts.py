@@ -129,8 +129,8 @@ class PreemptionWatch:
     """Tells the training loop at which step to save and stop when the run is preempted.
 
     One process: SIGTERM, or a first Ctrl-C (SIGINT; a second one stops at once), sets a flag
-    (the handlers are this object's until `close`; a loop run outside the main thread, where
-    Python cannot take signals, is not watched). Several
+    (the handlers are this object's until `close`, or the end of its `with` block; a loop run
+    outside the main thread, where Python cannot take signals, is not watched). Several
     processes (`jax.distributed`): JAX's preemption service, which receives SIGTERM (or the
     platform's notice) on any host and agrees with all of them on the next common step;
     `reached(step)` must then be called at every step by every process.
@@ -142,6 +142,12 @@ class PreemptionWatch:
         watch_signals = not self.distributed and threading.current_thread() is threading.main_thread()
         self.previous_handlers = {signum: signal.signal(signum, self._notice)
                                   for signum in (signal.SIGTERM, signal.SIGINT) if watch_signals}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exception):
+        self.close()
 
     def _notice(self, signum, frame):
         del frame

@@ -149,8 +149,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir = hosts.workdir_path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     hosts.check_shared_workdir(workdir)
-    with workdir_lock.WorkdirLock(workdir):
-        return train_in_workdir(config, workdir)
+    # A notice that comes before the first step (while the step compiles) stops the run after that step.
+    with workdir_lock.WorkdirLock(workdir), hosts.PreemptionWatch() as preemption:
+        return train_in_workdir(config, workdir, preemption)
 
 
 def resume_recipe_changes(config, workdir: epath.Path, class_names: list[str] | None,
@@ -168,8 +169,9 @@ def resume_recipe_changes(config, workdir: epath.Path, class_names: list[str] | 
     return history + [accepted] if accepted else history
 
 
-def train_in_workdir(config, workdir: epath.Path) -> dict:
-    """The loop of `train_and_evaluate`, run while this run holds the workdir's lock."""
+def train_in_workdir(config, workdir: epath.Path, preemption: hosts.PreemptionWatch) -> dict:
+    """The loop of `train_and_evaluate`, run while this run holds the workdir's lock; it saves and
+    stops at the step `preemption` says."""
     source = input_pipeline.create_source(config.data)
     class_names, train_split = source.class_names(), source.split_digest("train")
     recipe_changes = resume_recipe_changes(config, workdir, class_names, train_split)
@@ -203,7 +205,6 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
     train_metrics, last_eval, last_log_time, skipped_steps = [], {}, time.time(), 0
     saving = None  # the step of the last save started; a failure stops training (checkpoint.SaveError)
     best_top1 = checkpoint.best_top1(manager)  # of the evaluations saved so far; None: none
-    preemption = hosts.PreemptionWatch()
     try:
         for step in range(start_step + 1, total_steps + 1):
             with jax.profiler.StepTraceAnnotation("train", step_num=step):
@@ -250,7 +251,6 @@ def train_in_workdir(config, workdir: epath.Path) -> dict:
                 break
     finally:  # an interrupted run keeps every checkpoint it started writing
         dataset.close()
-        preemption.close()
         try:
             checkpoint.confirm_saved(manager, saving)
         finally:

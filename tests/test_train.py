@@ -134,17 +134,34 @@ def test_a_resumed_run_drops_the_metric_lines_logged_past_its_checkpoint(tmp_pat
     assert (tmp_path / "metrics.jsonl").read_text() == "".join(lines[:2]) + '{"step": 3, "train/loss": 0.5}\n'
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def compiling_with(then):
+    """A `compile_train_step` that calls `then()` first."""
+    compile_train_step = train.compile_train_step
+
+    def compile_after(*args):
+        then()
+        return compile_train_step(*args)
+    return compile_after
+
+
+@pytest.mark.parametrize("signum, during, saved", [(signal.SIGTERM, "third batch", [2, 3]),
+                                                   (signal.SIGINT, "third batch", [2, 3]),
+                                                   (signal.SIGTERM, "compile", [1])])
 def test_sigterm_or_ctrl_c_saves_the_step_in_flight_and_stops_and_the_restart_ends_exactly(
-        straight_run, tmp_path, monkeypatch, signum):
+        straight_run, tmp_path, monkeypatch, signum, during, saved):
+    """The notice while the third batch is read saves step 3 (step 2 is a periodic checkpoint); while
+    the train step compiles, before any step, it saves step 1 (before, the process died, exit 143)."""
     data_root, straight = straight_run
     handlers = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
-    with monkeypatch.context() as patch:  # the notice comes while the third batch is being read
-        patch.setattr(train.input_pipeline, "create_train_dataset",
-                      serving_batches(2, lambda: os.kill(os.getpid(), signum)))
+    notice = lambda: os.kill(os.getpid(), signum)
+    with monkeypatch.context() as patch:
+        if during == "compile":
+            patch.setattr(train, "compile_train_step", compiling_with(notice))
+        else:
+            patch.setattr(train.input_pipeline, "create_train_dataset", serving_batches(2, notice))
         assert train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "run")) == {}
     assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == handlers
-    assert sorted(checkpoint.open_manager(str(tmp_path / "run")).all_steps()) == [2, 3]
+    assert sorted(checkpoint.open_manager(str(tmp_path / "run")).all_steps()) == saved
     assert not os.path.exists(tmp_path / "run" / "eval")
     train.train_and_evaluate(tiny_config(data_root), str(tmp_path / "run"))
     jax.tree.map(np.testing.assert_array_equal, final_params(straight), final_params(tmp_path / "run"))
