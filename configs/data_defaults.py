@@ -31,10 +31,13 @@ def get_data_config():
     # generated dataset ('synthetic'; '' = a folder under the system temp dir named after the
     # synthetic settings).
     config.root = ""
-    # List files, one video a line: `<video dir> <start frame> <end frame> <label>`. Relative paths
-    # are taken under `root`. For 'synthetic' they are set by the generator.
+    # List files, one video a line. Relative paths are taken under `root`. For 'synthetic' they are
+    # set by the generator.
     config.train_list = ""
     config.val_list = ""
+    # Their lines: 'official' `<video dir> <start frame> <end frame> <label>` (bLVNet-TAM's), or
+    # 'tsn' `<video dir> <frames> <label>` (TSN's, TSM's, MMAction2's rawframes: frames 1 to <frames>).
+    config.list_format = "official"
     config.list_separator = " "  # ';' for some Something-Something lists.
     config.image_template = "{:05d}.jpg"  # Frame file name, 1-based numbers; .jpg/.jpeg: JPEG, else PNG, BMP or GIF.
     # 'frames': text file with one class name per line, line i = label i ('' = none). A 'tfds'

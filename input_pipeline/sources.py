@@ -11,9 +11,11 @@ examples of an uninterrupted one) and its evaluation examples, and checks a spli
   one record per frame.
 `create_source` and `preflight` are the only code that reads `config.data.source`.
 
-A list line of the 'frames' layout is `<video dir> <start frame> <end frame> <label>`; frames are
-numbered from 1 and named by an `image_template` such as '{:05d}.jpg'. A line that does not parse
-is a 'malformed list line', one whose label is outside [0, num_classes) a 'label out of range'.
+A list line of the 'frames' layout is `<video dir> <start frame> <end frame> <label>` (the official
+code's), or `<video dir> <frames> <label>` (TSN's, TSM's and MMAction2's: frames 1 to <frames>)
+with `config.data.list_format='tsn'`; frames are numbered from 1 and named by an `image_template`
+such as '{:05d}.jpg'. A line that does not parse is a 'malformed list line', one whose label is
+outside [0, num_classes) a 'label out of range'.
 """
 import abc
 import concurrent.futures
@@ -286,7 +288,7 @@ def create_source(data_config):
 
 def no_usable_video(split, problems):
     """The `faults.DataError` of a split that lists no usable video, its `problems` the videos left out."""
-    why = _left_out(problems) if problems else "it lists none"
+    why = f"{_left_out(problems)} (e.g. {problems[0].message})" if problems else "it lists none"
     return faults.DataError(f"No usable video in the {split} split: {why}; give config.data a {split} split with "
                             "videos.")
 
@@ -323,32 +325,47 @@ class _BadLine(ValueError):
         self.kind = kind
 
 
-def _parse_line(line, separator, num_classes):
-    """Returns (video_dir, start, end, label) or raises _BadLine saying what is wrong."""
-    fields = line.strip().split(separator)
-    if len(fields) != 4:
-        raise _BadLine(faults.MALFORMED, f"expected 4 fields '<video dir> <start> <end> <label>' "
-                       f"separated by {separator!r}, got {len(fields)}; set "
-                       "config.data.list_separator")
-    video_dir, start, end, label = fields
+# The fields of a list line, by `config.data.list_format`.
+LIST_FORMATS = {"official": "<video dir> <start frame> <end frame> <label>", "tsn": "<video dir> <frames> <label>"}
+
+
+def _parse_line(line, separator, num_classes, list_format):
+    """Returns (video_dir, first frame, number of frames, label) or raises _BadLine saying what is wrong."""
+    fields, expected = line.strip().split(separator), LIST_FORMATS[list_format]
+    if len(fields) != expected.count("<"):
+        other = next(name for name in LIST_FORMATS if name != list_format)
+        raise _BadLine(faults.MALFORMED, f"expected {expected.count('<')} fields {expected!r} separated by "
+                       f"{separator!r}, got {len(fields)}; set config.data.list_separator, or "
+                       f"config.data.list_format={other!r} for {LIST_FORMATS[other]!r} lines")
+    video_dir, *numbers = fields
     try:
-        start, end, label = int(start), int(end), int(label)
+        numbers = [int(number) for number in numbers]
     except ValueError:
-        raise _BadLine(faults.MALFORMED, "start frame, end frame and label must be integers") from None
-    if end < start:
-        raise _BadLine(faults.MALFORMED, f"end frame {end} is before start frame {start}: an empty video")
+        raise _BadLine(faults.MALFORMED, "the frame numbers and the label must be integers") from None
+    if list_format == "official":
+        start, end, label = numbers
+        if end < start:
+            raise _BadLine(faults.MALFORMED, f"end frame {end} is before start frame {start}: an empty video")
+    else:
+        (end, label), start = numbers, 1
+        if end < start:
+            raise _BadLine(faults.MALFORMED, f"{end} frames: an empty video")
     if label < 0 or (num_classes and label >= num_classes):
         raise _BadLine(faults.LABEL_OUT_OF_RANGE, f"label {label} is outside [0, {num_classes or 'inf'})")
-    return video_dir, start, end, label
+    return video_dir, start, end - start + 1, label
 
 
-def read_video_list(list_path, separator=" ", num_classes=0):
+def read_video_list(list_path, separator=" ", num_classes=0, list_format="official"):
     """Parses a list file into (entries, problems): `VideoEntry`s, and a `faults.Fault` per line
     left out (kind 'malformed list line' or 'label out of range', message 'file:line: what is
     wrong: the line').
 
-    Blank lines are skipped. `num_classes` > 0 makes a label outside [0, num_classes) a problem.
+    Lines are `LIST_FORMATS[list_format]`; blank lines are skipped. `num_classes` > 0 makes a label
+    outside [0, num_classes) a problem.
     """
+    if list_format not in LIST_FORMATS:
+        raise ValueError(f"config.data.list_format={list_format!r}: use " + " or ".join(
+            f"{name!r} ({fields!r} lines)" for name, fields in LIST_FORMATS.items()))
     if not os.path.isfile(list_path):
         raise FileNotFoundError(f"List file {list_path!r} does not exist; set "
                                 "config.data.train_list / val_list (relative paths are taken "
@@ -360,11 +377,11 @@ def read_video_list(list_path, separator=" ", num_classes=0):
                 continue
             where = f"{list_path}:{number}"
             try:
-                video_dir, start, end, label = _parse_line(line, separator, num_classes)
+                video_dir, start, num_frames, label = _parse_line(line, separator, num_classes, list_format)
             except _BadLine as e:
                 problems.append(faults.Fault(e.kind, where, f"{where}: {e}: {line.strip()!r}"))
                 continue
-            entries.append(VideoEntry(video_dir, start, end - start + 1, label, where))
+            entries.append(VideoEntry(video_dir, start, num_frames, label, where))
     return entries, problems
 
 
@@ -526,7 +543,7 @@ class FrameFolderSource(Source):
             path = _under_root(data_config, data_config[field]) if data_config[field] else ""
             if not path or not os.path.exists(path):
                 raise _not_found(field, data_config[field], path)
-            entries, problems = read_video_list(path, data_config.list_separator, count)
+            entries, problems = read_video_list(path, data_config.list_separator, count, data_config.list_format)
             if not entries:
                 raise no_usable_video(split, problems)
             _check_frames_found(data_config, path, entries[:5])
@@ -538,7 +555,8 @@ class FrameFolderSource(Source):
         list_file = {"train": config.train_list, "val": config.val_list}[split]
         if not list_file:
             raise ValueError(f"config.data.{split}_list is empty: give the list file of the {split} videos.")
-        entries, problems = read_video_list(_under_root(config, list_file), config.list_separator, self.num_classes())
+        entries, problems = read_video_list(_under_root(config, list_file), config.list_separator, self.num_classes(),
+                                            config.list_format)
         return FrameFolders(config.root, config.image_template, entries, problems)
 
     def class_names(self):

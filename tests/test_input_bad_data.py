@@ -104,14 +104,47 @@ def test_list_and_class_files_saved_by_windows_editors_read_the_same(tmp_path):
     assert sources.read_class_names(str(tmp_path / "classes.txt")) == ["cat", "dog"]
 
 
+def test_tsn_lists_read_as_the_official_lists_of_the_same_videos_and_either_names_the_other(tmp_path, broken_config):
+    # TSN, TSM and MMAction2 list `<video dir> <frames> <label>`: frames 1 to <frames>.
+    config = broken_config[0].copy_and_resolve_references()
+    official = sources.read_video_list(os.path.join(config.root, config.train_list))[0]
+    (tmp_path / "tsn.txt").write_text("".join(f"{entry.video_dir} {entry.num_frames} {entry.label}\n"
+                                              for entry in official))
+    config.update(train_list=str(tmp_path / "tsn.txt"), list_format="tsn")
+    assert sources.preflight(config, ("train",)) == (4, f"the 4 names of {config.class_names_file}")
+    tsn = create_source(config).videos("train")
+    assert tsn.ids == [entry.video_dir for entry in official] and not tsn.problems
+    np.testing.assert_array_equal(tsn.num_frames, [entry.num_frames for entry in official])
+    np.testing.assert_array_equal(tsn.labels, [entry.label for entry in official])
+    assert tsn.frame_paths(0, [0, 1]) == [_frame(config.root, official[0], 0), _frame(config.root, official[0], 1)]
+
+    (tmp_path / "mixed.txt").write_text("a 10 1\nb 1 10 1\nc 0 1\nd ten 1\n")
+    entries, problems = sources.read_video_list(str(tmp_path / "mixed.txt"), list_format="tsn")
+    assert [(entry.video_dir, entry.start_frame, entry.num_frames, entry.label) for entry in entries] == [
+        ("a", 1, 10, 1)]
+    assert [problem.message.split(": ", 1)[1] for problem in problems] == [
+        "expected 3 fields '<video dir> <frames> <label>' separated by ' ', got 4; set config.data.list_separator, or "
+        "config.data.list_format='official' for '<video dir> <start frame> <end frame> <label>' lines: 'b 1 10 1'",
+        "0 frames: an empty video: 'c 0 1'", "the frame numbers and the label must be integers: 'd ten 1'"]
+    config.list_format = "official"  # Every line of the TSN list is left out: the error says what to set.
+    with pytest.raises(faults.DataError, match=(
+            r"^No usable video in the train split: 12 listed videos left out \(e.g. .*tsn.txt:1: expected 4 fields .* "
+            r"got 3; .*list_format='tsn' for '<video dir> <frames> <label>' lines: 'frames/train/00_0000 \d+ 0'\)")):
+        sources.preflight(config, ("train",))
+    config.list_format = "mmaction"
+    with pytest.raises(ValueError, match="^config.data.list_format='mmaction': use 'official' .* or 'tsn'"):
+        sources.preflight(config, ("train",))
+
+
 def test_strict_mode_rejects_bad_list_lines(tmp_path, broken_config):
     config = broken_config[0].copy_and_resolve_references()
     config.train_list = str(tmp_path / "list.txt")
     (tmp_path / "list.txt").write_text("frames/train/00_0003 1 8 0\nbad line\n")
     iterator = input_pipeline.create_train_dataset(create_source(config), num_frames=4, global_batch_size=1, seed=0)
     assert iterator.stats.kind_examples == {faults.MALFORMED: [
-        f"{config.train_list}:2: expected 4 fields '<video dir> <start> <end> <label>' separated by ' ', got 2; set "
-        "config.data.list_separator: 'bad line'"]}
+        f"{config.train_list}:2: expected 4 fields '<video dir> <start frame> <end frame> <label>' separated by ' ', "
+        "got 2; set config.data.list_separator, or config.data.list_format='tsn' for '<video dir> <frames> <label>' "
+        "lines: 'bad line'"]}
     assert iterator.stats.kinds == {faults.MALFORMED: 1}
     config.strict = True
     with pytest.raises(ValueError, match="list.txt:2"):

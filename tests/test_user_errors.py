@@ -146,5 +146,6 @@ def test_a_split_without_a_usable_video_stops_before_anything_compiles(tmp_path)
                             timeout=300)
     assert one_line_error(result) == (
         "Config error (configs/demo.py with its --config.* overrides): No usable video in the val split: 1 listed "
-        "video left out; give config.data a val split with videos.")
+        f"video left out (e.g. {tmp_path}/val.txt:1: the frame numbers and the label must be integers: "
+        "'frames/val/00_0000 1 x 0'); give config.data a val split with videos.")
     assert not (tmp_path / "run").exists()
