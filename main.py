@@ -40,9 +40,12 @@ flags.DEFINE_integer("process_id", None, "This process's index, for multi-host r
 def check_data():
     """Checks both splits of the config's data; exits with status 1, listing every problem, if any."""
     from input_pipeline import check_data as checker
-    problems, checked = checker.check_splits(FLAGS.config.data, ("train", "val"), workers=os.cpu_count())
+    config_file = config_flags.get_config_filename(FLAGS["config"])
+    try:
+        problems, checked = checker.check_splits(FLAGS.config.data, ("train", "val"), workers=os.cpu_count())
+    except (FileNotFoundError, ValueError) as error:  # A split not found or unreadable as configured (DataError).
+        raise SystemExit(f"Data error ({config_file} with its --config.* overrides): {error}") from None
     if problems:
-        config_file = config_flags.get_config_filename(FLAGS["config"])
         raise SystemExit(f"{checker.report(problems, checked)}\nFound in the train and val splits of {config_file}: "
                          "fix them, or train without --check_data to skip and count unreadable videos.")
     logging.info("--check_data: %s", checker.report([], checked))

@@ -53,7 +53,10 @@ def report(problems, checked):
 
 def main(argv):
     del argv
-    problems, checked = check_splits(FLAGS.config.data, FLAGS.split, FLAGS.workers)
+    try:
+        problems, checked = check_splits(FLAGS.config.data, FLAGS.split, FLAGS.workers)
+    except (FileNotFoundError, ValueError) as error:  # A split not found or unreadable as configured (DataError).
+        raise SystemExit(f"check_data error: {error}") from None
     print(report(problems, checked))
     sys.exit(1 if problems else 0)
 

@@ -3,12 +3,12 @@ counting, and how tf.data keeps the position of an example that fails to load.
 
 The rules, for every source (frame folders, the stored TFDS format):
 - Substitution. A sampled frame that cannot be read (a missing file, a corrupt JPEG, a stored
-  frame that does not decode) is replaced by the nearest readable frame of the same video: for
-  frame i, frame i - 1, then i + 1, i - 2, i + 2, ... (at equal distance the earlier frame).
-  Each frame of the video is checked at most once per clip, so the search costs at most one check
-  per frame of the video. No randomness: the files alone decide, and a resumed run sees the
-  clips of an uninterrupted one. Counted as 'substituted frame' (every substitution), besides the
-  fault of the frame itself.
+  frame that does not read or decode) is replaced by the nearest readable frame of the same
+  video: for frame i, frame i - 1, then i + 1, i - 2, i + 2, ... (at equal distance the earlier
+  frame). Each frame of the video is checked at most once per clip, so the search costs at most
+  one check per frame of the video. No randomness: the files alone decide, and a resumed run sees
+  the clips of an uninterrupted one. Counted as 'substituted frame' (every substitution), besides
+  the fault of the frame itself.
 - Skipping. A video none of whose frames can be read (or whose label is out of range, or whose
   frames PIL reads but TensorFlow does not) is skipped: in training the example takes the next
   readable video of its epoch's shuffled order; in evaluation the video is masked out (no host

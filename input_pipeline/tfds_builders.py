@@ -391,7 +391,7 @@ def reuse_decoded(builder, videos, manifest):
     and modification time) in its decode cache, where preparing again reads them instead of
     decoding the video; returns how many."""
     from array_record.python import array_record_data_source
-    from input_pipeline import tfds_source  # The reader of the stored records, with TensorFlow.
+    from input_pipeline import faults, tfds_source  # The reader of the stored records, with TensorFlow.
 
     stored = builder.info.metadata["inputs"]["videos"]
     max_fps = builder.builder_config.max_fps if builder.builder_config else 0
@@ -403,15 +403,23 @@ def reuse_decoded(builder, videos, manifest):
                      if before.get(video_id) == stamp and not os.path.isdir(path)}
         if not unchanged:
             continue
-        records = array_record_data_source.ArrayRecordDataSource(builder.info.splits[split].file_instructions)
-        headers = tfds_source.headers(records)
+        shards = builder.info.splits[split].file_instructions
+        records = array_record_data_source.ArrayRecordDataSource(shards)
+        try:
+            headers = tfds_source.headers(records, shards, f"{builder.name} {split} ({builder.data_dir})")
+        except faults.DataError as error:
+            logging.warning("No stored video reused, every one decoded again: %s", error)
+            continue
         first = tfds_source.first_frames(headers)
         for number, header in enumerate(tqdm.tqdm(headers, desc=f"{builder.name} {split} videos kept", unit="video",
                                                   disable=None)):
             path = unchanged.get(header["video_id"].decode())
-            if path:
+            try:
                 frames = [tfds_source.frame_jpeg(records[int(first[number]) + frame])
-                          for frame in range(header["num_frames"])]
+                          for frame in range(header["num_frames"])] if path else None
+            except tfds_source.READ_ERRORS:  # A damaged stored frame: the video is decoded again.
+                frames = None
+            if frames:
                 _write_cache_file(_cache_file(builder.decode_cache, path, max_fps), frames)
                 reused += 1
     return reused

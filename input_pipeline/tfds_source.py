@@ -7,6 +7,7 @@ label and number of frames; a clip then reads only its frames' records (ArrayRec
 access). Our split 'val' is TFDS's 'validation'.
 """
 import io
+import os
 
 from array_record.python import array_record_data_source
 import numpy as np
@@ -18,6 +19,9 @@ from input_pipeline.tensorflow_cpu import tf
 
 SPLITS = {"train": "train", "val": "validation"}
 _HEADER_CHUNK = 4096
+# What the ArrayRecord reader raises for a shard it cannot open or a record it cannot read (a
+# missing, incomplete or damaged file: its chunks carry hashes).
+READ_ERRORS = (RuntimeError, OSError)
 
 
 def prepared_builder(config):
@@ -45,17 +49,42 @@ def split_info(prepared, split):
     return prepared.info.splits[SPLITS[split]]
 
 
-def headers(records):
-    """The fields (`fields`) of the header records of a split, which come first (frame -1)."""
-    found, total = [], len(records)
-    while len(found) < total:
-        chunk = [fields(record) for record in records.__getitems__(range(len(found), min(len(found) + _HEADER_CHUNK,
-                                                                                             total)))]
-        kept = [header for header in chunk if header["frame"] < 0]
-        found += kept
-        if len(kept) < len(chunk):
-            break
+def headers(records, shards, where):
+    """The fields (`fields`) of the header records of a split (`records`, read from the TFDS file
+    instructions `shards`), which come first: as many as make, with their frames, every record of
+    the split. Raises `faults.DataError` naming `where` and the shard when one cannot be read."""
+    found, frames, total = [], 0, len(records)
+    while len(found) + frames < total:
+        start = len(found)
+        keys = range(start, min(start + _HEADER_CHUNK, total))
+        try:
+            chunk = [fields(record) for record in records.__getitems__(keys)]
+        except READ_ERRORS:  # Then one record at a time, to read no frame: a damaged frame is no damaged header.
+            chunk = None
+        for key in keys:
+            try:
+                header = chunk[key - start] if chunk else fields(records[key])
+            except READ_ERRORS as error:
+                raise faults.DataError(f"{where}: the header of video #{key} in {shard_name(shards, key)} cannot be "
+                                       f"read ({error}): {_DAMAGED}") from None
+            if header["frame"] >= 0:
+                raise faults.DataError(f"{where}: record {key} of {shard_name(shards, key)} is a frame where the "
+                                       f"header of video #{key} was expected: {_DAMAGED}")
+            found.append(header)
+            frames += header["num_frames"]
+            if len(found) + frames >= total:
+                break
     return found
+
+
+_DAMAGED = ("the dataset is damaged or incomplete; copy it again, or delete it and prepare it again (python -m "
+            "input_pipeline.prepare_tfds)")
+
+
+def shard_name(shards, key):
+    """The file name of the TFDS file instructions `shards` holding record `key` of their split."""
+    ends = np.cumsum([shard.take for shard in shards])
+    return os.path.basename(shards[int(np.searchsorted(ends, key, "right"))].filename)
 
 
 def first_frames(headers):
@@ -85,9 +114,10 @@ class StoredVideos(sources.Videos):
         """A split of the `prepared` builder; a video whose label is not below `num_classes` (when
         not 0) is left out, a problem."""
         self.where = f"tfds {config.tfds_name} {split}"
-        self.records = array_record_data_source.ArrayRecordDataSource(split_info(prepared, split).file_instructions)
+        self.shards = split_info(prepared, split).file_instructions
+        self.records = array_record_data_source.ArrayRecordDataSource(self.shards)
         self.local = "://" not in (config.tfds_data_dir or "")
-        stored = headers(self.records)
+        stored = headers(self.records, self.shards, f"{self.where} ({prepared.data_dir})")
         num_frames, first = np.array([header["num_frames"] for header in stored], np.int64), first_frames(stored)
         kept = [number for number, header in enumerate(stored) if not num_classes or header["label"] < num_classes]
         self.ids = [stored[number]["video_id"].decode() for number in kept]
@@ -100,10 +130,21 @@ class StoredVideos(sources.Videos):
 
     def read(self, video, indices):
         """Record by record from local files (2x faster than `__getitems__`' thread pool, which
-        pays off only for remote files, whose requests it sends in parallel)."""
+        pays off only for remote files, whose requests it sends in parallel); b'' for a record that
+        cannot be read (a missing, incomplete or damaged shard)."""
         keys = [int(self.first[video] + i) for i in indices]
-        records = [self.records[key] for key in keys] if self.local else self.records.__getitems__(keys)
-        return [frame_jpeg(record) for record in records]
+        if not self.local:
+            try:
+                return [frame_jpeg(record) for record in self.records.__getitems__(keys)]
+            except READ_ERRORS:
+                pass  # Then one by one.
+        return [frame_jpeg(record) if record else b"" for record in map(self._record, keys)]
+
+    def _record(self, key):
+        try:
+            return self.records[key]
+        except READ_ERRORS:
+            return b""
 
     def name(self, video):
         return f"{self.where} #{video} video {self.ids[video]!r}"
@@ -112,7 +153,11 @@ class StoredVideos(sources.Videos):
         return f"frame {index}"
 
     def frame_faults(self, video, index):
-        problem = faults.image_problem(io.BytesIO(self.read(video, [index])[0]))
+        key = int(self.first[video] + index)
+        try:
+            problem = faults.image_problem(io.BytesIO(frame_jpeg(self.records[key])))
+        except READ_ERRORS as error:
+            problem = f"its record in {shard_name(self.shards, key)} cannot be read: {error}"
         return [faults.Fault(faults.CORRUPT_FRAME, (self.ids[video], index),
                              f"{self.name(video)}: corrupt frame {index} ({problem})")] if problem else []
 

@@ -10,6 +10,7 @@ import logging
 import os
 import pathlib
 import re
+import shutil
 import subprocess
 import sys
 import typing
@@ -1144,3 +1145,80 @@ def test_check_data_reports_every_bad_frame(faulty):
     _, repaired = check_data.check_split(faulty["repaired"], "val", workers=2)
     assert [message.split(" (")[0] for _, message in repaired] == [
         f"tfds something_something_v1 val #3 video 'all_bad': corrupt frame {index}" for index in range(5)]
+
+
+SHARD = "something_something_v1-train.array_record-00000-of-00001"
+
+
+def _damaged_copy(config, folder, video_id, record):
+    """The config of a copy in `folder` of the prepared dataset of `config` with one byte flipped in
+    the `record`-th record naming `video_id` in its train shard (0: the video's header, k: its
+    frame k - 1; the ids are stored as they are): that record no longer matches its chunk's hash."""
+    data_dir = shutil.copytree(config.tfds_data_dir, folder)
+    [shard] = pathlib.Path(data_dir).glob(f"**/{SHARD}")
+    data, position = bytearray(shard.read_bytes()), -1
+    for _ in range(record + 1):
+        position = data.index(video_id.encode(), position + 1)
+    data[position] ^= 0xFF
+    shard.write_bytes(data)
+    return _config(str(data_dir), "something_something_v1")
+
+
+def test_a_stored_frame_that_does_not_read_is_substituted_and_named_with_its_shard(faulty, tmp_path):
+    config = _damaged_copy(faulty["repaired"], tmp_path / "tfds", "good0", 3)  # Frame 2 of video #0.
+    videos, intact = create_source(config).videos("train"), create_source(faulty["repaired"]).videos("train")
+    assert videos.ids == intact.ids  # Its headers read, although a record among the first ones does not.
+    assert videos.read(0, [1, 2, 3]) == [intact.read(0, [1])[0], b"", intact.read(0, [3])[0]]
+    np.testing.assert_array_equal(videos.clip_frames(0, [1, 2, 3], substitute=True)[1], [1, 1, 3])
+    [fault] = videos.frame_faults(0, 2)
+    assert fault.kind == faults.CORRUPT_FRAME and fault.message.startswith(
+        f"{TRAIN_WHERE} #0 video 'good0': corrupt frame 2 (its record in {SHARD} cannot be read: Corrupted "
+        "Riegeli/records file: chunk data hash mismatch")
+    _, problems = check_data.check_split(config, "train", workers=2)
+    _, intact_problems = check_data.check_split(faulty["repaired"], "train", workers=2)
+    assert problems[0] == (faults.CORRUPT_FRAME, fault.message)
+    brief = lambda found: [(kind, message.split(" (")[0]) for kind, message in found]  # PIL's names an address.
+    assert brief(problems[1:]) == brief(intact_problems)
+
+
+def test_a_header_that_does_not_read_or_a_missing_shard_stops_naming_it_and_what_to_do(faulty, tmp_path):
+    config = _damaged_copy(faulty["repaired"], tmp_path / "damaged", "good2", 0)
+    number = [video_id for video_id, _, _ in STORED_TRAIN].index("good2")
+    with pytest.raises(faults.DataError, match=(
+            rf"^{TRAIN_WHERE} \(.*/something_something_v1/2.0.0\): the header of video #{number} in {SHARD} cannot be "
+            r"read \(Corrupted Riegeli/records file: .*\): the dataset is damaged or incomplete; copy it again, or "
+            r"delete it and prepare it again \(python -m input_pipeline.prepare_tfds\)$")):
+        create_source(config).videos("train")
+    [shard] = pathlib.Path(config.tfds_data_dir).glob(f"**/{SHARD}")
+    shard.unlink()
+    with pytest.raises(faults.DataError, match=rf"the header of video #0 in {SHARD} cannot be read \(open\(\) failed: "
+                                               "No such file or directory"):
+        create_source(config).videos("train")
+
+
+@pytest.mark.parametrize("record, decoded_again", [(0, ["train/cat/a.mp4", "train/dog/b.mp4"]),
+                                                   (2, ["train/cat/a.mp4"])])
+def test_preparing_again_decodes_the_videos_whose_stored_records_do_not_read(tmp_path, monkeypatch, record,
+                                                                             decoded_again):
+    """A byte flipped in a header (record 0) or a frame (record 2: frame 1) of a.mp4's records."""
+    manual, data_dir = tmp_path / "manual", str(tmp_path / "tfds")
+    for number, path in enumerate(["train/cat/a.mp4", "train/dog/b.mp4", "validation/cat/c.mp4"]):
+        _write_video(manual / path, 3, number)
+    builder, _ = tfds_builders.build("video_folder", str(manual), data_dir)
+    [shard] = pathlib.Path(builder.data_dir).glob("*train.array_record*")
+    data, position = bytearray(shard.read_bytes()), -1
+    for _ in range(record + 1):
+        position = data.index(b"cat/a.mp4", position + 1)
+    data[position] ^= 0xFF
+    shard.write_bytes(data)
+    _write_video(manual / "train" / "cat" / "new.mp4", 3, 7)
+    decode, decoded = video_files.decode_video, []
+    monkeypatch.setattr(video_files, "decode_video",
+                        lambda path, *args, **kwargs: decoded.append(path) or decode(path, *args, **kwargs))
+    with _warnings() as warnings:
+        builder, _ = tfds_builders.build("video_folder", str(manual), data_dir, overwrite=True)
+    assert sorted(os.path.relpath(path, manual) for path in decoded) == sorted(decoded_again + ["train/cat/new.mp4"])
+    assert any(message.startswith("No stored video reused, every one decoded again: video_folder train (")
+               for message in warnings) == (record == 0)
+    fresh, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "fresh"))
+    assert _records(builder, "train") == _records(fresh, "train")

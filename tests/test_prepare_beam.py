@@ -77,12 +77,12 @@ def test_beam_writes_the_same_records_in_the_same_order(local, on_beam):
         records = _records(builder, split)
         assert len(records) == len(_records(local, split))
         assert _examples(records) == _examples(_records(local, split))  # The same records, in the same order.
-        headers = tfds_source.headers(records)
+        headers = tfds_source.headers(records, builder.info.splits[split].file_instructions, split)
         frames = [tfds_source.fields(records[i]) for i in range(len(headers), len(records))]
         assert [header["frame"] for header in headers] == [-1] * len(headers)
         assert [(frame["video_id"], frame["frame"]) for frame in frames] == [
             (header["video_id"], i) for header in headers for i in range(header["num_frames"])]
-    headers = tfds_source.headers(_records(builder, "train"))
+    headers = tfds_source.headers(_records(builder, "train"), builder.info.splits["train"].file_instructions, "train")
     assert [(h["video_id"], h["label"], h["num_frames"]) for h in headers] == [
         (b"falling/a.mp4", 0, 5), (b"rising/b.mp4", 1, 4), (b"rising/c.mp4", 1, 6)]  # broken.mp4 left out.
 

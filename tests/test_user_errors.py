@@ -67,6 +67,14 @@ def test_the_other_programs_taking_a_config_say_the_same(program):
                                       "'crop_sise'; did you mean 'crop_size'?")
 
 
+def test_check_data_names_a_split_it_cannot_read_in_one_line(tmp_path):
+    result = run("-m", "input_pipeline.check_data", "--config=configs/demo.py", "--config.data.source=frames",
+                 f"--config.data.root={tmp_path}", "--config.data.train_list=absent.txt", "--split=train")
+    assert one_line_error(result) == (f"check_data error: List file '{tmp_path}/absent.txt' does not exist; set "
+                                      "config.data.train_list / val_list (relative paths are taken under "
+                                      "config.data.root).")
+
+
 def test_a_missing_config_file_is_named_with_the_closest_file(tmp_path):
     result = run("main.py", "--config=configs/dmo.py", f"--workdir={tmp_path}", "--config.model.name=tsn")
     assert one_line_error(result) == ("Config error: --config=configs/dmo.py: no such file; did you mean "
