@@ -41,6 +41,7 @@ from input_pipeline.tensorflow_cpu import tf
 
 MALFORMED = "malformed list line"  # A list line that does not parse (frame folders).
 LABEL_OUT_OF_RANGE = "label out of range"  # A label outside [0, num_classes).
+REPEATED_VIDEO = "repeated video"  # A video listed again (frame folders): one example per video, one label.
 EMPTY_VIDEO = "empty video"  # No frame at all: a missing folder, no frame file, no stored frame.
 TRUNCATED_VIDEO = "truncated video"  # The listed frames are missing from some point on.
 MISSING_FRAME = "missing frame"  # A frame file missing before the last one on disk.
@@ -48,7 +49,7 @@ CORRUPT_FRAME = "corrupt frame"  # A frame that does not decode.
 UNREADABLE_VIDEO = "unreadable video"  # Skipped, its fault unknown (frames PIL reads, TensorFlow does not).
 SUBSTITUTED_FRAME = "substituted frame"  # A frame replaced by its nearest readable neighbour.
 # Every kind, in the order reports list them.
-KINDS = (MALFORMED, LABEL_OUT_OF_RANGE, EMPTY_VIDEO, TRUNCATED_VIDEO, MISSING_FRAME, CORRUPT_FRAME,
+KINDS = (MALFORMED, LABEL_OUT_OF_RANGE, REPEATED_VIDEO, EMPTY_VIDEO, TRUNCATED_VIDEO, MISSING_FRAME, CORRUPT_FRAME,
          UNREADABLE_VIDEO, SUBSTITUTED_FRAME)
 
 # What PIL raises for a file that is not a decodable image.

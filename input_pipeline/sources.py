@@ -15,9 +15,10 @@ A list line of the 'frames' layout is `<video dir> <start frame> <end frame> <la
 code's), or `<video dir> <frames> <label>` (TSN's, TSM's and MMAction2's: frames 1 to <frames>)
 with `config.data.list_format='tsn'`; frames are numbered from 1 and named by an `image_template`
 such as '{:05d}.jpg'. A line that does not parse is a 'malformed list line', one whose label is
-outside [0, num_classes) a 'label out of range'.
+outside [0, num_classes) a 'label out of range', a video listed again a 'repeated video'.
 """
 import abc
+import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -357,11 +358,12 @@ def _parse_line(line, separator, num_classes, list_format):
 
 def read_video_list(list_path, separator=" ", num_classes=0, list_format="official"):
     """Parses a list file into (entries, problems): `VideoEntry`s, and a `faults.Fault` per line
-    left out (kind 'malformed list line' or 'label out of range', message 'file:line: what is
-    wrong: the line').
+    left out (kind 'malformed list line', 'label out of range' or 'repeated video', message
+    'file:line: what is wrong').
 
     Lines are `LIST_FORMATS[list_format]`; blank lines are skipped. `num_classes` > 0 makes a label
-    outside [0, num_classes) a problem.
+    outside [0, num_classes) a problem. A video listed again ('repeated video') is kept at its
+    first line when its lines agree on its label, else left out at each.
     """
     if list_format not in LIST_FORMATS:
         raise ValueError(f"config.data.list_format={list_format!r}: use " + " or ".join(
@@ -382,7 +384,29 @@ def read_video_list(list_path, separator=" ", num_classes=0, list_format="offici
                 problems.append(faults.Fault(e.kind, where, f"{where}: {e}: {line.strip()!r}"))
                 continue
             entries.append(VideoEntry(video_dir, start, num_frames, label, where))
-    return entries, problems
+    kept, repeated = _one_line_per_video(entries)
+    return kept, problems + repeated
+
+
+def _one_line_per_video(entries):
+    """(entries, problems): a video of several `entries` ('repeated video') kept at its first when
+    they agree on its label, else left out at each."""
+    lines_of = collections.defaultdict(list)
+    for entry in entries:
+        lines_of[entry.video_dir].append(entry)
+    kept, problems = [], []
+    for entry in entries:
+        lines = lines_of[entry.video_dir]
+        labels = sorted({line.label for line in lines})
+        numbers = ", ".join(line.where.rsplit(":", 1)[1] for line in lines)
+        if len(labels) == 1 and entry is lines[0]:
+            kept.append(entry)
+            continue
+        what = (f"is listed with labels {labels} (lines {numbers}); give each video one line" if len(labels) > 1 else
+                f"is listed before (lines {numbers})")
+        problems.append(faults.Fault(faults.REPEATED_VIDEO, entry.where, f"{entry.where}: video {entry.video_dir!r} "
+                                     f"{what}"))
+    return kept, problems
 
 
 def read_class_names(path):
@@ -538,6 +562,7 @@ class FrameFolderSource(Source):
                                         "not exist; set it to the file of class names (one a line), or to '' for none")
             count = len(read_class_names(path))
             where = f"the {count} names of {path}"
+        listed = {}
         for split in splits:
             field = f"{split}_list"
             path = _under_root(data_config, data_config[field]) if data_config[field] else ""
@@ -547,6 +572,12 @@ class FrameFolderSource(Source):
             if not entries:
                 raise no_usable_video(split, problems)
             _check_frames_found(data_config, path, entries[:5])
+            listed[split] = {entry.video_dir: entry.where for entry in entries}
+        both = sorted(set(listed.get("train", ())) & set(listed.get("val", ())))
+        if both:
+            logging.warning("%d video%s of the val list %s in the train list too (e.g. %s, %s): validation counts "
+                            "videos trained on.", len(both), "s" * (len(both) > 1), "are" if len(both) > 1 else "is",
+                            listed["val"][both[0]], listed["train"][both[0]])
         return count, where
 
     def open_split(self, split):

@@ -94,6 +94,27 @@ def test_list_problems_name_file_and_line(tmp_path):
     assert "empty" in problems[2].message and "label 7" in problems[3].message
 
 
+def test_a_video_listed_again_is_kept_once_or_left_out_when_its_labels_differ(tmp_path):
+    list_file = tmp_path / "list.txt"
+    list_file.write_text("a 1 10 0\nb 1 10 1\na 1 10 0\nc 1 10 0\nd 1 10 1\nc 1 10 1\na 1 10 0\n")
+    entries, problems = sources.read_video_list(str(list_file), " ", num_classes=2)
+    assert [entry.where for entry in entries] == [f"{list_file}:{line}" for line in (1, 2, 5)]
+    assert [(problem.kind, problem.message) for problem in problems] == [
+        (faults.REPEATED_VIDEO, f"{list_file}:3: video 'a' is listed before (lines 1, 3, 7)"),
+        (faults.REPEATED_VIDEO, f"{list_file}:4: video 'c' is listed with labels [0, 1] (lines 4, 6); give each "
+                                "video one line"),
+        (faults.REPEATED_VIDEO, f"{list_file}:6: video 'c' is listed with labels [0, 1] (lines 4, 6); give each "
+                                "video one line"),
+        (faults.REPEATED_VIDEO, f"{list_file}:7: video 'a' is listed before (lines 1, 3, 7)")]
+
+
+def test_videos_in_both_the_train_and_val_lists_are_named_before_training(broken_config, caplog):
+    config = broken_config[0]
+    sources.preflight(config)
+    assert caplog.messages == [f"12 videos of the val list are in the train list too (e.g. {config.root}/val.txt:1, "
+                               f"{config.root}/train.txt:1): validation counts videos trained on."]
+
+
 def test_list_and_class_files_saved_by_windows_editors_read_the_same(tmp_path):
     # A byte-order mark and CRLF line ends (Notepad, Excel): the first video and class keep their names.
     (tmp_path / "list.txt").write_text("frames/a 1 10 0\r\nframes/b 1 12 1\r\n", encoding="utf-8-sig")
