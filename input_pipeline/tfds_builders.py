@@ -11,7 +11,8 @@ frames (frame 0, 1, ...) in the same order: the reader finds a video's frames fr
 alone. Frames are JPEG: a decoded video's upright (turned by its display rotation, as ffmpeg
 does), with the shorter side resized to 256 (quality 90),
 Something-Something V1's stored as distributed. Videos PyAV cannot decode, and videos a list
-names but the manual dir lacks, are logged by name and left out.
+names but the manual dir lacks, are logged by name and left out; a video listed again is stored
+once, one listed with several classes is left out (both logged, with an example).
 
 Preparation decodes the videos in parallel worker processes (`workers`), with a progress bar of
 videos. The data dir may be a bucket (gs://): each shard is written to a local temporary file,
@@ -67,6 +68,7 @@ Decoded videos keep every frame, as the official frame extraction does; `max_fps
 builder config `max_fps_<F>`, `prepare_tfds --max_fps`, `config.data.tfds_max_fps`) keeps at
 most F frames a second (fewer frames to store; a clip reads only its own either way).
 """
+import collections
 import csv
 import dataclasses
 import hashlib
@@ -208,7 +210,7 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise NotImplementedError
 
     def labeled_videos(self, root, split, names):
-        """[(video id, path, label)] of the listed videos whose file exists."""
+        """[(video id, path, label)] of the listed videos whose file exists, each once (`_listed_once`)."""
         labels = _index(names)
         videos = []
         for video_id, path, name in self.videos(root, split):
@@ -217,7 +219,7 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                                    f"which is not among the {len(names)} class names of {self.name} (from "
                                    f"{self.CLASS_NAMES_SOURCE}); {self.UNKNOWN_CLASS_HINT}")
             videos.append((video_id, path, labels[name]))
-        return _existing(videos, self.name)
+        return _existing(_listed_once(videos, names, self.annotation_file(root, split)), self.name)
 
     def _generate_examples(self, split, videos, cache):
         """The header of each readable video, then its frames, keyed in that order (`record_key`).
@@ -464,6 +466,30 @@ def _not_found(root, what, names, folders):
     return FileNotFoundError(f"{root}: no {what} found; looked for {', '.join(names)} in {where} of the "
                              f"manual dir; put it in one of those folders under one of those names (see "
                              f"{LAYOUTS_DOC}).")
+
+
+def _listed_once(videos, names, where):
+    """`videos` [(video id, path, label)] with a video listed again kept once (its first), or left out
+    when listed with several classes (it has one label); each case logged with an example from `where`."""
+    labels_of, lines_of = collections.defaultdict(set), collections.Counter()
+    for video_id, _, label in videos:
+        labels_of[video_id].add(label)
+        lines_of[video_id] += 1
+    kept, seen = [], set()
+    for video in videos:
+        if len(labels_of[video[0]]) == 1 and video[0] not in seen:
+            kept.append(video)
+            seen.add(video[0])
+    again = [video_id for video_id, lines in lines_of.items() if lines > 1 and len(labels_of[video_id]) == 1]
+    if again:
+        logging.warning("%s: %d video%s listed more than once, read once (e.g. %s).", where, len(again),
+                        "s" * (len(again) > 1), again[0])
+    several = [video_id for video_id, labels in labels_of.items() if len(labels) > 1]
+    if several:
+        logging.warning("%s: %d video%s listed with several classes, left out (e.g. %s: %s).", where, len(several),
+                        "s" * (len(several) > 1), several[0],
+                        ", ".join(names[label] for label in sorted(labels_of[several[0]])))
+    return kept
 
 
 def _existing(videos, dataset):

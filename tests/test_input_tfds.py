@@ -1222,3 +1222,24 @@ def test_preparing_again_decodes_the_videos_whose_stored_records_do_not_read(tmp
                for message in warnings) == (record == 0)
     fresh, _ = tfds_builders.build("video_folder", str(manual), str(tmp_path / "fresh"))
     assert _records(builder, "train") == _records(fresh, "train")
+
+
+def test_a_video_listed_again_is_stored_once_or_left_out_when_listed_with_another_class(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    _write_lines(manual / "something-something-v1-labels.csv", FAULTY_CLASSES)
+    holding, pushing = FAULTY_CLASSES
+    _write_lines(manual / "something-something-v1-train.csv",
+                 [f"v0;{holding}", f"v1;{pushing}", f"v0;{holding}", f"v2;{holding}", f"v2;{pushing}", f"v3;{pushing}"])
+    for video_id in ("v0", "v1", "v2", "v3"):
+        folder = manual / "20bn-something-something-v1" / video_id
+        folder.mkdir(parents=True)
+        for number in (1, 2):
+            Image.fromarray(np.full((16, 16, 3), 40 * number, np.uint8)).save(folder / f"{number:05d}.jpg")
+    with _warnings() as warnings:
+        builder, _ = tfds_builders.build("something_something_v1", str(manual), str(tmp_path / "tfds"))
+    assert _headers(builder, "train") == [("v0", 0), ("v1", 1), ("v3", 1)]
+    split_file = manual / "something-something-v1-train.csv"
+    assert [message for message in warnings if message.startswith(str(split_file))] == [
+        f"{split_file}: 1 video listed more than once, read once (e.g. v0).",
+        f"{split_file}: 1 video listed with several classes, left out (e.g. v2: {holding}, {pushing})."]
