@@ -398,10 +398,10 @@ def _one_line_per_video(entries):
     for entry in entries:
         lines = lines_of[entry.video_dir]
         labels = sorted({line.label for line in lines})
-        numbers = ", ".join(line.where.rsplit(":", 1)[1] for line in lines)
         if len(labels) == 1 and entry is lines[0]:
             kept.append(entry)
             continue
+        numbers = ", ".join(line.where.rsplit(":", 1)[1] for line in lines)
         what = (f"is listed with labels {labels} (lines {numbers}); give each video one line" if len(labels) > 1 else
                 f"is listed before (lines {numbers})")
         problems.append(faults.Fault(faults.REPEATED_VIDEO, entry.where, f"{entry.where}: video {entry.video_dir!r} "
