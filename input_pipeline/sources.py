@@ -373,17 +373,16 @@ def read_video_list(list_path, separator=" ", num_classes=0, list_format="offici
                                 "config.data.train_list / val_list (relative paths are taken "
                                 "under config.data.root).")
     entries, problems = [], []
-    with open(list_path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{list_path}:{number}"
-            try:
-                video_dir, start, num_frames, label = _parse_line(line, separator, num_classes, list_format)
-            except _BadLine as e:
-                problems.append(faults.Fault(e.kind, where, f"{where}: {e}: {line.strip()!r}"))
-                continue
-            entries.append(VideoEntry(video_dir, start, num_frames, label, where))
+    for number, line in enumerate(_text_lines(list_path), start=1):
+        if not line.strip():
+            continue
+        where = f"{list_path}:{number}"
+        try:
+            video_dir, start, num_frames, label = _parse_line(line, separator, num_classes, list_format)
+        except _BadLine as e:
+            problems.append(faults.Fault(e.kind, where, f"{where}: {e}: {line.strip()!r}"))
+            continue
+        entries.append(VideoEntry(video_dir, start, num_frames, label, where))
     kept, repeated = _one_line_per_video(entries)
     return kept, problems + repeated
 
@@ -411,8 +410,20 @@ def _one_line_per_video(entries):
 
 def read_class_names(path):
     """The class names of a file with one name per line (line i = label i)."""
-    with open(path, encoding="utf-8-sig") as f:
-        return [line.strip() for line in f if line.strip()]
+    return [line.strip() for line in _text_lines(path) if line.strip()]
+
+
+def _text_lines(path):
+    """The lines of a UTF-8 text file, with or without a byte-order mark (as Windows editors save
+    them); a ValueError naming the file and line of text that is not UTF-8."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return list(io.StringIO(data.decode("utf-8-sig"), newline=None))
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}:{line} is not UTF-8 text ({error.reason}: byte {data[error.start]:#04x}); save the "
+                         "file as UTF-8") from None
 
 
 def _not_found(field, value, path):

@@ -157,6 +157,17 @@ def test_tsn_lists_read_as_the_official_lists_of_the_same_videos_and_either_name
         sources.preflight(config, ("train",))
 
 
+def test_a_list_or_class_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    # Windows' legacy code page, as older editors and Excel's plain 'CSV' save accents.
+    (tmp_path / "list.txt").write_bytes("a 1 10 0\r\ncafé 1 10 1\r\n".encode("cp1252"))
+    (tmp_path / "classes.txt").write_bytes("cat\ncafé\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/list.txt:2 is not UTF-8 text \(invalid continuation byte: "
+                                         r"byte 0xe9\); save the file as UTF-8$"):
+        sources.read_video_list(str(tmp_path / "list.txt"))
+    with pytest.raises(ValueError, match=rf"^{tmp_path}/classes.txt:2 is not UTF-8"):
+        sources.read_class_names(str(tmp_path / "classes.txt"))
+
+
 def test_strict_mode_rejects_bad_list_lines(tmp_path, broken_config):
     config = broken_config[0].copy_and_resolve_references()
     config.train_list = str(tmp_path / "list.txt")
