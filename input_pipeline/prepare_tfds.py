@@ -29,6 +29,7 @@ from absl import flags
 import tensorflow_datasets as tfds
 
 from input_pipeline import tfds_builders
+from input_pipeline import video_files
 
 FLAGS = flags.FLAGS
 
@@ -63,7 +64,7 @@ def main(argv):
                                              download_config=beam_download_config(FLAGS.beam_runner,
                                                                                   FLAGS.beam_options),
                                              **options)
-    except (tfds_builders.PrepareError, FileNotFoundError) as error:
+    except (tfds_builders.PrepareError, video_files.TextError, FileNotFoundError) as error:
         raise SystemExit(f"prepare_tfds error: {error}") from None
     except KeyboardInterrupt:
         raise SystemExit("prepare_tfds stopped; the same command goes on from there (videos decoded so far are "

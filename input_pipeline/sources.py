@@ -34,6 +34,7 @@ import tqdm
 from input_pipeline import faults
 from input_pipeline import sampling
 from input_pipeline import synthetic
+from input_pipeline import video_files
 from input_pipeline.tensorflow_cpu import tf
 
 
@@ -373,7 +374,7 @@ def read_video_list(list_path, separator=" ", num_classes=0, list_format="offici
                                 "config.data.train_list / val_list (relative paths are taken "
                                 "under config.data.root).")
     entries, problems = [], []
-    for number, line in enumerate(_text_lines(list_path), start=1):
+    for number, line in enumerate(video_files.text_lines(list_path), start=1):
         if not line.strip():
             continue
         where = f"{list_path}:{number}"
@@ -410,20 +411,7 @@ def _one_line_per_video(entries):
 
 def read_class_names(path):
     """The class names of a file with one name per line (line i = label i)."""
-    return [line.strip() for line in _text_lines(path) if line.strip()]
-
-
-def _text_lines(path):
-    """The lines of a UTF-8 text file, with or without a byte-order mark (as Windows editors save
-    them); a ValueError naming the file and line of text that is not UTF-8."""
-    with open(path, "rb") as f:
-        data = f.read()
-    try:
-        return list(io.StringIO(data.decode("utf-8-sig"), newline=None))
-    except UnicodeDecodeError as error:
-        line = data.count(b"\n", 0, error.start) + 1
-        raise ValueError(f"{path}:{line} is not UTF-8 text ({error.reason}: byte {data[error.start]:#04x}); save the "
-                         "file as UTF-8") from None
+    return [line.strip() for line in video_files.text_lines(path) if line.strip()]
 
 
 def _not_found(field, value, path):

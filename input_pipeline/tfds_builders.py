@@ -62,7 +62,8 @@ video folders are always at the manual dir's root:
   `.ipynb_checkpoints`) are ignored.
 
 Text files (annotations, class lists) are read as UTF-8 with or without a byte-order mark (as
-Windows editors save them).
+Windows editors save them); a file that is not UTF-8 stops naming its line
+(`video_files.text_lines`).
 
 Decoded videos keep every frame, as the official frame extraction does; `max_fps` > 0 (the
 builder config `max_fps_<F>`, `prepare_tfds --max_fps`, `config.data.tfds_max_fps`) keeps at
@@ -543,12 +544,10 @@ class SomethingSomethingV1(_SomethingSomething):
     VIDEO_FOLDER = "20bn-something-something-v1"
 
     def read_class_names(self, path):
-        with open(path, encoding="utf-8-sig") as f:
-            return [line.strip() for line in f if line.strip()]
+        return [line.strip() for line in video_files.text_lines(path) if line.strip()]
 
     def read_split(self, path):
-        with open(path, encoding="utf-8-sig") as f:
-            return [line.strip().split(";") for line in f if line.strip()]
+        return [line.strip().split(";") for line in video_files.text_lines(path) if line.strip()]
 
 
 class SomethingSomethingV2(_SomethingSomething):
@@ -562,13 +561,12 @@ class SomethingSomethingV2(_SomethingSomething):
     VIDEO_SUFFIX = ".webm"
 
     def read_class_names(self, path):
-        with open(path, encoding="utf-8-sig") as f:
-            index = json.load(f)
+        index = json.loads("".join(video_files.text_lines(path)))
         return sorted(index, key=lambda name: int(index[name]))
 
     def read_split(self, path):
-        with open(path, encoding="utf-8-sig") as f:
-            return [(entry["id"], entry["template"].replace("[", "").replace("]", "")) for entry in json.load(f)]
+        return [(entry["id"], entry["template"].replace("[", "").replace("]", ""))
+                for entry in json.loads("".join(video_files.text_lines(path)))]
 
 
 class Kinetics400(_VideoBuilder):
@@ -584,8 +582,7 @@ class Kinetics400(_VideoBuilder):
 
     def _rows(self, root, split):
         path = self.required_file(root, f"{split} annotations of {self.name}", self.SPLITS[split])
-        with open(path, encoding="utf-8-sig") as f:
-            return list(csv.DictReader(f))
+        return list(csv.DictReader(video_files.text_lines(path)))
 
     def class_names(self, root):
         return sorted({row["label"] for row in self._rows(root, "train")})
@@ -615,13 +612,11 @@ class MomentsInTime(_VideoBuilder):
 
     def class_names(self, root):
         path = self.required_file(root, f"class names of {self.name}", ("moments_categories.txt",))
-        with open(path, encoding="utf-8-sig") as f:
-            rows = [line.strip().rsplit(",", 1) for line in f if line.strip()]
+        rows = [line.strip().rsplit(",", 1) for line in video_files.text_lines(path) if line.strip()]
         return [name for name, _ in sorted(rows, key=lambda row: int(row[1]))]
 
     def videos(self, root, split):
-        with open(self.annotation_file(root, split), encoding="utf-8-sig") as f:
-            rows = [row for row in csv.reader(f) if row]
+        rows = [row for row in csv.reader(video_files.text_lines(self.annotation_file(root, split))) if row]
         folder = os.path.join(root, self.VIDEO_FOLDERS[split])
         return [(path, os.path.join(folder, path), name) for path, name, *_ in rows]
 
@@ -644,8 +639,7 @@ class VideoFolder(_VideoBuilder):
             if not os.path.isfile(self.classes_file):
                 raise PrepareError(f"--classes={self.classes_file} does not exist: give a file of class names, one a "
                                    "line.")
-            with open(self.classes_file, encoding="utf-8-sig") as f:
-                names = [line.strip() for line in f if line.strip()]
+            names = [line.strip() for line in video_files.text_lines(self.classes_file) if line.strip()]
             if len(set(names)) != len(names):
                 raise PrepareError(f"--classes={self.classes_file} names a class twice; give each name once.")
             return names

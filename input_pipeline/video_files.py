@@ -1,5 +1,6 @@
 """Video files decoded with PyAV (no ffmpeg binary) into JPEG frames, and written from frames; what
-counts as a video in a folder of them."""
+counts as a video in a folder of them; the text files (lists, annotations, class names) that name
+them."""
 import io
 import logging
 import math
@@ -16,6 +17,23 @@ VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".m
                     ".3gp", ".ogv", ".ts")
 # The names of the image files of a frame folder: a folder holding one is a video of its frames.
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+class TextError(ValueError):
+    """A text file that is not UTF-8; the message names the file and the line."""
+
+
+def text_lines(path):
+    """The lines of a UTF-8 text file, with or without a byte-order mark (as Windows editors save
+    them), its line ends read as Python's text files read them; a `TextError` for one that is not."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return list(io.StringIO(data.decode("utf-8-sig"), newline=None))
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise TextError(f"{path}:{line} is not UTF-8 text ({error.reason}: byte {data[error.start]:#04x}); save the "
+                        "file as UTF-8") from None
 
 
 def visible(folder):

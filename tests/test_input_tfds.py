@@ -583,7 +583,7 @@ def test_prepare_command_takes_classes_for_video_folder_only(tmp_path):
 
 
 
-def test_prepare_command_names_a_missing_manual_dir_or_classes_file(tmp_path):
+def test_prepare_command_names_a_missing_manual_dir_or_a_missing_or_unreadable_classes_file(tmp_path):
     data_dir = f"--data_dir={tmp_path / 'tfds'}"
     result = _prepare_command("--dataset=kinetics400", f"--manual_dir={tmp_path / 'absent'}", data_dir)
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -597,6 +597,13 @@ def test_prepare_command_names_a_missing_manual_dir_or_classes_file(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == (
         f"prepare_tfds error: --classes={tmp_path / 'classes.txt'} does not exist: give a file of class names, one "
         "a line.")
+    (tmp_path / "classes.txt").write_bytes("cat\ncafé\n".encode("cp1252"))  # As Windows' legacy editors save it.
+    result = _prepare_command("--dataset=video_folder", f"--manual_dir={tmp_path / 'manual'}", data_dir,
+                              f"--classes={tmp_path / 'classes.txt'}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"prepare_tfds error: {tmp_path / 'classes.txt'}:2 is not UTF-8 text (invalid continuation byte: byte 0xe9); "
+        "save the file as UTF-8")
 
 
 # Decoding video files.
