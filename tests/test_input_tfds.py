@@ -551,10 +551,12 @@ def test_two_workers_write_the_records_of_one(train_videos, tmp_path):
     assert two.info.metadata["inputs"] == one.info.metadata["inputs"]
 
 
-def _prepare_command(*flags):
-    """`python -m input_pipeline.prepare_tfds` with `flags`, run to completion."""
-    return subprocess.run([sys.executable, "-m", "input_pipeline.prepare_tfds", *flags], capture_output=True,
-                          text=True, timeout=300, check=False, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+def _prepare_error(*flags):
+    """The one line `python -m input_pipeline.prepare_tfds` with `flags` fails with (status 1, no traceback)."""
+    result = subprocess.run([sys.executable, "-m", "input_pipeline.prepare_tfds", *flags], capture_output=True,
+                            text=True, timeout=300, check=False, env=dict(os.environ, PYTHONPATH=os.getcwd()))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
 
 
 def test_prepare_command_stops_on_changed_inputs_in_one_line(tmp_path):
@@ -563,10 +565,8 @@ def test_prepare_command_stops_on_changed_inputs_in_one_line(tmp_path):
     builder, _ = tfds_builders.build("video_folder", str(manual), data_dir)
     written = _files(builder.data_dir)
     _write_video(manual / "train" / "cat" / "new.mp4", 2)
-    result = _prepare_command("--dataset=video_folder", f"--manual_dir={manual}", f"--data_dir={data_dir}",
-                              "--workers=1")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert _prepare_error("--dataset=video_folder", f"--manual_dir={manual}", f"--data_dir={data_dir}",
+                          "--workers=1") == (
         f"prepare_tfds error: {builder.data_dir} was prepared from other inputs: train: 1 video added (e.g. "
         "cat/new.mp4). Pass --overwrite to prepare it again (videos it holds unchanged are not decoded again).")
     assert _files(builder.data_dir) == written
@@ -574,34 +574,25 @@ def test_prepare_command_stops_on_changed_inputs_in_one_line(tmp_path):
 
 def test_prepare_command_takes_classes_for_video_folder_only(tmp_path):
     (tmp_path / "classes.txt").write_text("cat\n")
-    result = _prepare_command("--dataset=something_something_v1", f"--manual_dir={tmp_path}",
-                              f"--data_dir={tmp_path / 'tfds'}", f"--classes={tmp_path / 'classes.txt'}")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert _prepare_error("--dataset=something_something_v1", f"--manual_dir={tmp_path}",
+                          f"--data_dir={tmp_path / 'tfds'}", f"--classes={tmp_path / 'classes.txt'}") == (
         "prepare_tfds error: --classes is for video_folder; something_something_v1 names its classes.")
     assert not os.path.exists(tmp_path / "tfds")
 
 
-
 def test_prepare_command_names_a_missing_manual_dir_or_a_missing_or_unreadable_classes_file(tmp_path):
     data_dir = f"--data_dir={tmp_path / 'tfds'}"
-    result = _prepare_command("--dataset=kinetics400", f"--manual_dir={tmp_path / 'absent'}", data_dir)
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert _prepare_error("--dataset=kinetics400", f"--manual_dir={tmp_path / 'absent'}", data_dir) == (
         f"prepare_tfds error: the manual dir {tmp_path / 'absent'} does not exist or is empty: put the kinetics400 "
         "download there (see the layouts in input_pipeline/tfds_builders.py).")
     _write_video(tmp_path / "manual" / "train" / "cat" / "a.mp4", 2)
-    result = _prepare_command("--dataset=video_folder", f"--manual_dir={tmp_path / 'manual'}", data_dir,
-                              f"--classes={tmp_path / 'classes.txt'}")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert _prepare_error("--dataset=video_folder", f"--manual_dir={tmp_path / 'manual'}", data_dir,
+                          f"--classes={tmp_path / 'classes.txt'}") == (
         f"prepare_tfds error: --classes={tmp_path / 'classes.txt'} does not exist: give a file of class names, one "
         "a line.")
     (tmp_path / "classes.txt").write_bytes("cat\ncafé\n".encode("cp1252"))  # As Windows' legacy editors save it.
-    result = _prepare_command("--dataset=video_folder", f"--manual_dir={tmp_path / 'manual'}", data_dir,
-                              f"--classes={tmp_path / 'classes.txt'}")
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert _prepare_error("--dataset=video_folder", f"--manual_dir={tmp_path / 'manual'}", data_dir,
+                          f"--classes={tmp_path / 'classes.txt'}") == (
         f"prepare_tfds error: {tmp_path / 'classes.txt'}:2 is not UTF-8 text (invalid continuation byte: byte 0xe9); "
         "save the file as UTF-8")
 
