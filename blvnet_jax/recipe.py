@@ -18,7 +18,8 @@ FREE_FIELDS = frozenset({
     "log_every_steps", "checkpoint_every_steps", "keep_checkpoints", "eval_every_steps", "eval_batch_size",
     "mesh_shape", "init_from", "skip_nonfinite_steps", "allow_recipe_change",
     "model.remat", "model.pointwise_as_dot", "model.recompute_stem",  # same values, other memory/speed
-    "data.root", "data.train_list", "data.val_list", "data.class_names_file", "data.tfds_data_dir",
+    "data.root", "data.train_list", "data.val_list", "data.list_format", "data.list_separator",  # the split's
+    "data.class_names_file", "data.tfds_data_dir",  # videos, labels and lengths are checked (train_split_difference)
     "data.prefetch", "data.num_parallel_calls", "data.strict", "data.max_fault_fraction",
     "data.num_crops", "data.num_clips", "data.eval_resize_to_crop",  # evaluation protocol
 })
