@@ -391,6 +391,8 @@ def read_video_list(list_path, separator=" ", num_classes=0, list_format="offici
 def _one_line_per_video(entries):
     """(entries, problems): a video of several `entries` ('repeated video') kept at its first when
     they agree on its label, else left out at each."""
+    if len({entry.video_dir for entry in entries}) == len(entries):
+        return entries, []
     lines_of = collections.defaultdict(list)
     for entry in entries:
         lines_of[entry.video_dir].append(entry)
