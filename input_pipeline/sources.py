@@ -18,7 +18,6 @@ such as '{:05d}.jpg'. A line that does not parse is a 'malformed list line', one
 outside [0, num_classes) a 'label out of range', a video listed again a 'repeated video'.
 """
 import abc
-import collections
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -384,31 +383,17 @@ def read_video_list(list_path, separator=" ", num_classes=0, list_format="offici
             problems.append(faults.Fault(e.kind, where, f"{where}: {e}: {line.strip()!r}"))
             continue
         entries.append(VideoEntry(video_dir, start, num_frames, label, where))
-    kept, repeated = _one_line_per_video(entries)
-    return kept, problems + repeated
-
-
-def _one_line_per_video(entries):
-    """(entries, problems): a video of several `entries` ('repeated video') kept at its first when
-    they agree on its label, else left out at each."""
-    if len({entry.video_dir for entry in entries}) == len(entries):
-        return entries, []
-    lines_of = collections.defaultdict(list)
-    for entry in entries:
-        lines_of[entry.video_dir].append(entry)
-    kept, problems = [], []
-    for entry in entries:
-        lines = lines_of[entry.video_dir]
+    kept, repeated = video_files.one_line_per_video([(entry.video_dir, entry.label) for entry in entries])
+    left_out = sorted(set(range(len(entries))) - set(kept)) if repeated else []  # Lines of a 'repeated video'.
+    for index in left_out:
+        entry, lines = entries[index], [entries[i] for i in repeated[entries[index].video_dir]]
         labels = sorted({line.label for line in lines})
-        if len(labels) == 1 and entry is lines[0]:
-            kept.append(entry)
-            continue
         numbers = ", ".join(line.where.rsplit(":", 1)[1] for line in lines)
         what = (f"is listed with labels {labels} (lines {numbers}); give each video one line" if len(labels) > 1 else
                 f"is listed before (lines {numbers})")
         problems.append(faults.Fault(faults.REPEATED_VIDEO, entry.where, f"{entry.where}: video {entry.video_dir!r} "
                                      f"{what}"))
-    return kept, problems
+    return [entries[index] for index in kept], problems
 
 
 def read_class_names(path):

@@ -69,7 +69,6 @@ Decoded videos keep every frame, as the official frame extraction does; `max_fps
 builder config `max_fps_<F>`, `prepare_tfds --max_fps`, `config.data.tfds_max_fps`) keeps at
 most F frames a second (fewer frames to store; a clip reads only its own either way).
 """
-import collections
 import csv
 import dataclasses
 import hashlib
@@ -211,7 +210,8 @@ class _VideoBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         raise NotImplementedError
 
     def labeled_videos(self, root, split, names):
-        """[(video id, path, label)] of the listed videos whose file exists, each once (`_listed_once`)."""
+        """[(video id, path, label)] of the listed videos whose file exists, each once
+        (`video_files.one_line_per_video`; the videos left out or read once logged)."""
         labels = _index(names)
         videos = []
         for video_id, path, name in self.videos(root, split):
@@ -470,18 +470,12 @@ def _not_found(root, what, names, folders):
 
 
 def _listed_once(videos, names, where):
-    """`videos` [(video id, path, label)] with a video listed again kept once (its first), or left out
-    when listed with several classes (it has one label); each case logged with an example from `where`."""
-    labels_of, lines_of = collections.defaultdict(set), collections.Counter()
-    for video_id, _, label in videos:
-        labels_of[video_id].add(label)
-        lines_of[video_id] += 1
-    kept, seen = [], set()
-    for video in videos:
-        if len(labels_of[video[0]]) == 1 and video[0] not in seen:
-            kept.append(video)
-            seen.add(video[0])
-    again = [video_id for video_id, lines in lines_of.items() if lines > 1 and len(labels_of[video_id]) == 1]
+    """`videos` [(video id, path, label)] of the annotation file `where`, each once
+    (`video_files.one_line_per_video`); a video listed again and one listed with several classes
+    (left out) are logged, with an example."""
+    kept, repeated = video_files.one_line_per_video([(video_id, label) for video_id, _, label in videos])
+    labels_of = {video_id: sorted({videos[i][2] for i in indices}) for video_id, indices in repeated.items()}
+    again = [video_id for video_id, labels in labels_of.items() if len(labels) == 1]
     if again:
         logging.warning("%s: %d video%s listed more than once, read once (e.g. %s).", where, len(again),
                         "s" * (len(again) > 1), again[0])
@@ -489,8 +483,8 @@ def _listed_once(videos, names, where):
     if several:
         logging.warning("%s: %d video%s listed with several classes, left out (e.g. %s: %s).", where, len(several),
                         "s" * (len(several) > 1), several[0],
-                        ", ".join(names[label] for label in sorted(labels_of[several[0]])))
-    return kept
+                        ", ".join(names[label] for label in labels_of[several[0]]))
+    return [videos[index] for index in kept]
 
 
 def _existing(videos, dataset):

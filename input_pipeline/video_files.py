@@ -1,6 +1,7 @@
 """Video files decoded with PyAV (no ffmpeg binary) into JPEG frames, and written from frames; what
 counts as a video in a folder of them; the text files (lists, annotations, class names) that name
-them."""
+them, and the rule of one line per video in them."""
+import collections
 import io
 import logging
 import math
@@ -34,6 +35,19 @@ def text_lines(path):
         line = data.count(b"\n", 0, error.start) + 1
         raise TextError(f"{path}:{line} is not UTF-8 text ({error.reason}: byte {data[error.start]:#04x}); save the "
                         "file as UTF-8") from None
+
+
+def one_line_per_video(lines):
+    """(indices kept, {video: indices} of each video on more than one line) of `lines`, the (video,
+    label) pairs of a list or annotation file: a video is kept at its first line when all its lines
+    give it the same label, and left out when they differ (a video has one label)."""
+    if len({video for video, _ in lines}) == len(lines):
+        return list(range(len(lines))), {}
+    lines_of = collections.defaultdict(list)
+    for index, (video, _) in enumerate(lines):
+        lines_of[video].append(index)
+    kept = [indices[0] for indices in lines_of.values() if len({lines[i][1] for i in indices}) == 1]
+    return kept, {video: indices for video, indices in lines_of.items() if len(indices) > 1}
 
 
 def visible(folder):
